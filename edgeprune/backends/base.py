@@ -1,0 +1,82 @@
+"""What a backend declares (capabilities, tolerances) and provides (export, describe an existing file).
+
+Running an artifact happens on the target, inside `targets/agent.py`, for every runtime and every target
+(the host included), so verification and profiling always exercise the runtime the app will ship with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprune.errors import ConfigError
+from edgeprune.models.base import LoadedModel
+from edgeprune.types import Artifact
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """When a runtime's result still counts as the same model.
+
+    An output passes when max-abs ≤ `max_abs` or max-abs / (reference range) ≤ `max_abs_rel_range`, and the
+    worst per-sample cosine ≥ `cosine`. A task metric passes when |runtime − PyTorch| ≤ `metric`.
+    """
+
+    max_abs: float
+    max_abs_rel_range: float
+    cosine: float
+    metric: float
+    why: str
+
+
+class Backend(ABC):
+    """One runtime/format. Subclasses declare the class attributes and implement the private methods."""
+
+    name: str  # registry name, also the runtime name the agent uses
+    format: str  # what `--format` calls it
+    suffix: str
+    precisions: tuple[str, ...]
+    default_precision: str = "fp32"
+
+    def check_precision(self, precision: str | None) -> str:
+        precision = precision or self.default_precision
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"{self.format} export does not support precision {precision}",
+                expected=" | ".join(self.precisions),
+                fix="pick a supported --precision (more precisions come with their backends)",
+            )
+        return precision
+
+    def export(self, model: LoadedModel, out_dir: Path, precision: str | None = None) -> Artifact:
+        """Write the model in this format under `out_dir`; the Artifact records what was written and how."""
+        precision = self.check_precision(precision)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return self._export(model, out_dir, precision)
+
+    def describe(self, path: Path, model: LoadedModel) -> Artifact:
+        """An Artifact for a file the user already has (e.g. `verify --artifact`)."""
+        if not path.is_file():
+            raise ConfigError(f"artifact file not found: {path}", fix="check the --artifact path")
+        if path.suffix != self.suffix:
+            raise ConfigError(f"--artifact {path} is not a {self.format} file", expected=f"a {self.suffix} file")
+        return self._describe(path, model)
+
+    @abstractmethod
+    def tolerances(self, precision: str) -> Tolerances: ...
+
+    @abstractmethod
+    def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact: ...
+
+    @abstractmethod
+    def _describe(self, path: Path, model: LoadedModel) -> Artifact: ...
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

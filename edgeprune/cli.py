@@ -1,0 +1,207 @@
+"""`edgeprune` command line. Choices (formats, precisions) come from the registries, not from copies.
+
+Exit codes: 0 ok; 2 user error (one line, no traceback); 3 a verification/budget gate failed (report written);
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from edgeprune import __version__
+from edgeprune.backends._registry import backend_names, formats, get_backend
+from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
+from edgeprune.types import Record
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeprune")
+def app() -> None:
+    """edgeprune: measure, prune, export and verify neural networks on real edge devices."""
+
+
+# --- options shared by several commands, declared once ------------------------------------------------------------
+
+
+def _options(*decorators: Callable) -> Callable:
+    def apply(func: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+model_options = _options(
+    click.option("--model", "-m", required=True, help="torchvision:<name> | cifar:resnet56 | python:pkg.mod:fn"),
+    click.option("--weights", "-w", help="Weights file for the model (.pth/.th/.pt/.safetensors)."),
+    click.option("--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."),
+    click.option("--input-shape", help="N,C,H,W for python: models that do not declare it."),
+)
+target_options = _options(
+    click.option("--target", "-t", default="host", show_default=True, help="Target profile name (see `edgeprune targets`) or a profile .yaml."),
+    click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
+    click.option("--threads", type=int, help="Runtime threads (default: the target profile's, else all cores)."),
+)
+output_options = _options(
+    click.option("--out", "-o", type=click.Path(path_type=Path), help="Result directory (default: edgeprune-runs/<command>-<time>)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON instead of a summary."),
+)
+
+
+def _formats() -> list[str]:
+    return sorted(formats())
+
+
+def _precisions() -> list[str]:
+    return sorted({p for name in backend_names() for p in get_backend(name).precisions})
+
+
+# --- commands ---------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def targets(as_json: bool) -> None:
+    """List target profiles with their runtime, connection and power sensor."""
+    from edgeprune.devices.profiles import list_profiles
+
+    profiles = list_profiles()
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("target", "runtime", "precision", "connection", "power sensor", "description")
+    for p in profiles:
+        sensor = p.power.sensor or ("estimate" if p.power.estimate_w else "none")
+        table.add_row(p.name, p.runtime, p.precision, p.connection.kind, sensor, p.description)
+    Console().print(table)
+
+
+@app.command()
+@model_options
+@click.option("--format", "-f", "fmt", type=click.Choice(_formats()), default="onnx", show_default=True, help="Export format.")
+@click.option("--precision", type=click.Choice(_precisions()), help="Numeric precision (default: the format's, fp32).")
+@output_options
+def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_json) -> None:
+    """Export a model to a deployable format (writes the file + artifact.json)."""
+    from edgeprune.pipeline import export_model
+
+    loaded = _load(model, weights, trust_pickle, input_shape)
+    out_dir = _out_dir(out, "export")
+    artifact = export_model(loaded, fmt, out_dir, precision)
+    _emit(artifact, as_json, f"exported {loaded.spec} → {artifact.path} ({artifact.format} {artifact.precision}, "
+                             f"opset {artifact.opset}, {artifact.exporter})")
+
+
+@app.command()
+@model_options
+@click.option("--data", "-d", required=True, help="ImageFolder directory (DIR/<class>/<image>).")
+@target_options
+@click.option("--limit", type=int, help="Use this many images, spread over all classes.")
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Images per runtime call.")
+@output_options
+def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
+    """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
+    from edgeprune.devices.profiles import load_profile
+    from edgeprune.pipeline import artifact_for_target, verify_classification
+    from edgeprune.progress import RichProgress
+
+    profile = load_profile(target)
+    loaded = _load(model, weights, trust_pickle, input_shape)
+    out_dir = _out_dir(out, "verify")
+    chosen = artifact_for_target(loaded, profile, out_dir, artifact)
+    result = verify_classification(loaded, chosen, profile, data, out_dir, threads=threads, limit=limit,
+                                   batch_size=batch_size, progress=RichProgress())
+    lines = [f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
+             f"({result.target}, {result.threads} threads), {result.n_samples} images"]
+    lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
+              for m in result.metrics]
+    lines += [f"  output {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), min cosine {p.cosine_min:.6f}"
+              for p in result.parity]
+    _emit(result, as_json, "\n".join(lines) + f"\n  report: {out_dir / 'verification.json'}")
+    if not result:
+        raise GateFailed("verification failed: " + "; ".join(result.failures()),
+                         report_path=str(out_dir / "verification.json"))
+
+
+@app.command()
+@model_options
+@target_options
+@click.option("--runs", "-n", type=int, default=50, show_default=True, help="Timed runs (at least 30).")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@output_options
+def profile(model, weights, trust_pickle, input_shape, target, artifact, threads, runs, warmup, out, as_json) -> None:
+    """Measure end-to-end latency (and energy where the target can) on the target's runtime."""
+    from edgeprune.devices.profiles import load_profile
+    from edgeprune.pipeline import artifact_for_target, profile_end_to_end
+    from edgeprune.progress import RichProgress
+
+    target_profile = load_profile(target)
+    loaded = _load(model, weights, trust_pickle, input_shape)
+    out_dir = _out_dir(out, "profile")
+    chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
+    report = profile_end_to_end(loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads,
+                                progress=RichProgress())
+    _emit(report, as_json, f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
+                           f"  report: {out_dir / 'profile.json'}")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------------
+
+
+def _load(spec: str, weights: str | None, trust_pickle: bool, input_shape: str | None):
+    from edgeprune.models import LoadOptions, load_model
+
+    shape = None
+    if input_shape:
+        try:
+            shape = tuple(int(d) for d in input_shape.split(","))
+        except ValueError:
+            raise ConfigError(f"--input-shape {input_shape!r} is not a list of integers", expected="N,C,H,W e.g. 1,3,224,224") from None
+    return load_model(spec, LoadOptions(weights=weights, trust_pickle=trust_pickle, input_shape=shape))
+
+
+def _out_dir(out: Path | None, command: str) -> Path:
+    out_dir = out or Path("edgeprune-runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file", expected="a directory (created if missing)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _emit(result: Record, as_json: bool, summary: str) -> None:
+    click.echo(result.to_json() if as_json else summary)
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.ClickException as exc:  # bad flags: click's message, exit 2
+        exc.show()
+        sys.exit(2)
+    except EdgepruneError as exc:
+        click.echo(f"edgeprune: error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("edgeprune: interrupted; rerun the command (files already written under --out are kept)", err=True)
+        sys.exit(2)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        click.echo("edgeprune: this is a bug in edgeprune; please report it with the traceback above", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

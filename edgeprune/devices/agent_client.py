@@ -1,0 +1,133 @@
+"""Host side of the agent protocol (see targets/agent.py): one session per device, JSON lines over pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.devices.transport import Transport, scratch_dir
+from edgeprune.errors import DeviceError
+from edgeprune.types import DeviceInfo
+
+ProgressCallback = Callable[[int, int], None]
+_START_TIMEOUT_S = 60.0
+
+
+class AgentSession:
+    """A running agent. Use as a context manager; every request waits at most `timeout_s` between messages."""
+
+    def __init__(self, transport: Transport, *, timeout_s: float = 600.0):
+        self.transport = transport
+        self.timeout_s = timeout_s
+        self._scratch = scratch_dir()
+        self._stderr_log = self._scratch / "agent-stderr.log"
+        self._proc = transport.start_agent(self._stderr_log)
+        self._buffer = b""
+        self._next_id = 0
+        ready = self._read_message(_START_TIMEOUT_S)
+        if ready.get("event") != "ready":
+            raise DeviceError(f"the agent on {transport.label} did not start: {ready}")
+        self.agent_python = ready.get("python")
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._send({"id": -1, "cmd": "quit"})
+                self._proc.wait(timeout=10)
+            except Exception:  # closing must never mask the error that led here
+                self._proc.kill()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # --- commands ---------------------------------------------------------------------------------------------
+
+    def info(self, target: str, runtime: str) -> DeviceInfo:
+        facts = self.request("info", {"runtime": runtime})
+        return DeviceInfo(
+            target=target,
+            **{k: (tuple(v) if k == "providers" else v) for k, v in facts.items() if k != "agent_version"},
+        )
+
+    def bench(
+        self, model: Path, runtime: str, *, threads: int | None, warmup: int, runs: int, batch: int = 1,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        args = {"model": self.transport.put(model), "runtime": runtime, "threads": threads, "warmup": warmup,
+                "runs": runs, "batch": batch}
+        return self.request("bench", args, on_progress)
+
+    def run(self, model: Path, runtime: str, feeds: dict[str, np.ndarray], *, threads: int | None) -> dict[str, np.ndarray]:
+        inputs = {}
+        for i, (name, value) in enumerate(feeds.items()):
+            local = self._scratch / f"in{i}.npy"
+            np.save(local, np.ascontiguousarray(value))
+            inputs[name] = self.transport.put(local)
+        result = self.request("run", {"model": self.transport.put(model), "runtime": runtime, "threads": threads,
+                                      "inputs": inputs})
+        return {name: np.load(self.transport.fetch(path, self._scratch)) for name, path in result["outputs"].items()}
+
+    # --- protocol ---------------------------------------------------------------------------------------------
+
+    def request(self, cmd: str, args: dict[str, Any], on_progress: ProgressCallback | None = None) -> Any:
+        self._next_id += 1
+        request_id = self._next_id
+        self._send({"id": request_id, "cmd": cmd, "args": args})
+        while True:
+            message = self._read_message(self.timeout_s)
+            if message.get("event") == "progress":
+                if on_progress:
+                    on_progress(message["done"], message["total"])
+                continue
+            if message.get("id") != request_id:
+                continue
+            if not message.get("ok"):
+                raise DeviceError(f"agent on {self.transport.label} failed {cmd}: {message.get('error')}")
+            return message["result"]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self._proc.stdin.write((json.dumps(message) + "\n").encode())
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+
+    def _read_message(self, timeout_s: float) -> dict[str, Any]:
+        fd = self._proc.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                if not selector.select(timeout_s):
+                    self._proc.kill()
+                    raise DeviceError(
+                        f"the agent on {self.transport.label} sent nothing for {timeout_s:.0f} s and was stopped",
+                        fix="check the device is responsive; results measured so far are kept",
+                    )
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise self._died()
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise DeviceError(f"the agent on {self.transport.label} sent a malformed line: {line[:120]!r}") from None
+
+    def _died(self) -> DeviceError:
+        code = self._proc.wait(timeout=10)
+        tail = ""
+        if self._stderr_log.exists():
+            lines = self._stderr_log.read_text(errors="replace").strip().splitlines()
+            tail = lines[-1][:200] if lines else ""
+        return DeviceError(f"the agent on {self.transport.label} exited (code {code})" + (f": {tail}" if tail else ""))

@@ -1,0 +1,37 @@
+"""Model families, one module each. `load_model(spec)` dispatches on the `family:` prefix of a model spec."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from edgeprune.errors import ModelError, UnknownName
+from edgeprune.models.base import LoadedModel, LoadOptions
+
+# family prefix -> module providing names() and load(name, options)
+FAMILIES = {
+    "torchvision": "edgeprune.models.torchvision",
+    "cifar": "edgeprune.models.cifar",
+    "python": "edgeprune.models.python_callable",
+}
+SPEC_FORMS = "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable"
+
+__all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model"]
+
+
+def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
+    options = options or LoadOptions()
+    family, sep, name = spec.partition(":")
+    if sep and family in FAMILIES:
+        if not name:
+            raise ModelError(f"model spec {spec!r} names no model", expected=f"one of {SPEC_FORMS}")
+        return importlib.import_module(FAMILIES[family]).load(name, options)
+    path = Path(spec)
+    if path.exists():
+        raise ModelError(
+            f"model file {spec} is not a format edgeprune loads yet",
+            expected=f"a model spec ({SPEC_FORMS})",
+        )
+    if sep and "/" not in family and "." not in family:
+        raise UnknownName("model family", family, FAMILIES, fix=f"use one of {SPEC_FORMS}")
+    raise ModelError(f"model file not found: {spec}", fix=f"check the path, or use a model spec ({SPEC_FORMS})")

@@ -1,0 +1,67 @@
+"""What every model family returns: the module plus the input and preprocessing facts export and verify need."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from edgeprune.types import Preprocessing, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    weights: str | None = None
+    trust_pickle: bool = False
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run PyTorch module (eval mode, CPU) and how to feed it."""
+
+    module: torch.nn.Module
+    spec: str
+    task: str
+    inputs: tuple[TensorSpec, ...]
+    preprocessing: Preprocessing | None
+    class_names: tuple[str, ...] | None = None
+    weights: str | None = None
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (16 hex) over the spec, parameter/buffer names, shapes and values."""
+        if self._fingerprint is None:
+            import torch
+
+            digest = hashlib.sha256(self.spec.encode())
+            for name, tensor in self.module.state_dict().items():
+                digest.update(name.encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        return tuple(torch.randn(spec.concrete_shape(batch), generator=generator) for spec in self.inputs)
+
+
+def image_input(height: int, width: int, channels: int = 3) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("input", ("batch", channels, height, width)),)
+
+
+def seeded_init(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
+    """Random init that is the same on every load, so export and verify of an untrained model agree."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

@@ -1,0 +1,375 @@
+"""Artifacts that flow between stages: frozen dataclasses with a JSON round-trip and a fingerprint.
+
+Every top-level JSON document carries `schema_version` and `kind`; `load_json` refuses a document written by an
+incompatible schema instead of guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types as _pytypes
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+
+SCHEMA_VERSION = 1
+T = TypeVar("T", bound="Record")
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, _pytypes.UnionType):
+        members = [a for a in args if a is not type(None)]
+        record_members = [a for a in members if isinstance(a, type) and issubclass(a, Record)]
+        if record_members and isinstance(value, dict):
+            return record_members[0]._from_fields(value)
+        return _decode(members[0], value) if len(members) == 1 else value
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        return {k: _decode(args[1], v) for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp._from_fields(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+class Record:
+    """Mixin for the frozen dataclasses below: dict/JSON round-trip and a content fingerprint."""
+
+    # Fields left out of the fingerprint (timestamps, paths): two runs that produced the same content agree.
+    _volatile: typing.ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "kind": type(self).__name__, **_encode(self)}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{cls.__name__} was written with schema_version {version}",
+                expected=f"schema_version {SCHEMA_VERSION}",
+                fix="re-run the command that produced it with this edgeprune version",
+            )
+        kind = data.get("kind", cls.__name__)
+        if kind != cls.__name__:
+            raise ConfigError(f"JSON holds a {kind}", expected=f"a {cls.__name__}")
+        return cls._from_fields(data)
+
+    @classmethod
+    def _from_fields(cls: type[T], data: dict[str, Any]) -> T:
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: _decode(hints[k], v) for k, v in data.items() if k in known}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)  # atomic: an interrupted write never leaves a half file behind
+        return path
+
+    @classmethod
+    def load(cls: type[T], path: str | Path) -> T:
+        try:
+            return cls.from_json(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{cls.__name__} file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+    @property
+    def fingerprint(self) -> str:
+        content = {k: v for k, v in _encode(self).items() if k not in self._volatile}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- shared pieces -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec(Record):
+    """One model input or output. A string dimension is dynamic (e.g. "batch")."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return tuple(batch if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class Preprocessing(Record):
+    """How an image becomes the model's input, so export and verify never guess.
+
+    The image is converted to `channel_order`, its shorter side resized to `resize` (or straight to `crop` when
+    `resize` is None and the size differs), centre-cropped to `crop` (h, w), multiplied by `scale`, normalised
+    with `mean`/`std` per channel and laid out as `layout`.
+    """
+
+    crop: tuple[int, int]
+    resize: int | None = None
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0 / 255.0
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    interpolation: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class Fact(Record):
+    """A hardware fact and where it comes from; a fact without a source is left out of a profile."""
+
+    value: str | int | float
+    source: str
+
+
+# --- target and device ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection(Record):
+    kind: str = "local"  # local | ssh | adb
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True)
+class PowerSpec(Record):
+    """How energy is obtained: a sensor name, or a sourced power figure to estimate from, or neither."""
+
+    sensor: str | None = None
+    estimate_w: Fact | None = None
+
+
+@dataclass(frozen=True)
+class TargetProfile(Record):
+    name: str
+    description: str
+    runtime: str
+    precision: str = "fp32"
+    threads: int | None = None  # None: as many as the process may use, resolved on the device
+    connection: Connection = field(default_factory=Connection)
+    power: PowerSpec = field(default_factory=PowerSpec)
+    hardware: dict[str, Fact] = field(default_factory=dict)
+    source_file: str | None = None
+
+    _volatile = ("source_file",)
+
+
+@dataclass(frozen=True)
+class DeviceInfo(Record):
+    """What was observed on the device when it measured."""
+
+    target: str
+    hostname: str
+    os: str
+    arch: str
+    cpu: str
+    cpu_count: int
+    python: str
+    runtime: str
+    runtime_version: str
+    providers: tuple[str, ...] = ()
+    cpu_governor: str | None = None
+    throttling: str | None = None  # None: the device offers no way to read it
+    numpy_version: str | None = None
+
+
+# --- measurements ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyStats(Record):
+    """Latency of `n` timed runs after `warmup` untimed ones, and energy with how it was obtained."""
+
+    n: int
+    warmup: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    cv: float
+    runtime: str
+    runtime_version: str
+    threads: int
+    batch: int = 1
+    method: str = "measured"  # measured on the runtime; "predicted" for LUT sums (later)
+    energy: str = "unavailable"  # measured | estimated | unavailable
+    energy_mj: float | None = None
+    power_w: float | None = None
+    energy_note: str = ""
+
+    @classmethod
+    def from_samples(cls, samples_ms: typing.Sequence[float], **meta: Any) -> LatencyStats:
+        if len(samples_ms) == 0:
+            raise ValueError("no latency samples")
+        s = np.asarray(samples_ms, dtype=np.float64)
+        mean = float(s.mean())
+        return cls(
+            n=int(s.size),
+            median_ms=float(np.median(s)),
+            p90_ms=float(np.percentile(s, 90)),
+            p99_ms=float(np.percentile(s, 99)),
+            min_ms=float(s.min()),
+            max_ms=float(s.max()),
+            mean_ms=mean,
+            cv=float(s.std() / mean) if mean > 0 else 0.0,
+            **meta,
+        )
+
+    def summary(self) -> str:
+        text = (
+            f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms (n={self.n}, CV {self.cv:.1%}, "
+            f"{self.runtime} {self.runtime_version}, {self.threads} threads, {self.method})"
+        )
+        if self.energy_mj is not None:
+            text += f"; energy {self.energy_mj:.2f} mJ/inference ({self.energy})"
+        else:
+            text += f"; energy {self.energy}: {self.energy_note}"
+        return text
+
+
+# --- export and verification -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact(Record):
+    """An exported model file and everything needed to run it without the exporter."""
+
+    format: str
+    precision: str
+    files: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    preprocessing: Preprocessing | None
+    model: str
+    model_fingerprint: str
+    exporter: str
+    opset: int | None = None
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    _volatile = ("files",)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.files[0])
+
+
+@dataclass(frozen=True)
+class OutputParity(Record):
+    """Runtime output vs the PyTorch fp32 reference for one output."""
+
+    name: str
+    max_abs: float
+    max_abs_rel_range: float  # max_abs / (max - min of the reference)
+    cosine_min: float  # worst per-sample cosine similarity
+    tolerance_max_abs: float
+    tolerance_cosine: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class MetricComparison(Record):
+    """A task metric on PyTorch and on the runtime over the same samples."""
+
+    name: str
+    reference: float
+    runtime: float
+    tolerance: float
+    passed: bool
+
+    @property
+    def delta(self) -> float:
+        return self.runtime - self.reference
+
+
+@dataclass(frozen=True)
+class Verification(Record):
+    """Parity and task metrics of an artifact on its runtime; truthy when every check passed."""
+
+    model: str
+    artifact: Artifact
+    runtime: str
+    runtime_version: str
+    threads: int
+    target: str
+    data: str
+    n_samples: int
+    parity: tuple[OutputParity, ...]
+    metrics: tuple[MetricComparison, ...]
+    passed: bool
+    reference: str = "pytorch fp32 (cpu)"
+    latency: LatencyStats | None = None
+    predicted_latency_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        out = [
+            f"output {p.name}: max-abs {p.max_abs:.3g} (tol {p.tolerance_max_abs:.3g}), "
+            f"cosine {p.cosine_min:.6f} (tol {p.tolerance_cosine})"
+            for p in self.parity
+            if not p.passed
+        ]
+        out += [
+            f"{m.name}: {m.runtime:.4f} on {self.runtime} vs {m.reference:.4f} on PyTorch (tol {m.tolerance})"
+            for m in self.metrics
+            if not m.passed
+        ]
+        return out
+
+
+@dataclass(frozen=True)
+class ProfileReport(Record):
+    """End-to-end latency (and energy) of one artifact on one target."""
+
+    model: str
+    target: TargetProfile
+    device: DeviceInfo
+    artifact: Artifact
+    latency: LatencyStats

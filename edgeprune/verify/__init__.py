@@ -1,0 +1,1 @@
+"""Verification: does the exported artifact, on its runtime, still compute the model?"""
