@@ -62,7 +62,15 @@ class Backend(ABC):
             raise ConfigError(f"artifact file not found: {path}", fix="check the --artifact path")
         if path.suffix != self.suffix:
             raise ConfigError(f"--artifact {path} is not a {self.format} file", expected=f"a {self.suffix} file")
-        return self._describe(path, model)
+        artifact = self._describe(path, model)
+        expected = [spec.shape for spec in model.inputs]
+        found = [spec.shape for spec in artifact.inputs]
+        if len(found) != len(expected) or not all(map(_shapes_fit, found, expected)):
+            raise ConfigError(
+                f"{path} takes inputs {found} but {model.spec} takes {expected}",
+                fix="pass the --model this artifact was exported from",
+            )
+        return artifact
 
     @abstractmethod
     def tolerances(self, precision: str) -> Tolerances: ...
@@ -72,6 +80,13 @@ class Backend(ABC):
 
     @abstractmethod
     def _describe(self, path: Path, model: LoadedModel) -> Artifact: ...
+
+
+def _shapes_fit(found: tuple, expected: tuple) -> bool:
+    """Same rank, and every dimension equal where both are fixed (a named dimension fits anything)."""
+    return len(found) == len(expected) and all(
+        isinstance(a, str) or isinstance(b, str) or a == b for a, b in zip(found, expected)
+    )
 
 
 def sha256_file(path: Path) -> str:

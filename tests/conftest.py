@@ -1,0 +1,64 @@
+"""Shared test fixtures. Real assets come from ../shared/assets; tests that need them skip when it is absent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO.parent / "shared" / "assets"
+CIFAR_TEST = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
+CIFAR_WEIGHTS = ASSETS / "weights" / "cifar10_resnet"
+
+
+def asset(relative: str) -> Path:
+    """A path under ../shared/assets, or a skip naming what is missing."""
+    path = ASSETS / relative
+    if not path.exists():
+        pytest.skip(f"needs ../shared/assets/{relative} (real test assets are not beside this checkout)")
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> CliResult:
+    """Run `edgeprune ARGS` as a user would, in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeprune.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def resnet20_weights() -> Path:
+    return asset("weights/cifar10_resnet/resnet20-12fca82f.th")
+
+
+@pytest.fixture(scope="session")
+def cifar_test_dir() -> Path:
+    return asset("datasets/cifar10_test_jpg/test")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A small conv net exported by our own backend (dynamic batch), for agent tests."""
+    from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
+    from edgeprune.models import LoadOptions, load_model
+
+    model = load_model("cifar:resnet20", LoadOptions())
+    out = tmp_path_factory.mktemp("tiny")
+    return OnnxRuntimeBackend().export(model, out).path
