@@ -47,7 +47,7 @@ model_options = _options(
 target_options = _options(
     click.option("--target", "-t", default="host", show_default=True, help="Target profile name (see `edgeprune targets`) or a profile .yaml."),
     click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
-    click.option("--threads", type=int, help="Runtime threads (default: the target profile's, else all cores)."),
+    click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's, else all cores)."),
 )
 output_options = _options(
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Result directory (default: edgeprune-runs/<command>-<time>)."),
@@ -106,8 +106,8 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_js
 @model_options
 @click.option("--data", "-d", required=True, help="ImageFolder directory (DIR/<class>/<image>).")
 @target_options
-@click.option("--limit", type=int, help="Use this many images, spread over all classes.")
-@click.option("--batch-size", type=int, default=100, show_default=True, help="Images per runtime call.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use this many images, spread over all classes.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Images per runtime call.")
 @output_options
 def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""

@@ -31,9 +31,13 @@ class AgentSession:
         self._proc = transport.start_agent(self._stderr_log)
         self._buffer = b""
         self._next_id = 0
-        ready = self._read_message(_START_TIMEOUT_S)
-        if ready.get("event") != "ready":
-            raise DeviceError(f"the agent on {transport.label} did not start: {ready}")
+        try:
+            ready = self._read_message(_START_TIMEOUT_S)
+            if ready.get("event") != "ready":
+                raise DeviceError(f"the agent on {transport.label} did not start: {ready}")
+        except BaseException:
+            self.close()
+            raise
         self.agent_python = ready.get("python")
 
     def __enter__(self) -> AgentSession:
