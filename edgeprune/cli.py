@@ -6,10 +6,12 @@ anything else is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -95,32 +97,34 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_js
     """Export a model to a deployable format (writes the file + artifact.json)."""
     from edgeprune.pipeline import export_model
 
-    loaded = _load(model, weights, trust_pickle, input_shape)
-    out_dir = _out_dir(out, "export")
-    artifact = export_model(loaded, fmt, out_dir, precision)
+    with _stdout_kept_for_results():
+        loaded = _load(model, weights, trust_pickle, input_shape)
+        out_dir = _out_dir(out, "export")
+        artifact = export_model(loaded, fmt, out_dir, precision)
     _emit(artifact, as_json, f"exported {loaded.spec} → {artifact.path} ({artifact.format} {artifact.precision}, "
                              f"opset {artifact.opset}, {artifact.exporter})")
 
 
 @app.command()
 @model_options
-@click.option("--data", "-d", required=True, help="ImageFolder directory (DIR/<class>/<image>).")
+@click.option("--data", "-d", required=True, help="Classifier: ImageFolder directory DIR/<class>/<image>. Detector: YOLO data yaml.")
 @target_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many images, spread over all classes.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, help="Images per runtime call.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per runtime call (default: 100 classification, 16 detection).")
 @output_options
 def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
     from edgeprune.devices.profiles import load_profile
-    from edgeprune.pipeline import artifact_for_target, verify_classification
+    from edgeprune.pipeline import artifact_for_target, verify_artifact
     from edgeprune.progress import RichProgress
 
-    profile = load_profile(target)
-    loaded = _load(model, weights, trust_pickle, input_shape)
-    out_dir = _out_dir(out, "verify")
-    chosen = artifact_for_target(loaded, profile, out_dir, artifact)
-    result = verify_classification(loaded, chosen, profile, data, out_dir, threads=threads, limit=limit,
-                                   batch_size=batch_size, progress=RichProgress())
+    with _stdout_kept_for_results():
+        profile = load_profile(target)
+        loaded = _load(model, weights, trust_pickle, input_shape)
+        out_dir = _out_dir(out, "verify")
+        chosen = artifact_for_target(loaded, profile, out_dir, artifact)
+        result = verify_artifact(loaded, chosen, profile, data, out_dir, threads=threads, limit=limit,
+                                 batch_size=batch_size, progress=RichProgress())
     lines = [f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
              f"({result.target}, {result.threads} threads), {result.n_samples} images"]
     lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
@@ -145,12 +149,13 @@ def profile(model, weights, trust_pickle, input_shape, target, artifact, threads
     from edgeprune.pipeline import artifact_for_target, profile_end_to_end
     from edgeprune.progress import RichProgress
 
-    target_profile = load_profile(target)
-    loaded = _load(model, weights, trust_pickle, input_shape)
-    out_dir = _out_dir(out, "profile")
-    chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
-    report = profile_end_to_end(loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads,
-                                progress=RichProgress())
+    with _stdout_kept_for_results():
+        target_profile = load_profile(target)
+        loaded = _load(model, weights, trust_pickle, input_shape)
+        out_dir = _out_dir(out, "profile")
+        chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
+        report = profile_end_to_end(loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup,
+                                    threads=threads, progress=RichProgress())
     _emit(report, as_json, f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
                            f"  report: {out_dir / 'profile.json'}")
 
@@ -176,6 +181,21 @@ def _out_dir(out: Path | None, command: str) -> Path:
         raise ConfigError(f"--out {out_dir} is a file", expected="a directory (created if missing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
+
+
+@contextlib.contextmanager
+def _stdout_kept_for_results() -> Iterator[None]:
+    """Exporters and ultralytics print progress on stdout (from Python and C); while a command works, fd 1
+    points at stderr so that stdout carries only the result (`--json` output stays parseable)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _emit(result: Record, as_json: bool, summary: str) -> None:

@@ -12,14 +12,13 @@ import numpy as np
 from edgeprune.backends._registry import backend_for_format, get_backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import transport_for
-from edgeprune.errors import ConfigError, DataError
+from edgeprune.errors import ConfigError
 from edgeprune.latency.energy import energy_for
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
-from edgeprune.types import Artifact, LatencyStats, MetricComparison, ProfileReport, TargetProfile, Verification
-from edgeprune.verify.data import ImageFolder
-from edgeprune.verify.metrics import classification_metrics
-from edgeprune.verify.parity import compare_output
+from edgeprune.types import Artifact, LatencyStats, ProfileReport, TargetProfile, Verification
+from edgeprune.verify.parity import ParityAccumulator
+from edgeprune.verify.scoring import scoring_for
 
 MIN_RUNS = 30
 
@@ -39,7 +38,7 @@ def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path
     return export_model(model, backend.format, out_dir, target.precision)
 
 
-def verify_classification(
+def verify_artifact(
     model: LoadedModel,
     artifact: Artifact,
     target: TargetProfile,
@@ -48,48 +47,38 @@ def verify_classification(
     *,
     threads: int | None = None,
     limit: int | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> Verification:
-    """PyTorch fp32 and the target's runtime on the same preprocessed images: parity per output, top-1/top-5
-    on both. Writes verification.json whether or not it passed; the caller decides the exit code."""
+    """PyTorch fp32 and the target's runtime on the same preprocessed real inputs: parity per output and the
+    task metric (top-1/top-5, or mAP) on both. Writes verification.json whether or not it passed; the caller
+    decides the exit code."""
     import torch
 
-    if model.task != "classification":
-        raise ConfigError(f"{model.spec} is a {model.task} model; verify handles classification models so far")
     if model.preprocessing is None:
         raise ConfigError(f"{model.spec} declares no preprocessing, so its data cannot be prepared")
-    if batch_size < 1 or (limit is not None and limit < 1):
+    if (batch_size is not None and batch_size < 1) or (limit is not None and limit < 1):
         raise ConfigError("--batch-size and --limit must be positive")
     progress = progress or NoProgress()
-    backend = get_backend(target.runtime)
-    tolerances = backend.tolerances(artifact.precision)
-    with torch.inference_mode():
-        num_outputs = model.module(*model.example_inputs(1)).shape[-1]
-    dataset = ImageFolder.scan(data, model.class_names, num_outputs).subset(limit)
+    tolerances = get_backend(target.runtime).tolerances(artifact.precision)
+    scoring = scoring_for(model, data, limit)
+    parity = ParityAccumulator(artifact.outputs[0].name)
     input_name = artifact.inputs[0].name
-    reference, runtime, labels = [], [], []
-    with AgentSession(transport_for(target)) as agent, progress.task(f"verify on {target.runtime}", len(dataset.samples)) as update:
+    used_threads = threads or target.threads
+    done = 0
+    with AgentSession(transport_for(target)) as agent, progress.task(f"verify on {target.runtime}", scoring.size) as update:
         device = agent.info(target.name, target.runtime)
-        used_threads = threads or target.threads
-        for images, batch_labels in dataset.batches(model.preprocessing, batch_size):
+        for batch in scoring.batches(batch_size or scoring.default_batch_size):
             with torch.inference_mode():
-                reference.append(model.module(torch.from_numpy(images)).numpy())
-            outputs = agent.run(artifact.path, target.runtime, {input_name: images}, threads=used_threads)
-            runtime.append(next(iter(outputs.values())))
-            labels.append(batch_labels)
-            update(sum(len(b) for b in labels))
-    reference_logits, runtime_logits, all_labels = np.concatenate(reference), np.concatenate(runtime), np.concatenate(labels)
-    if all_labels.max() >= reference_logits.shape[1]:
-        raise DataError(f"labels of {data} go up to {all_labels.max()} but the model has {reference_logits.shape[1]} outputs")
-    on_torch = classification_metrics(reference_logits, all_labels)
-    on_runtime = classification_metrics(runtime_logits, all_labels)
-    metrics = tuple(
-        MetricComparison(name, on_torch[name], on_runtime[name], tolerances.metric,
-                         abs(on_runtime[name] - on_torch[name]) <= tolerances.metric)
-        for name in on_torch
-    )
-    parity = (compare_output(artifact.outputs[0].name, reference_logits, runtime_logits, tolerances),)
+                reference = _first_output(model.module(torch.from_numpy(batch.images))).numpy()
+            runtime = next(iter(agent.run(artifact.path, target.runtime, {input_name: batch.images},
+                                          threads=used_threads).values()))
+            parity.update(reference, runtime)
+            scoring.add(reference, runtime, batch)
+            done += len(batch.images)
+            update(done)
+    parities = (parity.result(tolerances),)
+    metrics = scoring.comparisons(tolerances.metric)
     verification = Verification(
         model=model.spec,
         artifact=artifact,
@@ -98,13 +87,20 @@ def verify_classification(
         threads=used_threads or device.cpu_count,
         target=target.name,
         data=str(Path(data).resolve()),
-        n_samples=len(all_labels),
-        parity=parity,
+        n_samples=done,
+        parity=parities,
         metrics=metrics,
-        passed=all(p.passed for p in parity) and all(m.passed for m in metrics),
+        passed=all(p.passed for p in parities) and all(m.passed for m in metrics),
     )
     verification.save(out_dir / "verification.json")
     return verification
+
+
+def _first_output(outputs):
+    """The tensor the artifact's first output corresponds to (models may return tuples/lists)."""
+    while isinstance(outputs, (tuple, list)):
+        outputs = outputs[0]
+    return outputs
 
 
 def profile_end_to_end(

@@ -139,19 +139,42 @@ class TensorSpec(Record):
 class Preprocessing(Record):
     """How an image becomes the model's input, so export and verify never guess.
 
-    The image is converted to `channel_order`, its shorter side resized to `resize` (or straight to `crop` when
-    `resize` is None and the size differs), centre-cropped to `crop` (h, w), multiplied by `scale`, normalised
-    with `mean`/`std` per channel and laid out as `layout`.
+    The image is decoded as `channel_order` (RGB, BGR or L). With `resize` set, its shorter side goes to `resize`
+    and it is centre-cropped to `crop` (h, w): the classification eval transform. With `resize` None it goes
+    straight to `crop`, or, with `letterbox`, keeps its aspect ratio and is padded with `pad_value`.
+    `interpolation` is a torchvision mode or "bilinear-align-corners" (Darknet's resize_image); `antialias`
+    False means OpenCV's resize. Then it is multiplied by `scale`, normalised with `mean`/`std` and laid out as
+    `layout`.
     """
 
     crop: tuple[int, int]
     resize: int | None = None
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
     scale: float = 1.0 / 255.0
     channel_order: str = "RGB"
     layout: str = "NCHW"
     interpolation: str = "bilinear"
+    antialias: bool = True
+    letterbox: bool = False
+    pad_value: float = 0.5  # on the 0..1 scale (Darknet 0.5, ultralytics 114/255)
+
+
+@dataclass(frozen=True)
+class DetectionHead(Record):
+    """How the host turns a detector's output tensor into boxes, after the runtime ran it.
+
+    layouts: "darknet" — (N, boxes, 5 + C): cx, cy, w, h in input pixels, objectness, per-class sigmoid
+    probabilities (score = objectness × class probability); "ultralytics" — (N, 4 + C, boxes): cx, cy, w, h in
+    input pixels, per-class scores.
+    """
+
+    layout: str
+    num_classes: int
+    conf_threshold: float
+    iou_threshold: float
+    max_det: int = 300
+    class_agnostic_nms: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,6 +314,7 @@ class Artifact(Record):
     opset: int | None = None
     tool_versions: dict[str, str] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
+    detection: DetectionHead | None = None
 
     _volatile = ("files",)
 

@@ -9,10 +9,10 @@ dimension stays symbolic so verification can run batches.
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 from pathlib import Path
 
+from edgeprune.backends._export_rewrites import rewrite_for_export
 from edgeprune.backends.base import Backend, Tolerances, sha256_file
 from edgeprune.errors import ConfigError, ExportError
 from edgeprune.models.base import LoadedModel
@@ -45,19 +45,19 @@ class OnnxRuntimeBackend(Backend):
         stale_data = path.with_name(path.name + ".data")
         stale_data.unlink(missing_ok=True)
         example = model.example_inputs(_EXPORT_BATCH)
+        module, rewrites = rewrite_for_export(model.module)
         with torch.inference_mode():
-            n_outputs = len(_flatten(model.module(*example)))
+            n_outputs = len(_flatten(module(*example)))
         output_names = ["output"] if n_outputs == 1 else [f"output{i}" for i in range(n_outputs)]
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} if isinstance(spec.shape[0], str) else None for spec in model.inputs)
         weight_bytes = sum(t.numel() * t.element_size() for t in model.module.state_dict().values())
         external = weight_bytes > 0.9 * _PROTOBUF_LIMIT
         try:
-            # the exporter reports progress on stdout, which belongs to `--json`
-            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    model.module,
+                    module,
                     example,
                     str(path),
                     input_names=[spec.name for spec in model.inputs],
@@ -75,7 +75,17 @@ class OnnxRuntimeBackend(Backend):
                 fix="make the model traceable by torch.export (no data-dependent Python control flow)",
             ) from exc
         files = [path] + ([stale_data] if external else [])
-        return self._artifact_for(path, files, model, exporter=f"torch.onnx dynamo (torch {torch.__version__})")
+        exporter = f"torch.onnx dynamo (torch {torch.__version__})" + "".join(f"; {r}" for r in rewrites)
+        artifact = self._artifact_for(path, files, model, exporter=exporter)
+        pinned = [spec.name for spec, want in zip(artifact.inputs, model.inputs)
+                  if isinstance(want.shape[0], str) and not isinstance(spec.shape[0], str)]
+        if pinned:
+            raise ExportError(
+                f"torch.onnx fixed the batch dimension of {', '.join(pinned)} to {_EXPORT_BATCH} while exporting "
+                f"{model.spec} (some Python in forward depends on the batch size)",
+                fix="make forward independent of the batch size (no shape-keyed caches)",
+            )
+        return artifact
 
     def _describe(self, path: Path, model: LoadedModel) -> Artifact:
         sidecar = path.with_name("artifact.json")
@@ -110,6 +120,7 @@ class OnnxRuntimeBackend(Backend):
             opset=opset,
             tool_versions=_tool_versions(),
             sha256={f.name: sha256_file(f) for f in files},
+            detection=model.detection,
         )
 
 

@@ -13,8 +13,15 @@ FAMILIES = {
     "torchvision": "edgeprune.models.torchvision",
     "cifar": "edgeprune.models.cifar",
     "python": "edgeprune.models.python_callable",
+    "darknet": "edgeprune.models.darknet",
+    "ultralytics": "edgeprune.models.ultralytics",
 }
-SPEC_FORMS = "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable"
+# a bare file name or path is routed by its suffix
+SUFFIX_FAMILIES = {".cfg": "darknet", ".pt": "ultralytics", ".yaml": "ultralytics", ".yml": "ultralytics"}
+SPEC_FORMS = (
+    "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable, "
+    "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml"
+)
 
 __all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model"]
 
@@ -27,6 +34,8 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
             raise ModelError(f"model spec {spec!r} names no model", expected=f"one of {SPEC_FORMS}")
         return importlib.import_module(FAMILIES[family]).load(name, options)
     path = Path(spec)
+    if not sep and path.suffix in SUFFIX_FAMILIES:
+        return importlib.import_module(FAMILIES[SUFFIX_FAMILIES[path.suffix]]).load(spec, options)
     if path.exists():
         raise ModelError(
             f"model file {spec} is not a format edgeprune loads yet",

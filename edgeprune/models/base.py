@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgeprune.types import Preprocessing, TensorSpec
+from edgeprune.types import DetectionHead, Preprocessing, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +31,7 @@ class LoadedModel:
     preprocessing: Preprocessing | None
     class_names: tuple[str, ...] | None = None
     weights: str | None = None
+    detection: DetectionHead | None = None  # set for task "detection"
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property

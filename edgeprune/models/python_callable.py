@@ -51,6 +51,7 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         resize=declared.get("resize"),
         mean=tuple(declared.get("mean", (0.0,) * channels)),
         std=tuple(declared.get("std", (1.0,) * channels)),
+        channel_order="L" if channels == 1 else "RGB",
     )
     names_ = declared.get("class_names")
     return LoadedModel(

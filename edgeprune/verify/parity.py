@@ -1,4 +1,4 @@
-"""Per-output comparison of a runtime's outputs with the PyTorch fp32 reference."""
+"""Per-output comparison of a runtime's outputs with the PyTorch fp32 reference, batch by batch."""
 
 from __future__ import annotations
 
@@ -8,25 +8,47 @@ from edgeprune.backends.base import Tolerances
 from edgeprune.types import OutputParity
 
 
+class ParityAccumulator:
+    """Running max-abs, reference range and worst per-sample cosine, so outputs need not be kept in memory."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.max_abs = 0.0
+        self.ref_min, self.ref_max = np.inf, -np.inf
+        self.cosine_min = 1.0
+        self.samples = 0
+
+    def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
+        if reference.shape != runtime.shape:
+            raise ValueError(f"output {self.name}: runtime shape {runtime.shape} differs from PyTorch's {reference.shape}")
+        if reference.size == 0:
+            return
+        ref = reference.astype(np.float64).reshape(len(reference), -1)
+        out = runtime.astype(np.float64).reshape(len(runtime), -1)
+        self.max_abs = max(self.max_abs, float(np.abs(ref - out).max()))
+        self.ref_min, self.ref_max = min(self.ref_min, float(ref.min())), max(self.ref_max, float(ref.max()))
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+        both_zero = norms == 0
+        cosine = np.where(both_zero, 1.0, (ref * out).sum(axis=1) / np.where(both_zero, 1.0, norms))
+        self.cosine_min = min(self.cosine_min, float(cosine.min()))
+        self.samples += len(ref)
+
+    def result(self, tolerances: Tolerances) -> OutputParity:
+        spread = self.ref_max - self.ref_min if self.samples else 0.0
+        rel = self.max_abs / spread if spread > 0 else (0.0 if self.max_abs == 0 else float("inf"))
+        close = self.max_abs <= tolerances.max_abs or rel <= tolerances.max_abs_rel_range
+        return OutputParity(
+            name=self.name,
+            max_abs=self.max_abs,
+            max_abs_rel_range=rel,
+            cosine_min=self.cosine_min,
+            tolerance_max_abs=tolerances.max_abs,
+            tolerance_cosine=tolerances.cosine,
+            passed=bool(close and self.cosine_min >= tolerances.cosine),
+        )
+
+
 def compare_output(name: str, reference: np.ndarray, runtime: np.ndarray, tolerances: Tolerances) -> OutputParity:
-    if reference.shape != runtime.shape:
-        raise ValueError(f"output {name}: runtime shape {runtime.shape} differs from PyTorch's {reference.shape}")
-    ref = reference.astype(np.float64).reshape(len(reference), -1)
-    out = runtime.astype(np.float64).reshape(len(runtime), -1)
-    max_abs = float(np.abs(ref - out).max()) if ref.size else 0.0
-    spread = float(ref.max() - ref.min()) if ref.size else 0.0
-    rel = max_abs / spread if spread > 0 else (0.0 if max_abs == 0 else float("inf"))
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    both_zero = norms == 0
-    cosine = np.where(both_zero, 1.0, (ref * out).sum(axis=1) / np.where(both_zero, 1.0, norms))
-    cosine_min = float(cosine.min()) if cosine.size else 1.0
-    close = max_abs <= tolerances.max_abs or rel <= tolerances.max_abs_rel_range
-    return OutputParity(
-        name=name,
-        max_abs=max_abs,
-        max_abs_rel_range=rel,
-        cosine_min=cosine_min,
-        tolerance_max_abs=tolerances.max_abs,
-        tolerance_cosine=tolerances.cosine,
-        passed=bool(close and cosine_min >= tolerances.cosine),
-    )
+    accumulator = ParityAccumulator(name)
+    accumulator.update(reference, runtime)
+    return accumulator.result(tolerances)
