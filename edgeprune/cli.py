@@ -115,16 +115,15 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_js
 def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
     from edgeprune.devices.profiles import load_profile
-    from edgeprune.pipeline import artifact_for_target, verify_artifact
+    from edgeprune.pipeline import verify_artifact
     from edgeprune.progress import RichProgress
 
     with _stdout_kept_for_results():
         profile = load_profile(target)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "verify")
-        chosen = artifact_for_target(loaded, profile, out_dir, artifact)
-        result = verify_artifact(loaded, chosen, profile, data, out_dir, threads=threads, limit=limit,
-                                 batch_size=batch_size, progress=RichProgress())
+        result = verify_artifact(loaded, profile, data, out_dir, artifact_path=artifact, threads=threads,
+                                 limit=limit, batch_size=batch_size, progress=RichProgress())
     lines = [f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
              f"({result.target}, {result.threads} threads), {result.n_samples} images"]
     lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"

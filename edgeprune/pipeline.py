@@ -40,18 +40,18 @@ def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path
 
 def verify_artifact(
     model: LoadedModel,
-    artifact: Artifact,
     target: TargetProfile,
     data: str,
     out_dir: Path,
     *,
+    artifact_path: str | None = None,
     threads: int | None = None,
     limit: int | None = None,
     batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> Verification:
-    """PyTorch fp32 and the target's runtime on the same preprocessed real inputs: parity per output and the
-    task metric (top-1/top-5, or mAP) on both. Writes verification.json whether or not it passed; the caller
+    """Export for the target (or take `artifact_path`), then run PyTorch fp32 and the target's runtime on the
+    same preprocessed real inputs: parity per output and the task metric (top-1/top-5, or mAP) on both. Writes verification.json whether or not it passed; the caller
     decides the exit code."""
     import torch
 
@@ -60,8 +60,9 @@ def verify_artifact(
     if (batch_size is not None and batch_size < 1) or (limit is not None and limit < 1):
         raise ConfigError("--batch-size and --limit must be positive")
     progress = progress or NoProgress()
+    scoring = scoring_for(model, data, limit)  # checks the data before any export work
+    artifact = artifact_for_target(model, target, out_dir, artifact_path)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
-    scoring = scoring_for(model, data, limit)
     parity = ParityAccumulator(artifact.outputs[0].name)
     input_name = artifact.inputs[0].name
     used_threads = threads or target.threads

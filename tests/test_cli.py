@@ -10,7 +10,7 @@ import torch
 
 from edgeprune.models import load_model
 from edgeprune.types import Artifact, ProfileReport, Verification
-from tests.conftest import run_cli
+from tests.conftest import asset, run_cli
 
 
 def test_targets_lists_host():
@@ -78,6 +78,15 @@ def truncated_checkpoint(tmp_path_factory, resnet20_weights):
 
 
 @pytest.fixture(scope="module")
+def bad_darknet_weights(tmp_path_factory):
+    weights = asset("darknet/yolo-fastest/yolo-fastest-1.1.weights").read_bytes()
+    root = tmp_path_factory.mktemp("darknet")
+    (root / "short.weights").write_bytes(weights[:-1000])
+    (root / "long.weights").write_bytes(weights + b"\0" * 40)
+    return root
+
+
+@pytest.fixture(scope="module")
 def imageless_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("nodata")
     (root / "cat").mkdir()
@@ -94,13 +103,20 @@ BAD_INPUTS = {
     "hub weights": (["export", "--model", "torchvision:resnet18", "--weights", "DEFAULT"], "never downloads"),
     "too few runs": (["profile", "--model", "cifar:resnet20", "--runs", "5"], "at least 30"),
     "unknown flag value": (["export", "--model", "cifar:resnet20", "--format", "tflite"], "Invalid value for '--format'"),
+    "darknet weights too short": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/short.weights"],
+                                  "ends inside layer 129 ([convolutional]"),
+    "darknet weights too long": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/long.weights"],
+                                 "10 more floats"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_exits_2_with_one_line_and_no_traceback(case, tmp_path, truncated_checkpoint, imageless_dir):
+def test_bad_input_exits_2_with_one_line_and_no_traceback(case, tmp_path, truncated_checkpoint, imageless_dir,
+                                                          bad_darknet_weights):
     args, expected = BAD_INPUTS[case]
-    args = [a.format(truncated=truncated_checkpoint, imageless=imageless_dir) for a in args]
+    fastest_cfg = asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")
+    args = [a.format(truncated=truncated_checkpoint, imageless=imageless_dir, darknet=bad_darknet_weights,
+                     fastest_cfg=fastest_cfg) for a in args]
     result = run_cli(*args, "--out", tmp_path)
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -119,3 +135,18 @@ def test_json_result_files_round_trip(tmp_path):
     assert run_cli("export", "--model", "cifar:resnet20", "--out", tmp_path).code == 0
     data = json.loads((tmp_path / "artifact.json").read_text())
     assert data["kind"] == "Artifact" and data["model"] == "cifar:resnet20"
+
+
+def test_detection_verify_on_ultralytics_yaml_reports_map_on_both(tmp_path):
+    coco128 = asset("datasets/yaml/coco128.yaml")
+    result = run_cli("verify", "--model", "yolov8n.yaml", "--data", coco128, "--limit", "8", "--out", tmp_path, "--json")
+    assert result.code == 0, result.stderr
+    verification = Verification.from_json(result.stdout)  # ultralytics' stdout logging did not leak into it
+    assert [m.name for m in verification.metrics] == ["mAP50-95", "mAP50"]
+    assert verification.n_samples == 8 and verification.parity[0].passed
+    assert verification.artifact.detection.layout == "ultralytics"
+
+
+def test_detector_with_a_classification_folder_is_a_data_error(tmp_path, cifar_test_dir):
+    result = run_cli("verify", "--model", "yolov8n.yaml", "--data", cifar_test_dir, "--out", tmp_path)
+    assert result.code == 2 and "is not a data yaml" in result.stderr

@@ -112,12 +112,14 @@ def prepare_image(path: Path, preprocessing: Preprocessing) -> PreparedImage:
 
 
 def _open(path: Path, mode: str):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.convert(mode)
-    except (UnidentifiedImageError, OSError) as exc:
+    # PIL raises many types for bad files, and once ultralytics is imported its patched Image.open raises
+    # ModuleNotFoundError (pi_heif) for them instead
+    except Exception as exc:
         raise DataError(f"cannot read image {path}: {exc}", fix="remove or replace the file") from None
 
 

@@ -38,13 +38,13 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
             f"{channels}x{height}x{width}",
             fix="leave out --input-shape, or change width=/height= in [net] of the cfg",
         )
-    if options.weights:
-        read_weights(module, options.weights)
-    net = sections[0]
     heads = module.yolo_layers
     classes = {head.classes for head in heads}
     if len(classes) > 1:
         raise ModelError(f"{name}: its [yolo] layers disagree on classes= ({sorted(classes)})")
+    if options.weights:
+        read_weights(module, options.weights)
+    net = sections[0]
     return LoadedModel(
         module=module.eval(),
         spec=f"darknet:{name}",
@@ -58,7 +58,8 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
 
 
 def _preprocessing(net: Section, channels: int, height: int, width: int) -> Preprocessing | None:
-    """Darknet stretches the image to the net size (unless letter_box=1), in RGB (or grey), scaled to 0..1."""
+    """Darknet stretches the image to the net size (unless letter_box=1) with its own resize_image (bilinear,
+    align-corners sampling, on 0..1 floats), in RGB (or grey)."""
     if channels not in (1, 3):
         return None  # not an image Darknet reads from a file
     return Preprocessing(
@@ -68,7 +69,7 @@ def _preprocessing(net: Section, channels: int, height: int, width: int) -> Prep
         std=(1.0,) * channels,
         scale=1.0 / 255.0,
         channel_order="RGB" if channels == 3 else "L",
-        interpolation="bilinear",
+        interpolation="bilinear-align-corners",
         antialias=False,
         letterbox=net.integer("letter_box", 0) == 1,
         pad_value=0.5,

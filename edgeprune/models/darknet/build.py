@@ -34,7 +34,7 @@ class DarknetModel(nn.Module):
             blocks.append(block)
             shapes.append(shape)
         self.blocks = nn.ModuleList(blocks)
-        self.output_shapes = shapes
+        self.output_shapes = shapes  # (C, H, W) per layer as built from the cfg
         self._check_yolo_outputs_unused()
         # outputs a later layer reads beyond its direct predecessor, kept during forward
         self._saved = frozenset(j for b in blocks for j in b.inputs if j >= 0 and j != b.index - 1)

@@ -162,7 +162,8 @@ def test_loaded_model_describes_a_darknet_detector(make_cfg):
     assert loaded.inputs[0].shape == ("batch", 3, 16, 32)
     assert loaded.detection == DetectionHead("darknet", 4, 0.005, 0.45)
     assert loaded.preprocessing == Preprocessing(
-        crop=(16, 32), resize=None, scale=1 / 255, channel_order="RGB", antialias=False, letterbox=False
+        crop=(16, 32), resize=None, scale=1 / 255, channel_order="RGB", interpolation="bilinear-align-corners",
+        antialias=False, letterbox=False,
     )
     assert loaded.module(torch.zeros(1, 3, 16, 32)).shape == (1, 2 * 16 * 32, 9)
     assert not loaded.module.training

@@ -46,7 +46,9 @@ def test_pruned_network_writes_a_cfg_with_its_new_widths(fastest, tmp_path):
     model = load(str(cfg), LoadOptions(weights=str(weights))).module
     x = torch.randn(1, 3, 320, 320, generator=torch.Generator().manual_seed(0))
     heads = [model.blocks[y.index - 1] for y in model.yolo_layers]  # their widths are fixed by classes
-    tp.pruner.MagnitudePruner(model, x, tp.importance.MagnitudeImportance(), pruning_ratio=0.25, ignored_layers=heads).step()
+    pruner = tp.pruner.MagnitudePruner(model, x, tp.importance.MagnitudeImportance(), pruning_ratio=0.25,
+                                       ignored_layers=heads)
+    pruner.step()
     sections = model.cfg_sections()
     assert sections[1].options["filters"] != "8" and parse_cfg(cfg)[1].options["filters"] == "8"
     write_cfg(sections, tmp_path / "pruned.cfg")
