@@ -120,7 +120,8 @@ def _open(path: Path, mode: str):
     # PIL raises many types for bad files, and once ultralytics is imported its patched Image.open raises
     # ModuleNotFoundError (pi_heif) for them instead
     except Exception as exc:
-        raise DataError(f"cannot read image {path}: {exc}", fix="remove or replace the file") from None
+        raise DataError(f"cannot read image {path}: PIL cannot decode it ({type(exc).__name__})",
+                        fix="remove or replace the file") from None
 
 
 def _resize_and_crop(image, preprocessing: Preprocessing):
