@@ -389,6 +389,32 @@ class Verification(Record):
 
 
 @dataclass(frozen=True)
+class PrunePlan(Record):
+    """How the pruned model was made from the base model, replayable on a fresh load of `base_model`.
+
+    Replay order: `removed_blocks` (depth pruning, on the family's own structure), then `rewrites` (exact,
+    named), then `channel_history` (torch-pruning's pruning history: module name, whether output channels were
+    pruned, removed indices).
+    """
+
+    base_model: str
+    base_fingerprint: str
+    criterion: str  # l1 | bn | taylor | apoz
+    channel_ratio: float  # fraction of prunable channels removed
+    round_to: int | None
+    global_ranking: bool
+    rewrites: tuple[str, ...] = ()
+    removed_blocks: tuple[str, ...] = ()
+    channel_history: tuple[tuple[str, bool, tuple[int, ...]], ...] = ()
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    budget: str | None = None
+    predicted_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class ProfileReport(Record):
     """End-to-end latency (and energy) of one artifact on one target."""
 

@@ -60,6 +60,20 @@ class ImageFolder:
         picks = np.linspace(0, len(self.samples) - 1, limit).round().astype(int)
         return ImageFolder(self.root, self.classes, tuple(self.samples[i] for i in picks))
 
+    def split(self, first_per_class: int) -> tuple[ImageFolder, ImageFolder]:
+        """The first `first_per_class` images of each class (sorted by name), and the rest."""
+        seen: dict[int, int] = {}
+        head, tail = [], []
+        for path, label in self.samples:
+            seen[label] = seen.get(label, 0) + 1
+            (head if seen[label] <= first_per_class else tail).append((path, label))
+        return ImageFolder(self.root, self.classes, tuple(head)), ImageFolder(self.root, self.classes, tuple(tail))
+
+    def load_all(self, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+        """Every image preprocessed, as one (N, C, H, W) array, and the labels."""
+        images = np.stack([load_image(path, preprocessing) for path, _ in self.samples])
+        return images, np.array([label for _, label in self.samples], dtype=np.int64)
+
     def batches(self, preprocessing: Preprocessing, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(self.samples), batch_size):
             chunk = self.samples[start : start + batch_size]

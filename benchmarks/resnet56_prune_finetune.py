@@ -1,0 +1,85 @@
+"""ResNet-56 (akamaster checkpoint) on the CIFAR-10 test JPEGs, split per class into 800 fine-tune / 200 held-out
+images: prune ≥ 50 % of the MACs, fine-tune, and compare held-out top-1 with the unpruned model fine-tuned with
+the same recipe (same epochs, schedule, augmentation, distillation from the unpruned checkpoint).
+
+    python benchmarks/resnet56_prune_finetune.py --mode baseline --out /tmp/r56
+    python benchmarks/resnet56_prune_finetune.py --mode pruned --ratio 0.55 --blocks 4 --out /tmp/r56
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeprune.models import LoadOptions, load_model
+from edgeprune.train.finetune import FinetuneRecipe, evaluate_top1, finetune_classifier
+from edgeprune.verify.data import ImageFolder
+
+ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
+DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
+RECIPE = FinetuneRecipe(epochs=15, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, crop_padding=4,
+                        flip=True, distill_alpha=0.5, distill_temperature=4.0, seed=0)
+
+
+def load_split(preprocessing, cache: Path):
+    if cache.exists():
+        arrays = np.load(cache)
+        return (arrays["xt"], arrays["yt"]), (arrays["xh"], arrays["yh"])
+    finetune, held_out = ImageFolder.scan(DATA).split(800)
+    (xt, yt), (xh, yh) = finetune.load_all(preprocessing), held_out.load_all(preprocessing)
+    np.savez(cache, xt=xt, yt=yt, xh=xh, yh=yh)
+    return (xt, yt), (xh, yh)
+
+
+def macs(module) -> int:
+    import torch_pruning as tp
+
+    return int(tp.utils.count_ops_and_params(module, torch.zeros(1, 3, 32, 32))[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["baseline", "pruned"], required=True)
+    parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
+    parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
+    parser.add_argument("--criterion", default="l1")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS)))
+    teacher = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS))).module
+    (xt, yt), (xh, yh) = load_split(model.preprocessing, args.out / "split.npz")
+    macs_before = macs(model.module)
+    plan = None
+    if args.mode == "pruned":
+        from edgeprune.prune.channels import prune_channels
+        from edgeprune.prune.depth import remove_blocks
+
+        if args.blocks:
+            remove_blocks(model, n=args.blocks)
+        plan = prune_channels(model, args.ratio, args.criterion, data=[(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))])
+    macs_after = macs(model.module)
+    before = evaluate_top1(model.module, xh, yh)
+    started = time.time()
+    losses = finetune_classifier(model.module, xt, yt, RECIPE, mean=model.preprocessing.mean,
+                                 std=model.preprocessing.std, teacher=teacher)
+    result = {
+        "mode": args.mode, "ratio": args.ratio if plan else 0.0, "blocks": args.blocks if plan else 0,
+        "criterion": args.criterion if plan else None, "macs_before": macs_before, "macs_after": macs_after,
+        "macs_removed": 1 - macs_after / macs_before, "held_out_top1_before_finetune": before,
+        "held_out_top1": evaluate_top1(model.module, xh, yh), "finetune_s": round(time.time() - started, 1),
+        "epoch_losses": losses, "recipe": RECIPE.to_dict(), "n_finetune": len(yt), "n_held_out": len(yh),
+    }
+    (args.out / f"{args.mode}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))
+
+
+if __name__ == "__main__":
+    main()

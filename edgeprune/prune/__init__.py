@@ -1,0 +1,1 @@
+"""Structured pruning: exact rewrites, channel groups, importance criteria, depth pruning, replayable plans."""

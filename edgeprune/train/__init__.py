@@ -1,0 +1,1 @@
+"""Fine-tuning after pruning: classification (SGD + cosine, distillation, BN-γ sparsity)."""

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.errors import ConfigError
+from edgeprune.train.finetune import FinetuneRecipe, _augment, evaluate_top1, finetune_classifier
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _data(n=256, seed=0):
+    """Two classes told apart by the mean brightness of the red channel."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    images = rng.normal(0, 0.3, (n, 3, 8, 8)).astype(np.float32)
+    images[:, 0] += np.where(labels == 1, 1.0, -1.0)[:, None, None]
+    return images, labels
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 2))
+
+
+def test_finetuning_learns_a_separable_task_and_lowers_the_loss():
+    images, labels = _data()
+    model = _net()
+    before = evaluate_top1(model, images, labels)
+    losses = finetune_classifier(model, images, labels, FinetuneRecipe(epochs=8, batch_size=32, lr=0.05),
+                                 mean=MEAN, std=STD)
+    held_out = _data(seed=1)
+    assert losses[-1] < losses[0] * 0.5
+    assert evaluate_top1(model, *held_out) > max(0.95, before)
+    assert not model.training
+
+
+def test_same_seed_same_weights():
+    images, labels = _data()
+    a, b = _net(), _net()
+    recipe = FinetuneRecipe(epochs=2, batch_size=64)
+    finetune_classifier(a, images, labels, recipe, mean=MEAN, std=STD)
+    finetune_classifier(b, images, labels, recipe, mean=MEAN, std=STD)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_sparsity_drives_bn_gamma_down():
+    images, labels = _data()
+    plain, sparse = _net(), _net()
+    finetune_classifier(plain, images, labels, FinetuneRecipe(epochs=4, batch_size=32, lr=0.05), mean=MEAN, std=STD)
+    finetune_classifier(sparse, images, labels, FinetuneRecipe(epochs=4, batch_size=32, lr=0.05, sparsity=0.5),
+                        mean=MEAN, std=STD)
+    assert sparse[1].weight.abs().sum() < 0.7 * plain[1].weight.abs().sum()
+
+
+def test_distillation_pulls_the_student_towards_the_teacher():
+    images, labels = _data()
+    teacher = _net()
+    finetune_classifier(teacher, images, labels, FinetuneRecipe(epochs=6, batch_size=32, lr=0.05), mean=MEAN, std=STD)
+    student = _net()
+    finetune_classifier(student, images, labels, FinetuneRecipe(epochs=3, batch_size=32, distill_alpha=1.0, lr=0.05),
+                        mean=MEAN, std=STD, teacher=teacher)
+    assert evaluate_top1(student, images, labels) > 0.9  # learnt from soft targets alone
+    with pytest.raises(ConfigError, match="teacher"):
+        finetune_classifier(_net(), images, labels, FinetuneRecipe(epochs=1, distill_alpha=0.5), mean=MEAN, std=STD)
+
+
+def test_augmentation_pads_with_black_and_keeps_the_shape():
+    x = torch.ones(64, 3, 8, 8)
+    black = (-torch.tensor(MEAN) / torch.tensor(STD)).view(1, -1, 1, 1)
+    out = _augment(x, FinetuneRecipe(epochs=1, crop_padding=4, flip=False), black, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    values = set(out.unique().tolist())
+    assert values <= {1.0, -2.0} and -2.0 in values  # original pixels and black (0 - 0.5) / 0.25
+    flipped = _augment(torch.arange(8.0).expand(4, 3, 8, 8).clone(), FinetuneRecipe(epochs=1, crop_padding=0),
+                       black, torch.Generator().manual_seed(1))
+    assert {tuple(row.tolist()) for row in flipped[:, 0, 0]} <= {tuple(range(8)), tuple(range(7, -1, -1))}
+
+
+def test_bad_recipes_are_config_errors():
+    with pytest.raises(ConfigError):
+        FinetuneRecipe(epochs=-1).check()
+    with pytest.raises(ConfigError):
+        FinetuneRecipe(epochs=1, distill_alpha=2).check()
