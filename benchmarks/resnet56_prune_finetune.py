@@ -23,7 +23,7 @@ from edgeprune.verify.data import ImageFolder
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
 DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
-RECIPE = FinetuneRecipe(epochs=15, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, crop_padding=4,
+RECIPE = FinetuneRecipe(epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, crop_padding=4,
                         flip=True, distill_alpha=0.5, distill_temperature=4.0, seed=0)
 
 

@@ -161,6 +161,38 @@ def profile(model, weights, trust_pickle, input_shape, target, artifact, threads
 
 @app.command()
 @model_options
+@click.option("--ratio", type=float, required=True, help="Fraction of prunable channels to remove, e.g. 0.3.")
+@click.option("--criterion", type=click.Choice(["l1", "bn", "taylor", "apoz"]), default="l1", show_default=True,
+              help="Channel importance: L1 filter norm, BN γ, first-order Taylor, APoZ (the last two need --data).")
+@click.option("--blocks", type=click.IntRange(min=0), default=0, show_default=True, help="Residual blocks to remove (lowest BN γ first).")
+@click.option("--round-to", type=click.IntRange(min=1), help="Keep channel counts multiples of this hardware step.")
+@click.option("--global", "global_ranking", is_flag=True, help="Rank channels across layers instead of per layer.")
+@click.option("--data", "-d", help="ImageFolder directory for data-driven criteria and fine-tuning.")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune after pruning.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine).")
+@click.option("--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning.")
+@output_options
+def prune(model, weights, trust_pickle, input_shape, ratio, criterion, blocks, round_to, global_ranking, data,
+          finetune_epochs, lr, distill, out, as_json) -> None:
+    """Prune channels (and residual blocks), optionally fine-tune, and save a model that reloads without pickles."""
+    from edgeprune.pipeline import prune_model
+    from edgeprune.progress import RichProgress
+    from edgeprune.train.finetune import FinetuneRecipe
+
+    with _stdout_kept_for_results():
+        loaded = _load(model, weights, trust_pickle, input_shape)
+        out_dir = _out_dir(out, "prune")
+        recipe = FinetuneRecipe(epochs=finetune_epochs, lr=lr, distill_alpha=0.5 if distill else 0.0)
+        plan = prune_model(loaded, out_dir, ratio=ratio, criterion=criterion, blocks=blocks, round_to=round_to,
+                           global_ranking=global_ranking, data=data, recipe=recipe, progress=RichProgress())
+    _emit(plan, as_json, f"pruned {loaded.spec}: params {plan.params_before:,} → {plan.params_after:,}, MACs "
+                         f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
+                         f"removed), {len(plan.removed_blocks)} blocks removed\n  saved: {out_dir} "
+                         f"(reload with --model {out_dir})")
+
+
+@app.command()
+@model_options
 @click.option("--data", "-d", required=True, help="ImageFolder directory to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="Training epochs.")
 @click.option("--sparsity", type=click.FloatRange(min=0), default=0.0, show_default=True,

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ from edgeprune.errors import ConfigError
 from edgeprune.latency.energy import energy_for
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
-from edgeprune.types import Artifact, LatencyStats, ProfileReport, TargetProfile, Verification
+from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
+from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
 from edgeprune.verify.parity import ParityAccumulator
 from edgeprune.verify.scoring import scoring_for
 
@@ -144,3 +147,60 @@ def profile_end_to_end(
     report = ProfileReport(model=model.spec, target=target, device=device, artifact=artifact, latency=latency)
     report.save(out_dir / "profile.json")
     return report
+
+
+def prune_model(
+    model: LoadedModel,
+    out_dir: Path,
+    *,
+    ratio: float,
+    criterion: str,
+    blocks: int = 0,
+    round_to: int | None = None,
+    global_ranking: bool = False,
+    data: str | None = None,
+    recipe: FinetuneRecipe | None = None,
+    progress: Progress | None = None,
+) -> PrunePlan:
+    """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
+    `data`, and save the result (plan + safetensors, and cfg + weights for Darknet) under out_dir."""
+    from edgeprune.prune.channels import count_macs_params, prune_channels
+    from edgeprune.prune.depth import remove_blocks
+    from edgeprune.prune.importance import needs_data
+    from edgeprune.prune.io import save_pruned
+
+    import torch
+
+    needs_images = needs_data(criterion) or bool(recipe and recipe.epochs)
+    if needs_images and not data:
+        raise ConfigError(f"criterion {criterion} / fine-tuning needs --data", fix="pass --data DIR (ImageFolder)")
+    if needs_images and model.task != "classification":
+        raise ConfigError(f"data-driven pruning and fine-tuning of {model.task} models is not available yet",
+                          fix="use --criterion l1 or bn without --finetune-epochs")
+    images, labels = _classification_arrays(model, data) if needs_images else (None, None)
+    teacher = copy.deepcopy(model.module).eval() if recipe and recipe.distill_alpha > 0 else None
+    base_fingerprint = model.fingerprint
+    macs_before, params_before = count_macs_params(model)
+    removed = remove_blocks(model, n=blocks) if blocks else ()
+    calibration = [(torch.from_numpy(images[:256]), torch.from_numpy(labels[:256]))] if needs_data(criterion) else None
+    plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking,
+                          data=calibration)
+    plan = dataclasses.replace(plan, base_model=_portable_spec(plan.base_model), base_fingerprint=base_fingerprint,
+                               removed_blocks=tuple(removed), macs_before=macs_before, params_before=params_before)
+    if recipe and recipe.epochs:
+        finetune_classifier(model.module, images, labels, recipe, mean=model.preprocessing.mean,
+                            std=model.preprocessing.std, teacher=teacher, progress=progress)
+    save_pruned(model, plan, out_dir)
+    return plan
+
+
+def _portable_spec(spec: str) -> str:
+    """The spec with a relative model file made absolute, so the saved plan replays from any directory."""
+    family, sep, name = spec.partition(":")
+    return f"{family}:{Path(name).resolve()}" if sep and Path(name).is_file() else spec
+
+
+def _classification_arrays(model: LoadedModel, data: str):
+    from edgeprune.verify.data import ImageFolder
+
+    return ImageFolder.scan(data, model.class_names).load_all(model.preprocessing)

@@ -20,7 +20,7 @@ FAMILIES = {
 SUFFIX_FAMILIES = {".cfg": "darknet", ".pt": "ultralytics", ".yaml": "ultralytics", ".yml": "ultralytics"}
 SPEC_FORMS = (
     "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable, "
-    "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml"
+    "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml, or a saved pruned model directory"
 )
 
 __all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model"]
@@ -34,6 +34,8 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
             raise ModelError(f"model spec {spec!r} names no model", expected=f"one of {SPEC_FORMS}")
         return importlib.import_module(FAMILIES[family]).load(name, options)
     path = Path(spec)
+    if family == "edgeprune" or (not sep and path.is_dir()):
+        return _load_saved(name if family == "edgeprune" else spec, options)
     if not sep and path.suffix in SUFFIX_FAMILIES:
         return importlib.import_module(FAMILIES[SUFFIX_FAMILIES[path.suffix]]).load(spec, options)
     if path.exists():
@@ -44,3 +46,11 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
     if sep and "/" not in family and "." not in family:
         raise UnknownName("model family", family, FAMILIES, fix=f"use one of {SPEC_FORMS}")
     raise ModelError(f"model file not found: {spec}", fix=f"check the path, or use a model spec ({SPEC_FORMS})")
+
+
+def _load_saved(directory: str, options: LoadOptions) -> LoadedModel:
+    from edgeprune.prune.io import PLAN_FILE, is_saved_pruned, load_pruned
+
+    if not is_saved_pruned(directory):
+        raise ModelError(f"{directory} is not a saved edgeprune model", expected=f"a directory with {PLAN_FILE}")
+    return load_pruned(directory, options)

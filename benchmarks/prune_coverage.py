@@ -1,0 +1,141 @@
+"""Coverage sweep (not run in CI): 30 % channel pruning (l1) of every torchvision classification model.
+
+For each model of `torchvision.models.list_models(module=torchvision.models)` (random init, offline; batch-norm
+statistics recalibrated on three random batches, since several random-init models otherwise output constants):
+prune 30 % of the channels with `prune_channels`, run a forward pass, export with the ONNX Runtime backend and
+compare ONNX Runtime with PyTorch on two random inputs (the backend's tolerances). Where the network has only
+batch norms (no LayerNorm/GroupNorm, which mix channels), it also checks that the pruned model computes what
+the unpruned one computes with the removed channels zeroed (tests/prune/masking.py): wrong wiring through a
+concatenation or split would show there, and not in the runtime parity.
+
+Each model runs in its own subprocess, so a crash or an out-of-memory kill in one is a failure of that model
+only. Prints "N passed / N tried" and one line per failure; `--json FILE` writes every result.
+
+    python benchmarks/prune_coverage.py [--max-params 150e6] [--skip vit_h_14,...] [--only resnet18,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def check_one(name: str) -> dict:
+    """Prune, run, export and compare one model; the result as a JSON-able dict."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
+    from edgeprune.models import load_model
+    from edgeprune.prune.channels import prune_channels
+    from edgeprune.verify.parity import compare_output
+    from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn
+    from tests.prune.masking import masked_copy, relative_error, rewritten_copy
+
+    model = load_model(f"torchvision:{name}")
+    recalibrate_bn(model.module, model.inputs[0].shape[-1])
+    mixes_channels = any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in model.module.modules())
+    unpruned = None if mixes_channels else rewritten_copy(model)
+    plan = prune_channels(model, 0.3, "l1")
+    result = {"params_before": plan.params_before, "params_after": plan.params_after,
+              "macs_before": plan.macs_before, "macs_after": plan.macs_after, "rewrites": list(plan.rewrites)}
+    x = torch.rand(2, *model.inputs[0].shape[1:], generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = model.module(x)
+    result["exact"] = None
+    if unpruned is not None:
+        with torch.no_grad():
+            result["exact"] = relative_error(reference, masked_copy(unpruned, plan.channel_history)(x))
+        del unpruned
+    backend = OnnxRuntimeBackend()
+    with tempfile.TemporaryDirectory() as out:
+        artifact = backend.export(model, Path(out))
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+        runtime = session.run(None, {artifact.inputs[0].name: x.numpy()})[0]
+    parity = compare_output("output", reference.numpy(), runtime, backend.tolerances("fp32"))
+    result.update(parity_rel=parity.max_abs_rel_range, parity_cosine=parity.cosine_min)
+    problems = []
+    if float(reference.max() - reference.min()) == 0:
+        problems.append("the output is constant, so the checks prove nothing")
+    if not plan.params_after < plan.params_before:
+        problems.append("no parameters removed")
+    if not parity:
+        problems.append(f"ONNX Runtime parity failed (max-abs/range {parity.max_abs_rel_range:.2e}, "
+                        f"cosine {parity.cosine_min:.6f})")  # fmt: skip
+    if result["exact"] is not None and result["exact"] > 1e-4:
+        problems.append(f"pruned model differs from the masked one by {result['exact']:.2e} of the range")
+    result["status"] = "failed" if problems else "passed"
+    result["reason"] = "; ".join(problems)
+    return result
+
+
+def _run_isolated(name: str, timeout: float) -> dict:
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timed out after {timeout:.0f} s", "seconds": timeout}
+    seconds = time.monotonic() - start
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return {**json.loads(lines[-1]), "seconds": seconds}
+    error = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    reason = error[-1][:300] if error else f"exit status {proc.returncode} (killed: out of memory?)"
+    return {"status": "failed", "reason": reason, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--skip", default="", help="comma-separated model names to leave out")
+    parser.add_argument("--max-params", type=float, default=None, help="leave out models with more parameters")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per model")
+    parser.add_argument("--json", type=Path, help="write every result to this file")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(check_one(args.one)))
+        return
+
+    from torchvision import models
+
+    names = models.list_models(module=models)
+    skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
+    results: dict[str, dict] = {}
+    for name in names:
+        params = models.get_model_weights(name).DEFAULT.meta.get("num_params", 0)
+        if (only and name not in only) or name in skip:
+            continue
+        if args.max_params is not None and params > args.max_params:
+            results[name] = {"status": "skipped", "reason": f"{params / 1e6:.0f} M parameters > --max-params"}
+        else:
+            results[name] = _run_isolated(name, args.timeout)
+        r = results[name]
+        exact = "n/a" if r.get("exact") is None else f"{r['exact']:.1e}"
+        detail = (f"params {r['params_before'] / 1e6:.2f}M -> {r['params_after'] / 1e6:.2f}M, "
+                  f"parity {r['parity_rel']:.1e}, exact {exact}" if "params_before" in r else r.get("reason", ""))
+        if r["status"] == "failed" and "params_before" in r:
+            detail += f"; {r['reason']}"
+        print(f"{name:28s} {r['status']:7s} {r.get('seconds', 0):6.0f} s  {detail}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    tried = [n for n, r in results.items() if r["status"] != "skipped"]
+    passed = [n for n in tried if results[n]["status"] == "passed"]
+    print(f"\n{len(passed)} passed / {len(tried)} tried ({len(results) - len(tried)} skipped)")
+    for name in tried:
+        if results[name]["status"] != "passed":
+            print(f"  FAILED {name}: {results[name]['reason']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Channel pruning of a LoadedModel in place with torch-pruning, returning a replayable PrunePlan."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgeprune.errors import ConfigError, ModelError
+from edgeprune.models.base import LoadedModel
+from edgeprune.prune import importance as imp
+from edgeprune.prune.groups import (
+    TRACING_ERRORS, check_channel_splits, dependency_graph, example_inputs, kept_layers, min_channels, output_layers,
+    untraceable,
+)  # fmt: skip
+from edgeprune.prune.rewrites import apply_rewrites, tied_parts
+from edgeprune.types import PrunePlan
+
+History = tuple[tuple[str, bool, tuple[int, ...]], ...]
+
+
+def prune_channels(
+    loaded: LoadedModel,
+    ratio: float,
+    criterion: str,
+    *,
+    round_to: int | None = None,
+    global_ranking: bool = False,
+    data: Iterable[imp.Batch] | None = None,
+    loss_fn: imp.LossFn | None = None,
+) -> PrunePlan:
+    """Remove `ratio` of the prunable channels, ranked by `criterion`, from the model in place.
+
+    With local ranking every dependency group loses `ratio` of its channels; with `global_ranking` the lowest
+    scores over the whole model go. `round_to` keeps each pruned width a multiple of that hardware step. No
+    layer keeps fewer than `round_to` (or 1) channels, or its original width when that is smaller. `data` are
+    (inputs, targets) batches for the criteria that need them (taylor, apoz); taylor also needs `loss_fn(model,
+    batch)`, which defaults to cross-entropy against the targets for classification models.
+    """
+    _check_options(ratio, round_to, global_ranking)
+    spec = imp.criterion(criterion)
+    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
+        loss_fn = imp.classification_loss
+    module = loaded.module.eval()
+    example = example_inputs(loaded)
+    base_fingerprint = loaded.fingerprint
+    macs_before, params_before = count_macs_params(loaded)
+    rewrites = apply_rewrites(loaded)
+    importance = imp.make_importance(criterion, module, data, loss_fn)
+    try:
+        pruner = _ChannelPruner(
+            loaded, example, importance, round_to=round_to, pruning_ratio=ratio, global_pruning=global_ranking
+        )
+        for group in pruner.step(interactive=True):
+            group = pruner.within_minimum(group)
+            if group is not None:
+                group.prune()
+    except TRACING_ERRORS as exc:
+        raise untraceable(loaded, exc) from exc
+    finally:
+        module.zero_grad(set_to_none=True)  # taylor's gradients, pruned along with the weights
+    loaded._fingerprint = None
+    macs_after, params_after = count_macs_params(loaded)
+    return PrunePlan(
+        base_model=loaded.spec,
+        base_fingerprint=base_fingerprint,
+        criterion=criterion,
+        channel_ratio=float(ratio),
+        round_to=round_to,
+        global_ranking=global_ranking,
+        rewrites=rewrites,
+        channel_history=_history(pruner.pruning_history()),
+        params_before=params_before,
+        params_after=params_after,
+        macs_before=macs_before,
+        macs_after=macs_after,
+    )
+
+
+def replay_channels(loaded: LoadedModel, history: History) -> None:
+    """Prune the channels a plan recorded, in place, on a fresh load of its base model (rewrites replayed first)."""
+    graph = dependency_graph(loaded)
+    try:
+        graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
+    except (AttributeError, *TRACING_ERRORS) as exc:
+        raise ModelError(
+            f"the plan's channel history does not fit {loaded.spec} ({str(exc).splitlines()[0][:160]})",
+            fix="replay the plan on its base_model, after replaying its rewrites and removed blocks",
+        ) from exc
+    loaded._fingerprint = None
+
+
+def _check_options(ratio: float, round_to: int | None, global_ranking: bool) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise ConfigError(
+            f"channel pruning ratio {ratio!r} is out of range",
+            expected="a fraction of the channels to remove, 0 <= ratio < 1",
+        )
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ConfigError(f"round_to {round_to!r} is not a channel count", expected="a positive integer, or None")
+    if not isinstance(global_ranking, bool):
+        raise ConfigError(f"global_ranking {global_ranking!r} is not a bool")
+
+
+def count_macs_params(loaded: LoadedModel) -> tuple[int, int]:
+    """Multiply-accumulates of one inference at the model's input size, and parameters (torch-pruning's count)."""
+    macs, params = tp.utils.count_ops_and_params(loaded.module, example_inputs(loaded))
+    return int(macs), int(params)
+
+
+def _history(raw) -> History:
+    return tuple((str(name), bool(out), tuple(int(i) for i in idxs)) for name, out, idxs in raw)
+
+
+class _ChannelPruner(tp.pruner.BasePruner):
+    """torch-pruning's BasePruner, plus: no layer is pruned below its minimum width, and tied convolutions (the
+    parts of one Darknet layer) share one score per channel so they keep equal widths."""
+
+    def __init__(self, loaded: LoadedModel, example, importance, *, round_to: int | None, **options):
+        kept = kept_layers(loaded)
+        with torch.enable_grad():  # torch-pruning traces its graph through autograd
+            super().__init__(loaded.module, example, importance, round_to=round_to, ignored_layers=kept, **options)
+        # the output layers come from this pruner's own graph (tracing twice costs a forward pass at full size)
+        protected = kept + output_layers(self.DG)
+        check_channel_splits(loaded, self.DG, protected)
+        self.ignored_layers = [m for layer in protected for m in layer.modules()]
+        self.tied = {conv: tie for tie in tied_parts(loaded.module) for conv in tie}
+        self.scores: dict[nn.Module, torch.Tensor] = {}
+        # torch-pruning drops a group that would empty a layer, leaving it unpruned at any ratio; `within_minimum`
+        # trims such a group to the minimum width instead, then checks it
+        self.DG.check_pruning_group = lambda group: True
+
+    def estimate_importance(self, group) -> torch.Tensor | None:
+        root = group[0].dep.target.module
+        estimate = super().estimate_importance
+        if root in self.tied:
+            groups = [self.DG.get_pruning_group(conv, tp.prune_conv_out_channels, list(range(conv.out_channels)))
+                      for conv in self.tied[root]]  # fmt: skip
+            scores = [estimate(g) for g in groups]
+            score = None if any(s is None for s in scores) else torch.stack(scores).mean(0)
+        else:
+            score = estimate(group)
+        if score is not None:
+            self.scores[root] = score
+        return score
+
+    def within_minimum(self, group):
+        """The group, or one pruning fewer channels (the lowest-scored) so the root keeps its minimum width;
+        None when nothing is left to prune."""
+        dep, idxs = group[0]
+        module, handler = dep.target.module, dep.handler
+        width = self.DG.get_out_channels(module)
+        keep = min_channels(width, self.round_to)
+        if width - len(idxs) < keep:
+            scores = self.scores[module]
+            n_groups = self._get_channel_groups(group)  # grouped convolutions prune the same index in every group
+            size = width // n_groups
+            dim_scores = scores.view(n_groups, size).mean(0)
+            dims = sorted({i % size for i in idxs}, key=lambda d: float(dim_scores[d]))
+            dims = dims[: size - math.ceil(keep / n_groups)]
+            if not dims:
+                return None
+            group = self.DG.get_pruning_group(module, handler, [d + g * size for g in range(n_groups) for d in dims])
+        if not tp.DependencyGraph.check_pruning_group(self.DG, group):
+            raise RuntimeError(f"pruning {self.DG._module2name.get(module)} would empty a layer coupled to it")
+        return group
