@@ -163,35 +163,80 @@ def prune_model(
     progress: Progress | None = None,
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
-    `data`, and save the result (plan + safetensors, and cfg + weights for Darknet) under out_dir."""
+    `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
+    ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors."""
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
-    from edgeprune.prune.importance import needs_data
+    from edgeprune.prune.importance import criterion as criterion_spec
     from edgeprune.prune.io import save_pruned
 
-    import torch
-
-    needs_images = needs_data(criterion) or bool(recipe and recipe.epochs)
-    if needs_images and not data:
-        raise ConfigError(f"criterion {criterion} / fine-tuning needs --data", fix="pass --data DIR (ImageFolder)")
-    if needs_images and model.task != "classification":
-        raise ConfigError(f"data-driven pruning and fine-tuning of {model.task} models is not available yet",
-                          fix="use --criterion l1 or bn without --finetune-epochs")
-    images, labels = _classification_arrays(model, data) if needs_images else (None, None)
-    teacher = copy.deepcopy(model.module).eval() if recipe and recipe.distill_alpha > 0 else None
+    spec = criterion_spec(criterion)
+    finetuning = bool(recipe and recipe.epochs)
+    if (spec.needs_data or finetuning) and not data:
+        what = f"criterion {criterion}" if spec.needs_data else "fine-tuning"
+        raise ConfigError(f"{what} needs --data", fix=f"pass --data ({_DATA_FORMS[model.task]})")
+    if spec.needs_loss and model.task != "classification":
+        raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
+                          fix="use --criterion l1, bn or apoz for detectors")  # fmt: skip
+    finetune = _finetuner(model) if finetuning else None
+    classification = _classification_arrays(model, data) if data and model.task == "classification" else None
+    teacher = copy.deepcopy(model.module).eval() if finetuning and recipe.distill_alpha > 0 else None
     base_fingerprint = model.fingerprint
     macs_before, params_before = count_macs_params(model)
     removed = remove_blocks(model, n=blocks) if blocks else ()
-    calibration = [(torch.from_numpy(images[:256]), torch.from_numpy(labels[:256]))] if needs_data(criterion) else None
+    calibration = _calibration_batches(model, data, classification) if spec.needs_data else None
     plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking,
                           data=calibration)
     plan = dataclasses.replace(plan, base_model=_portable_spec(plan.base_model), base_fingerprint=base_fingerprint,
                                removed_blocks=tuple(removed), macs_before=macs_before, params_before=params_before)
-    if recipe and recipe.epochs:
-        finetune_classifier(model.module, images, labels, recipe, mean=model.preprocessing.mean,
-                            std=model.preprocessing.std, teacher=teacher, progress=progress)
+    if finetune is not None:
+        finetune(model, data, classification, recipe, teacher, out_dir, progress)
     save_pruned(model, plan, out_dir)
     return plan
+
+
+_DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOLO data yaml"}
+CALIBRATION_IMAGES = 256  # images the data-driven criteria (taylor, apoz) look at
+
+
+def _finetuner(model: LoadedModel):
+    """The fine-tuning routine for the model's family; ConfigError where there is none."""
+    if model.task == "classification":
+        return _finetune_classifier
+    layout = model.detection.layout if model.detection else None
+    if layout == "ultralytics":
+        return _finetune_ultralytics
+    raise ConfigError(f"fine-tuning {model.spec} ({model.task}) is not available",
+                      fix="prune without --finetune-epochs, or fine-tune it with its own framework")  # fmt: skip
+
+
+def _finetune_classifier(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
+    images, labels = arrays
+    finetune_classifier(model.module, images, labels, recipe, mean=model.preprocessing.mean,
+                        std=model.preprocessing.std, teacher=teacher, progress=progress)  # fmt: skip
+
+
+def _finetune_ultralytics(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
+    from edgeprune.train.ultralytics_trainer import finetune_ultralytics
+
+    # ultralytics' own recipe (optimizer, schedule, augmentation); the classification recipe's SGD settings do not
+    # transfer to it, so only the run's size and seed do
+    finetune_ultralytics(model, data, out_dir / "ultralytics", epochs=recipe.epochs, batch=recipe.batch_size,
+                         seed=recipe.seed, progress=progress)  # fmt: skip
+
+
+def _calibration_batches(model: LoadedModel, data: str, classification):
+    import torch
+
+    if classification is not None:
+        images, labels = classification
+        return [(torch.from_numpy(images[:CALIBRATION_IMAGES]), torch.from_numpy(labels[:CALIBRATION_IMAGES]))]
+    from edgeprune.verify.data import load_image
+    from edgeprune.verify.yolo_data import YoloDataset
+
+    dataset = YoloDataset.from_yaml(data, split="train").subset(CALIBRATION_IMAGES // 8)
+    images = np.stack([load_image(path, model.preprocessing) for path in dataset.images])
+    return [(torch.from_numpy(images[k : k + 8]), None) for k in range(0, len(images), 8)]
 
 
 def _portable_spec(spec: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
@@ -62,3 +64,23 @@ def tiny_onnx(tmp_path_factory) -> Path:
     model = load_model("cifar:resnet20", LoadOptions())
     out = tmp_path_factory.mktemp("tiny")
     return OnnxRuntimeBackend().export(model, out).path
+
+
+@pytest.fixture(scope="session")
+def coco16_yaml(tmp_path_factory) -> Path:
+    """16 COCO128 images with their labels, copied so that ultralytics' label cache is written beside the copy."""
+    source = asset("datasets/coco128")
+    names = yaml.safe_load(asset("datasets/yaml/coco128.yaml").read_text())["names"]
+    root = tmp_path_factory.mktemp("coco16")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for image in sorted((source / "images" / "train2017").glob("*.jpg"))[:16]:
+        shutil.copy(image, root / "images")
+        label = source / "labels" / "train2017" / f"{image.stem}.txt"
+        if label.is_file():
+            shutil.copy(label, root / "labels")
+    spec = {"train": "images", "val": "images", "names": names}
+    (root / "relative.yaml").write_text(yaml.safe_dump({"path": ".", **spec}))  # beside the yaml, as edgeprune reads it
+    data = root / "coco16.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), **spec}))  # ultralytics reads a relative path differently
+    return data

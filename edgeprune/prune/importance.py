@@ -60,7 +60,20 @@ class LayerScoreImportance(tp.importance.GroupMagnitudeImportance):
                 roots.append(group[i].root_idxs)
         if not scores:
             return None
-        return self._normalize(self._reduce(scores, roots), self.normalizer)
+        return self._normalize(self._reduce_to_root(scores, roots, width=len(group[0].root_idxs)), self.normalizer)
+
+    def _reduce_to_root(self, scores: list[torch.Tensor], roots: list[list[int]], width: int) -> torch.Tensor:
+        """Sum (or average) the layers' scores onto the root's channels. torch-pruning's `_reduce` sizes the result
+        like the first score, which is wrong when that layer reads a root channel several times (SPPF's cv2 reads
+        cv1's output and three poolings of it, so its scores are 4x the root's width)."""
+        reduced = torch.zeros(width, dtype=torch.float32)
+        used = 0
+        for score, root_idxs in zip(scores, roots):
+            if any(r is None for r in root_idxs):
+                continue
+            reduced.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), score.to(torch.float32).cpu())
+            used += 1
+        return reduced / used if self.group_reduction == "mean" and used else reduced
 
 
 class FilterL1Importance(LayerScoreImportance):

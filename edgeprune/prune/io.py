@@ -2,7 +2,8 @@
 
 Reloading loads the base model spec, replays the plan (removed blocks → rewrites → channel history) to get the
 pruned architecture, then loads the tensors strictly. Nothing is unpickled, so no --trust-pickle is needed.
-Darknet models are also written as cfg + weights for Darknet users.
+Darknet models are also written as cfg + weights for Darknet users, ultralytics models as a .pt that
+`ultralytics.YOLO` loads and trains (with `PrunedDetectionTrainer`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from edgeprune.types import PrunePlan
 
 PLAN_FILE = "prune_plan.json"
 WEIGHTS_FILE = "model.safetensors"
+ULTRALYTICS_FILE = "model.pt"  # for ultralytics users (YOLO() loads it); edgeprune reloads the two files above
 
 
 def is_saved_pruned(path: str | Path) -> bool:
@@ -37,6 +39,10 @@ def save_pruned(loaded: LoadedModel, plan: PrunePlan, out_dir: Path) -> list[Pat
         darknet = merged_darknet(loaded.module)
         written.append(write_cfg(darknet.cfg_sections(), out_dir / "model.cfg"))
         written.append(write_weights(darknet, out_dir / "model.weights"))
+    if loaded.detection is not None and loaded.detection.layout == "ultralytics":
+        from edgeprune.train.ultralytics_trainer import save_ultralytics_pt
+
+        written.append(save_ultralytics_pt(loaded, out_dir / ULTRALYTICS_FILE))
     return written
 
 

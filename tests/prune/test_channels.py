@@ -138,6 +138,19 @@ def test_data_criteria_prune_a_real_network_exactly(criterion):
         assert relative_error(model.module(x), masked_copy(unpruned, plan.channel_history)(x)) < 1e-4
 
 
+def test_apoz_scores_a_layer_read_several_times_per_channel():
+    # SPPF's cv2 reads cv1's channels four times (x and three max-poolings of it); the group's score must still
+    # have one entry per channel of cv1 (torch-pruning's own reduction sizes it 4x and the pruning fails)
+    model = load_model("yolov8n.yaml", LoadOptions(input_shape=(1, 3, 160, 160)))
+    recalibrate_bn(model.module, 160)
+    unpruned = rewritten_copy(model)
+    x = torch.rand(4, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    plan = prune_channels(model, 0.3, "apoz", data=[(x, None)])
+    assert model.module.model[9].cv1.conv.out_channels < 128  # SPPF's cv1 (256 → 128 in yolov8n) was pruned too
+    with torch.no_grad():
+        assert relative_error(model.module(x)[0], masked_copy(unpruned, plan.channel_history)(x)[0]) < 1e-4
+
+
 def test_options_are_checked():
     model = load_model("cifar:resnet20")
     for ratio in (1.0, -0.1, "0.3", True):

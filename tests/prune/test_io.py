@@ -113,3 +113,32 @@ def test_a_damaged_saved_model_is_refused_with_its_path(tmp_path, resnet20_weigh
 
     result = run_cli("verify", "--model", tmp_path / "missing", "--data", tmp_path)
     assert result.code == 2 and "Traceback" not in result.stderr
+
+
+def test_cli_prunes_a_detector_by_apoz_fine_tunes_it_with_ultralytics_and_ships_a_yolo_pt(tmp_path, coco16_yaml):
+    out = tmp_path / "pruned"
+    result = run_cli("prune", "--model", "yolov8n.yaml", "--input-shape", "1,3,160,160", "--ratio", "0.3",
+                     "--criterion", "apoz", "--blocks", "2", "--data", coco16_yaml, "--finetune-epochs", "1",
+                     "--out", out, "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    plan = PrunePlan.from_dict(json.loads(result.stdout))
+    assert plan.criterion == "apoz" and len(plan.removed_blocks) == 2
+    assert (out / "ultralytics" / "finetune" / "weights" / "best.pt").is_file()
+
+    from ultralytics import YOLO
+
+    reloaded = load_model(str(out))
+    assert sum(p.numel() for p in reloaded.module.parameters()) == plan.params_after
+    yolo = YOLO(str(out / "model.pt"))  # what an ultralytics user gets: the pruned, fine-tuned network
+    assert sum(p.numel() for p in yolo.model.parameters()) == plan.params_after
+    x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        theirs = yolo.model.float().eval()(x)
+    theirs = theirs[0] if isinstance(theirs, (tuple, list)) else theirs
+    assert relative_error(theirs.numpy(), run(reloaded, x)) <= 1e-5
+
+
+def test_detectors_refuse_a_criterion_without_a_loss(tmp_path, coco16_yaml):
+    result = run_cli("prune", "--model", "yolov8n.yaml", "--ratio", "0.3", "--criterion", "taylor", "--data",
+                     coco16_yaml, "--out", tmp_path)  # fmt: skip
+    assert result.code == 2 and "needs a loss" in result.stderr and "Traceback" not in result.stderr
