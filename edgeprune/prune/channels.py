@@ -31,6 +31,7 @@ def prune_channels(
     global_ranking: bool = False,
     data: Iterable[imp.Batch] | None = None,
     loss_fn: imp.LossFn | None = None,
+    seed: int = 0,
 ) -> PrunePlan:
     """Remove `ratio` of the prunable channels, ranked by `criterion`, from the model in place.
 
@@ -38,7 +39,8 @@ def prune_channels(
     scores over the whole model go. `round_to` keeps each pruned width a multiple of that hardware step. No
     layer keeps fewer than `round_to` (or 1) channels, or its original width when that is smaller. `data` are
     (inputs, targets) batches for the criteria that need them (taylor, apoz); taylor also needs `loss_fn(model,
-    batch)`, which defaults to cross-entropy against the targets for classification models.
+    batch)`, which defaults to cross-entropy against the targets for classification models. `seed` seeds the
+    `random` criterion.
     """
     _check_options(ratio, round_to, global_ranking)
     spec = imp.criterion(criterion)
@@ -49,7 +51,7 @@ def prune_channels(
     base_fingerprint = loaded.fingerprint
     macs_before, params_before = count_macs_params(loaded)
     rewrites = apply_rewrites(loaded)
-    importance = imp.make_importance(criterion, module, data, loss_fn)
+    importance = imp.make_importance(criterion, module, data, loss_fn, seed)
     try:
         pruner = _ChannelPruner(
             loaded, example, importance, round_to=round_to, pruning_ratio=ratio, global_pruning=global_ranking

@@ -171,13 +171,28 @@ class ApozImportance(LayerScoreImportance):
         return 1.0 - self.apoz[layer][idxs]
 
 
+class RandomGroupImportance(tp.importance.Importance):
+    """Random scores, scaled by a random factor per group, so that global ranking prunes each group by a different
+    share. Not a criterion from a paper: it makes randomly pruned variants (validating latency predictions on
+    varied widths) and a random baseline. Deterministic for a seed."""
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, group) -> torch.Tensor:
+        width = len(group[0].root_idxs)
+        factor = 0.1 + 0.9 * torch.rand((), generator=self.generator)
+        return torch.rand(width, generator=self.generator) * factor
+
+
 @dataclass(frozen=True)
 class Criterion:
     name: str
     paper: str
     needs_data: bool
     needs_loss: bool
-    make: Callable[[], tp.importance.Importance]
+    make: Callable[..., tp.importance.Importance]
+    seeded: bool = False  # make(seed)
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -194,6 +209,8 @@ _register(Criterion("bn", "Liu et al. 2017 (network slimming, |BN γ|)", False, 
                     lambda: tp.importance.BNScaleImportance(group_reduction="mean", normalizer="mean")))  # fmt: skip
 _register(Criterion("taylor", "Molchanov et al. 2017 (first-order Taylor)", True, True, TaylorImportance))
 _register(Criterion("apoz", "Hu et al. 2016 (average percentage of zeros)", True, False, ApozImportance))
+_register(Criterion("random", "random scores, a random scale per group (variants and baselines)", False, False,
+                    RandomGroupImportance, seeded=True))  # fmt: skip
 
 
 def criterion(name: str) -> Criterion:
@@ -207,7 +224,7 @@ def needs_data(name: str) -> bool:
 
 
 def make_importance(name: str, model: nn.Module, data: Iterable[Batch] | None = None,
-                    loss_fn: LossFn | None = None) -> tp.importance.Importance:  # fmt: skip
+                    loss_fn: LossFn | None = None, seed: int = 0) -> tp.importance.Importance:  # fmt: skip
     """The criterion's Importance, with its data statistics gathered on `model` when it needs them."""
     spec = criterion(name)
     if spec.needs_data and data is None:
@@ -221,7 +238,7 @@ def make_importance(name: str, model: nn.Module, data: Iterable[Batch] | None = 
             expected="loss_fn(model, batch) -> scalar loss",
             fix="pass loss_fn, or use l1, bn or apoz",
         )
-    importance = spec.make()
+    importance = spec.make(seed) if spec.seeded else spec.make()
     if isinstance(importance, TaylorImportance):
         importance.collect(model, data, loss_fn)
     elif isinstance(importance, ApozImportance):

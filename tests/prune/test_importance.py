@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.errors import ConfigError, UnknownName
+from edgeprune.models import load_model
 from edgeprune.models.base import LoadedModel, image_input
 from edgeprune.prune.channels import prune_channels
 from edgeprune.prune.importance import CRITERIA, ApozImportance, make_importance, needs_data
@@ -91,7 +92,7 @@ def test_taylor_uses_the_given_loss_and_checks_it():
 
 
 def test_registry_and_data_requirements():
-    assert set(CRITERIA) == {"l1", "bn", "taylor", "apoz"}
+    assert set(CRITERIA) == {"l1", "bn", "taylor", "apoz", "random"}
     assert [needs_data(c) for c in ("l1", "bn", "taylor", "apoz")] == [False, False, True, True]
     with pytest.raises(UnknownName, match="did you mean 'apoz'"):
         needs_data("apox")
@@ -101,3 +102,16 @@ def test_registry_and_data_requirements():
         prune_channels(_tiny(lambda m: None), 0.25, "apoz", data=[])
     with pytest.raises(ConfigError, match="a data batch is a Tensor"):
         prune_channels(_tiny(lambda m: None), 0.25, "apoz", data=[torch.rand(1, 3, 8, 8)])
+
+
+def test_random_criterion_varies_widths_per_layer_and_is_seeded():
+    def widths(seed):
+        model = load_model("cifar:resnet20")
+        prune_channels(model, 0.4, "random", global_ranking=True, seed=seed)
+        return [m.out_channels for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    first, again, other = widths(1), widths(1), widths(2)
+    assert first == again != other
+    unpruned = [m.out_channels for m in load_model("cifar:resnet20").module.modules() if isinstance(m, torch.nn.Conv2d)]
+    kept = {round(w / u, 2) for w, u in zip(first, unpruned) if u > 3}
+    assert len(kept) > 3  # layers keep different shares, not one uniform ratio

@@ -1,0 +1,200 @@
+"""Build a model's latency lookup table on a target, calibrate it, and report how well it predicts.
+
+Through one agent session: time the single-layer models the table lacks (cached per device, resumable), then
+measure the unpruned model and randomly pruned variants end to end. The unpruned model and the first
+`calibration_variants` variants fit the calibration; the other variants are held out, and the report gives the
+calibrated prediction's mean absolute percentage error (MAPE) on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.backends._registry import get_backend
+from edgeprune.devices.agent_client import AgentSession
+from edgeprune.devices.transport import scratch_dir, transport_for
+from edgeprune.errors import ConfigError
+from edgeprune.latency.microbench import layer_uses, single_layer_onnx
+from edgeprune.latency.table import (
+    Calibration, EntryCache, LatencyTable, TableEntry, cache_root, device_key, measure_missing, needed_entries,
+)  # fmt: skip
+from edgeprune.models.base import LoadedModel
+from edgeprune.progress import NoProgress, Progress
+from edgeprune.types import LatencyStats, Record, TargetProfile
+
+DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
+LAYER_WARMUP, LAYER_RUNS = 5, 30
+
+
+@dataclass(frozen=True)
+class VariantLatency(Record):
+    """One model measured end to end and predicted by the table."""
+
+    name: str
+    role: str  # calibration | evaluation
+    removed_blocks: int
+    macs: int
+    layers_sum_ms: float
+    predicted_ms: float
+    measured: LatencyStats
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured.median_ms - 1
+
+
+@dataclass(frozen=True)
+class LutReport(Record):
+    model: str
+    target: str
+    device_key: str
+    runtime: str
+    threads: int
+    step: int
+    entries: tuple[TableEntry, ...]
+    measured_now: int
+    from_cache: int
+    corrupted_lines: int  # damaged cache lines found, measured again
+    calibration: Calibration
+    variants: tuple[VariantLatency, ...]
+    mape_percent: float | None  # over the evaluation variants
+    cache_file: str
+    method: str
+
+    _volatile = ("cache_file", "measured_now", "from_cache", "corrupted_lines")
+
+    def table(self) -> LatencyTable:
+        return LatencyTable({e.key: e for e in self.entries}, self.calibration)
+
+    def summary(self) -> str:
+        evaluation = [v for v in self.variants if v.role == "evaluation"]
+        mape = f"{self.mape_percent:.1f} %" if self.mape_percent is not None else "n/a"
+        return (f"latency table: {len(self.entries)} layer entries ({self.measured_now} measured now, "
+                f"{self.from_cache} from the cache, {self.corrupted_lines} damaged cache lines re-measured); "
+                f"calibration {self.calibration.scale:.3f} × sum + {self.calibration.offset_ms:.3f} ms on "
+                f"{self.calibration.n} models; prediction MAPE {mape} over {len(evaluation)} held-out pruned "
+                "variants")  # fmt: skip
+
+
+def build_lut(
+    model: LoadedModel,
+    target: TargetProfile,
+    out_dir: Path,
+    *,
+    threads: int | None = None,
+    step: int | None = None,
+    variants: int = 10,
+    calibration_variants: int = 3,
+    runs: int = 50,
+    warmup: int = 10,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> LutReport:
+    """Measure (or reuse) the table for `model` on `target`, calibrate it and evaluate it on `variants` held-out
+    random prunings; writes out_dir/lut.json."""
+    if variants < 0 or calibration_variants < 0:
+        raise ConfigError("the numbers of variants must be ≥ 0")
+    progress = progress or NoProgress()
+    step = step or DEFAULT_STEP
+    backend = get_backend(target.runtime)
+    if backend.format != "onnx":
+        raise ConfigError(f"latency tables for {target.runtime} are not available yet",
+                          fix="build the table on an onnxruntime target")  # fmt: skip
+    uses = layer_uses(model)
+    needed = needed_entries(uses, step)
+    models = [("unpruned", 0, model)] + _random_variants(model, calibration_variants + variants, step, seed)
+    scratch = scratch_dir()
+    try:
+        return _build(model, target, out_dir, backend, uses, needed, models, scratch, threads=threads, step=step,
+                      calibration_variants=calibration_variants, runs=runs, warmup=warmup, cache_dir=cache_dir,
+                      progress=progress)  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, threads, step, calibration_variants,
+           runs, warmup, cache_dir, progress) -> LutReport:  # fmt: skip
+    with AgentSession(transport_for(target)) as agent:
+        device = agent.info(target.name, target.runtime)
+        threads = threads or target.threads or device.cpu_count
+        cache = EntryCache((cache_dir or cache_root() / "lut") / f"{device_key(device, threads, target.precision)}.jsonl")
+
+        def measure(signature, cin, cout) -> TableEntry:
+            path = single_layer_onnx(signature, cin, cout, scratch / "layer.onnx")
+            timed = agent.bench(path, target.runtime, threads=threads, warmup=LAYER_WARMUP, runs=LAYER_RUNS)
+            stats = LatencyStats.from_samples(timed["timings_ms"], warmup=LAYER_WARMUP, runtime=timed["runtime"],
+                                              runtime_version=timed["runtime_version"], threads=timed["threads"])
+            return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed["runtime"],
+                              timed["threads"])  # fmt: skip
+
+        with progress.task(f"latency table on {target.name}", len(needed)) as update:
+            entries, measured_now = measure_missing(needed, cache, measure, lambda done, total: update(done))
+        table = LatencyTable(entries)
+        measured = []
+        with progress.task("end-to-end variants", len(models)) as update:
+            for k, (name, blocks, variant) in enumerate(models):
+                artifact = backend.export(variant, scratch / name, target.precision)
+                timed = agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup, runs=runs)
+                stats = LatencyStats.from_samples(
+                    timed["timings_ms"], warmup=warmup, runtime=timed["runtime"],
+                    runtime_version=timed["runtime_version"], threads=timed["threads"],
+                    method=f"measured: {agent.transport.label} agent, wall time of each run call",
+                )  # fmt: skip
+                measured.append((name, blocks, variant, stats))
+                update(k + 1)
+    n_fit = 1 + calibration_variants
+    sums = [table.layers_sum_ms(layer_uses(v)) for _, _, v, _ in measured]
+    table = table.calibrated(sums[:n_fit], [s.median_ms for *_, s in measured[:n_fit]])
+    results = tuple(
+        VariantLatency(name, "calibration" if k < n_fit else "evaluation", blocks, _macs(variant), total,
+                       table.calibration.scale * total + table.calibration.offset_ms, stats)  # fmt: skip
+        for k, ((name, blocks, variant, stats), total) in enumerate(zip(measured, sums))
+    )
+    errors = [abs(v.error) for v in results if v.role == "evaluation"]
+    report = LutReport(
+        model=model.spec, target=target.name, device_key=cache.path.stem, runtime=target.runtime, threads=threads,
+        step=step, entries=tuple(entries.values()), measured_now=measured_now,
+        from_cache=len(entries) - measured_now, corrupted_lines=cache.corrupted, calibration=table.calibration,
+        variants=results, mape_percent=100 * float(np.mean(errors)) if errors else None,
+        cache_file=str(cache.path),
+        method=(f"single-layer ONNX models (conv/linear + fused activation), median of {LAYER_RUNS} runs after "
+                f"{LAYER_WARMUP} warm-up, widths on multiples of {step}; sum interpolated bilinearly, calibrated "
+                f"linearly on {n_fit} end-to-end medians ({runs} runs each)"),
+    )  # fmt: skip
+    report.save(out_dir / "lut.json")
+    return report
+
+
+def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> list[tuple[str, int, LoadedModel]]:
+    """Randomly pruned copies: a random share of channels (random scores, a random scale per group, global
+    ranking, so layers keep different widths) and, where the model has residual blocks, 0–2 of them removed."""
+    from edgeprune.prune.channels import prune_channels
+    from edgeprune.prune.depth import remove_blocks, removable_blocks
+
+    try:
+        removable = len(removable_blocks(model))
+    except ConfigError:
+        removable = 0
+    rng = np.random.default_rng(seed)
+    variants = []
+    for k in range(count):
+        variant = copy.deepcopy(model)
+        blocks = int(rng.integers(0, min(2, removable) + 1))
+        if blocks:
+            remove_blocks(variant, n=blocks)
+        ratio = float(rng.uniform(0.15, 0.6))
+        prune_channels(variant, ratio, "random", round_to=step, global_ranking=True, seed=seed * 1000 + k)
+        variants.append((f"variant{k}-r{ratio:.2f}-b{blocks}", blocks, variant))
+    return variants
+
+
+def _macs(model: LoadedModel) -> int:
+    from edgeprune.prune.channels import count_macs_params
+
+    return count_macs_params(model)[0]

@@ -1,0 +1,211 @@
+"""The layers a latency lookup table covers, and single-layer models that time them on the target's runtime.
+
+Every convolution and linear layer of a model is described by a `LayerSignature` (everything about it except its
+channel counts: kernel, stride, padding, input size, the activation the runtime fuses into it, …) plus its input
+and output widths. A table entry is one signature at one (in, out) width pair, timed as a one-layer model: the
+convolution with a bias (inference runtimes fold batch norm into it) followed by its activation, batch 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from edgeprune.models.base import LoadedModel
+from edgeprune.types import Record
+
+OPSET = 17
+_NORMS = (F.batch_norm,)  # folded into the layer by inference runtimes
+
+
+def _activation_op(func, args, kwargs) -> tuple[str, float] | None:
+    """The ONNX op (and LeakyRelu slope) of a torch activation call, or None if `func` is not one."""
+    if func in (F.relu, torch.relu, torch.relu_):
+        return "Relu", 0.0
+    if func is F.leaky_relu:
+        return "LeakyRelu", float(args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01))
+    if func is F.hardtanh:
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return ("Clip6", 0.0) if (low, high) == (0.0, 6.0) else None
+    named = {F.silu: "SiLU", F.hardswish: "HardSwish", F.hardsigmoid: "HardSigmoid", F.mish: "Mish",
+             torch.sigmoid: "Sigmoid", F.sigmoid: "Sigmoid", torch.tanh: "Tanh", F.tanh: "Tanh"}  # fmt: skip
+    return (named[func], 0.0) if func in named else None
+
+
+@dataclass(frozen=True)
+class LayerSignature(Record):
+    """A convolution or linear layer without its widths. For `linear`, `height` is the number of rows it is applied
+    to (tokens × batch) and `width` is 1."""
+
+    kind: str  # conv | depthwise | linear
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1  # for grouped (not depthwise) convolutions, kept fixed
+    height: int = 1
+    width: int = 1
+    activation: str = ""  # an ONNX op (see _activation_op; "Clip6" is ReLU6) or "" for none
+    alpha: float = 0.0  # LeakyRelu's slope
+
+    @property
+    def key(self) -> str:
+        return self.fingerprint
+
+
+@dataclass(frozen=True)
+class LayerUse:
+    """A layer of a concrete model: its module name, signature and widths."""
+
+    name: str
+    signature: LayerSignature
+    in_channels: int
+    out_channels: int
+
+
+def layer_uses(loaded: LoadedModel) -> list[LayerUse]:
+    """The model's convolution and linear layers with the input sizes of one batch-1 inference, in execution
+    order. An activation counts as the layer's when it reads the layer's output directly (or through a batch
+    norm, which runtimes fold); that is what runtimes fuse. Functional activations (F.relu) count as well: the
+    forward is observed at the level of torch functions."""
+    module = loaded.module.eval()
+    layers = {id(m.weight): (name, m) for name, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    found = _FunctionTrace(layers)
+    with torch.inference_mode(), found:
+        module(*loaded.example_inputs(1))
+    return [_use(name, layer, shape, found.activation.get(name)) for name, layer, shape in found.calls]
+
+
+class _FunctionTrace(TorchFunctionMode):
+    """Records conv/linear calls of known layers, and the activation applied directly to each one's output."""
+
+    def __init__(self, layers: dict[int, tuple[str, nn.Module]]):
+        super().__init__()
+        self.layers = layers
+        self.calls: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+        self.activation: dict[str, tuple[str, float]] = {}
+        self._producer: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (layer, output kept alive)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        if func in (F.conv2d, torch.conv2d, F.linear) and len(args) > 1 and id(args[1]) in self.layers:
+            name, layer = self.layers[id(args[1])]
+            self.calls.append((name, layer, tuple(args[0].shape)))
+            self._producer[id(output)] = (name, output)
+        elif args and isinstance(args[0], torch.Tensor) and self._reads_layer(args[0]):
+            name = self._producer[id(args[0])][0]
+            if func in _NORMS or func is torch.batch_norm:
+                self._producer[id(output)] = (name, output)
+            else:
+                op = _activation_op(func, args, kwargs)
+                if op is not None:
+                    self.activation.setdefault(name, op)
+        return output
+
+    def _reads_layer(self, tensor: torch.Tensor) -> bool:
+        entry = self._producer.get(id(tensor))
+        return entry is not None and entry[1] is tensor
+
+
+def _use(name: str, layer: nn.Module, input_shape: tuple[int, ...], act: tuple[str, float] | None) -> LayerUse:
+    op, alpha = act or ("", 0.0)
+    if isinstance(layer, nn.Linear):
+        rows = math.prod(input_shape[:-1])
+        signature = LayerSignature("linear", height=rows, activation=op, alpha=alpha)
+        return LayerUse(name, signature, layer.in_features, layer.out_features)
+    depthwise = layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
+    if isinstance(layer.padding, str):  # "same"/"valid": the effective padding of this size
+        padding = tuple(d * (k - 1) // 2 for d, k in zip(layer.dilation, layer.kernel_size)) if layer.padding == "same" \
+            else (0, 0)  # fmt: skip
+    else:
+        padding = tuple(layer.padding)
+    signature = LayerSignature(
+        "depthwise" if depthwise else "conv",
+        kernel=tuple(layer.kernel_size), stride=tuple(layer.stride), padding=padding, dilation=tuple(layer.dilation),
+        groups=1 if depthwise else layer.groups, height=input_shape[-2], width=input_shape[-1],
+        activation=op, alpha=alpha,
+    )  # fmt: skip
+    return LayerUse(name, signature, layer.in_channels, layer.out_channels)
+
+
+def width_grid(width: int, step: int, points: int = 5) -> tuple[int, ...]:
+    """The widths a layer of `width` channels is timed at: `points` evenly spread multiples of the hardware step
+    up to it, and the width itself. Layers narrower than one step are timed at their width only."""
+    if width <= step:
+        return (width,)
+    steps = width // step
+    picks = {max(1, round(steps * k / points)) * step for k in range(1, points)}
+    return tuple(sorted({w for w in picks if w < width} | {width}))
+
+
+def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels: int, path: Path) -> Path:
+    """Write a one-layer ONNX model (random weights, seeded) computing the signature at these widths."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    if signature.kind == "linear":
+        in_shape, out_shape = [signature.height, in_channels], [signature.height, out_channels]
+        weight = rng.standard_normal((out_channels, in_channels), dtype=np.float32) / math.sqrt(in_channels)
+        inits += [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(np.zeros(out_channels, np.float32), "B")]
+        nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["y0"], transB=1))
+    else:
+        groups = in_channels if signature.kind == "depthwise" else signature.groups
+        out_channels = in_channels if signature.kind == "depthwise" else out_channels
+        kh, kw = signature.kernel
+        weight = rng.standard_normal((out_channels, in_channels // groups, kh, kw), dtype=np.float32)
+        weight /= math.sqrt(in_channels // groups * kh * kw)
+        inits += [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(np.zeros(out_channels, np.float32), "B")]
+        ph, pw = signature.padding
+        nodes.append(helper.make_node(
+            "Conv", ["x", "W", "B"], ["y0"], kernel_shape=[kh, kw], strides=list(signature.stride),
+            pads=[ph, pw, ph, pw], dilations=list(signature.dilation), group=groups,
+        ))  # fmt: skip
+        in_shape = [1, in_channels, signature.height, signature.width]
+        out_hw = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
+                  zip((signature.height, signature.width), signature.padding, signature.dilation, signature.kernel,
+                      signature.stride)]  # fmt: skip
+        out_shape = [1, out_channels, *out_hw]
+    nodes += _activation_nodes(signature, "y0", "y")
+    if not signature.activation:
+        nodes.append(helper.make_node("Identity", ["y0"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeprune-lut")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _activation_nodes(signature: LayerSignature, x: str, y: str) -> list:
+    from onnx import helper
+
+    op = signature.activation
+    if not op:
+        return []
+    if op == "LeakyRelu":
+        return [helper.make_node("LeakyRelu", [x], [y], alpha=signature.alpha)]
+    if op == "SiLU":
+        return [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], [y])]
+    if op == "Mish":
+        return [helper.make_node("Softplus", [x], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
+                helper.make_node("Mul", [x, "t"], [y])]  # fmt: skip
+    if op == "Clip6":
+        return [helper.make_node("Constant", [], ["lo"], value_float=0.0),
+                helper.make_node("Constant", [], ["hi"], value_float=6.0),
+                helper.make_node("Clip", [x, "lo", "hi"], [y])]  # fmt: skip
+    return [helper.make_node(op, [x], [y])]

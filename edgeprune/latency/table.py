@@ -1,0 +1,208 @@
+"""Per-layer latency lookup table (LUT): measured on the target, cached per device, interpolated, calibrated.
+
+Entries are single-layer timings (see microbench.py) at a grid of widths. A model's latency is predicted as the
+sum of its layers' interpolated timings, mapped through a linear calibration (a · sum + b) fitted on end-to-end
+measurements: the sum misses what the layers do not cover (adds, pooling, concatenation, the runtime's per-run
+overhead), and the calibration absorbs it.
+
+The cache is one JSON-lines file per device (hostname, CPU, runtime and version, threads, precision). Each entry
+is appended, flushed and fsynced as soon as it is measured, so an interrupted build loses nothing; every line
+carries a sha256 of its content, and a damaged line is reported and measured again, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+from edgeprune.latency.microbench import LayerSignature, LayerUse, width_grid
+from edgeprune.types import DeviceInfo, Record
+
+CACHE_ENV = "EDGEPRUNE_CACHE"
+
+
+@dataclass(frozen=True)
+class TableEntry(Record):
+    """One signature at one width pair, timed as a single-layer model."""
+
+    signature: LayerSignature
+    in_channels: int
+    out_channels: int
+    median_ms: float
+    p90_ms: float
+    n: int
+    runtime: str
+    threads: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.signature.key, self.in_channels, self.out_channels)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgeprune")
+
+
+def device_key(device: DeviceInfo, threads: int, precision: str) -> str:
+    """What makes timings comparable: the machine, its runtime and version, the thread count and precision."""
+    identity = [device.hostname, device.cpu, device.arch, device.runtime, device.runtime_version, threads, precision]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+
+class EntryCache:
+    """Append-only JSON-lines store of TableEntry for one device; each line is `{"sha256": ..., "entry": {...}}`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.corrupted = 0  # damaged lines found by the last load()
+
+    def load(self) -> dict[tuple[str, int, int], TableEntry]:
+        entries: dict[tuple[str, int, int], TableEntry] = {}
+        self.corrupted = 0
+        if not self.path.exists():
+            return entries
+        for line in self.path.read_text(errors="replace").splitlines():
+            entry = self._parse(line)
+            if entry is None:
+                self.corrupted += bool(line.strip())
+            else:
+                entries[entry.key] = entry
+        return entries
+
+    def append(self, entry: TableEntry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = entry.to_dict()
+        line = json.dumps({"sha256": _digest(body), "entry": body}, sort_keys=True)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    @staticmethod
+    def _parse(line: str) -> TableEntry | None:
+        try:
+            record = json.loads(line)
+            if record["sha256"] != _digest(record["entry"]):
+                return None
+            return TableEntry.from_dict(record["entry"])
+        except Exception:  # any damage (truncation, edits, schema) means: measure it again
+            return None
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Calibration(Record):
+    """predicted_ms = scale · (sum of layer timings) + offset_ms, least squares over `n` measured models."""
+
+    scale: float = 1.0
+    offset_ms: float = 0.0
+    n: int = 0
+
+
+def needed_entries(uses: Iterable[LayerUse], step: int) -> list[tuple[LayerSignature, int, int]]:
+    """Every (signature, in, out) the table needs for these layers pruned to multiples of `step`."""
+    grids: dict[str, tuple[LayerSignature, set[int], set[int]]] = {}
+    for use in uses:
+        signature, ins, outs = grids.setdefault(use.signature.key, (use.signature, set(), set()))
+        ins.update(width_grid(use.in_channels, step))
+        outs.update(width_grid(use.out_channels, step))
+    needed = []
+    for signature, ins, outs in grids.values():
+        if signature.kind == "depthwise":
+            needed += [(signature, c, c) for c in sorted(ins | outs)]
+        else:
+            needed += [(signature, i, o) for i in sorted(ins) for o in sorted(outs)]
+    return needed
+
+
+@dataclass
+class LatencyTable:
+    """Single-layer timings of one device, and the calibration that maps their sum to a model's latency."""
+
+    entries: dict[tuple[str, int, int], TableEntry]
+    calibration: Calibration = field(default_factory=Calibration)
+
+    def __post_init__(self) -> None:
+        self._grid: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
+        for (sig, i, o), entry in self.entries.items():
+            self._grid[sig][(i, o)] = entry.median_ms
+
+    def layer_ms(self, signature: LayerSignature, in_channels: int, out_channels: int) -> float:
+        """The layer's timing, interpolated (bilinearly in the two widths) between measured widths, and scaled in
+        proportion to the width beyond the measured range."""
+        grid = self._grid.get(signature.key)
+        if not grid:
+            raise ConfigError(f"the latency table has no entries for a {signature.kind} layer {signature.to_dict()}",
+                              fix="build the table for this model (edgeprune profile --lut)")  # fmt: skip
+        if signature.kind == "depthwise":
+            widths = sorted(i for i, _ in grid)
+            return _interpolate(widths, [grid[(c, c)] for c in widths], in_channels)
+        ins, outs = sorted({i for i, _ in grid}), sorted({o for _, o in grid})
+        per_in = []
+        for i in ins:
+            if not all((i, o) in grid for o in outs):
+                raise ConfigError(f"the latency table's grid for a {signature.kind} layer has holes",
+                                  fix="rebuild the table (edgeprune profile --lut)")  # fmt: skip
+            per_in.append(_interpolate(outs, [grid[(i, o)] for o in outs], out_channels))
+        return _interpolate(ins, per_in, in_channels)
+
+    def layers_sum_ms(self, uses: Iterable[LayerUse]) -> float:
+        return float(sum(self.layer_ms(u.signature, u.in_channels, u.out_channels) for u in uses))
+
+    def predict_ms(self, uses: Iterable[LayerUse]) -> float:
+        c = self.calibration
+        return c.scale * self.layers_sum_ms(uses) + c.offset_ms
+
+    def calibrated(self, sums_ms: list[float], measured_ms: list[float]) -> LatencyTable:
+        """This table with a calibration fitted on (layer sum, measured latency) pairs; one pair fits the scale
+        alone."""
+        x, y = np.asarray(sums_ms, float), np.asarray(measured_ms, float)
+        if len(x) == 0:
+            raise ConfigError("calibrating a latency table needs at least one measured model")
+        if len(x) == 1 or np.ptp(x) == 0:
+            calibration = Calibration(float(y.mean() / x.mean()), 0.0, len(x))
+        else:
+            scale, offset = np.polyfit(x, y, 1)
+            calibration = Calibration(float(scale), float(offset), len(x))
+        return LatencyTable(self.entries, calibration)
+
+
+def _interpolate(xs: list[int], ys: list[float], x: float) -> float:
+    if len(xs) == 1:
+        return ys[0] * x / xs[0]
+    if x <= xs[0]:
+        return ys[0] * x / xs[0]
+    if x >= xs[-1]:
+        return ys[-1] * x / xs[-1]
+    return float(np.interp(x, xs, ys))
+
+
+def measure_missing(
+    needed: list[tuple[LayerSignature, int, int]],
+    cache: EntryCache,
+    measure: Callable[[LayerSignature, int, int], TableEntry],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[tuple[str, int, int], TableEntry], int]:
+    """Measure the needed entries the cache lacks, appending each as soon as it is measured; returns all needed
+    entries and how many were measured now. An interruption keeps everything measured before it."""
+    cached = cache.load()
+    todo = [n for n in needed if (n[0].key, n[1], n[2]) not in cached]
+    for done, (signature, cin, cout) in enumerate(todo, 1):
+        entry = measure(signature, cin, cout)
+        cache.append(entry)
+        cached[entry.key] = entry
+        if on_progress:
+            on_progress(done, len(todo))
+    wanted = {(s.key, i, o) for s, i, o in needed}
+    return {k: v for k, v in cached.items() if k in wanted}, len(todo)

@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from edgeprune.errors import ConfigError
+from edgeprune.latency.microbench import LayerSignature, LayerUse
+from edgeprune.latency.table import EntryCache, LatencyTable, TableEntry, measure_missing, needed_entries
+
+CONV = LayerSignature("conv", (3, 3), padding=(1, 1), height=16, width=16, activation="Relu")
+DEPTHWISE = LayerSignature("depthwise", (3, 3), padding=(1, 1), height=16, width=16)
+
+
+def _entry(signature, cin, cout, ms):
+    return TableEntry(signature, cin, cout, ms, ms * 1.1, 30, "onnxruntime", 2)
+
+
+def _cost(cin, cout):  # a made-up but bilinear cost, so interpolation must reproduce it exactly
+    return 0.01 + 0.001 * cin * cout
+
+
+def _uses():
+    return [LayerUse("a", CONV, 32, 64), LayerUse("b", CONV, 64, 64), LayerUse("c", DEPTHWISE, 64, 64)]
+
+
+def test_needed_entries_cover_every_width_pair_on_the_grid():
+    needed = needed_entries(_uses(), step=16)
+    conv = {(i, o) for s, i, o in needed if s == CONV}
+    assert conv == {(i, o) for i in (16, 32, 48, 64) for o in (16, 32, 48, 64)}  # grids of 32 and 64 merged
+    assert {(i, o) for s, i, o in needed if s == DEPTHWISE} == {(c, c) for c in (16, 32, 48, 64)}
+
+
+def test_interpolation_is_exact_on_the_grid_and_bilinear_between():
+    needed = needed_entries(_uses(), step=16)
+    table = LatencyTable({(s.key, i, o): _entry(s, i, o, _cost(i, o)) for s, i, o in needed})
+    assert table.layer_ms(CONV, 32, 48) == pytest.approx(_cost(32, 48))
+    assert table.layer_ms(CONV, 40, 56) == pytest.approx(_cost(40, 56), rel=0.02)  # off-grid widths
+    assert table.layer_ms(DEPTHWISE, 24, 24) == pytest.approx((_cost(16, 16) + _cost(32, 32)) / 2)
+    assert table.layer_ms(CONV, 8, 64) == pytest.approx(_cost(16, 64) / 2)  # below the grid: in proportion
+    with pytest.raises(ConfigError, match="no entries for a conv layer"):
+        table.layer_ms(LayerSignature("conv", (5, 5), height=16, width=16), 16, 16)
+
+
+def test_calibration_fits_scale_and_offset():
+    table = LatencyTable({})
+    calibrated = table.calibrated([1.0, 2.0, 4.0], [1.5, 2.5, 4.5])
+    assert (calibrated.calibration.scale, calibrated.calibration.offset_ms) == pytest.approx((1.0, 0.5))
+    assert table.calibrated([2.0], [3.0]).calibration.scale == pytest.approx(1.5)
+
+
+def test_an_interrupted_build_resumes_and_measures_only_what_is_missing(tmp_path):
+    cache, needed = EntryCache(tmp_path / "device.jsonl"), needed_entries(_uses(), step=16)
+    measured = []
+
+    def measure(signature, cin, cout):
+        if len(measured) == 7:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C, or the device went away
+        measured.append((signature.key, cin, cout))
+        return _entry(signature, cin, cout, _cost(cin, cout))
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_missing(needed, cache, measure)
+    assert len(cache.load()) == 7
+
+    measured.clear()
+    first_seven = set(cache.load())
+    entries, measured_now = measure_missing(needed, cache, lambda s, i, o: measure(s, i, o) if len(measured) < 7
+                                            else _entry(s, i, o, _cost(i, o)))  # fmt: skip
+    assert measured_now == len(needed) - 7 and len(entries) == len(needed)
+    assert not first_seven & set(measured)  # nothing measured twice
+
+
+def test_a_damaged_cache_line_is_detected_and_measured_again(tmp_path):
+    cache, needed = EntryCache(tmp_path / "device.jsonl"), needed_entries(_uses(), step=16)
+    measure_missing(needed, cache, lambda s, i, o: _entry(s, i, o, _cost(i, o)))
+    lines = cache.path.read_text().splitlines()
+    record = json.loads(lines[3])
+    record["entry"]["median_ms"] = 0.0001  # edited by hand, or a bit flipped: the digest no longer matches
+    lines[3] = json.dumps(record)
+    lines[5] = lines[5][: len(lines[5]) // 2]  # a line cut short by a crash
+    cache.path.write_text("\n".join(lines) + "\n")
+
+    assert len(cache.load()) == len(needed) - 2 and cache.corrupted == 2
+    again = []
+    entries, measured_now = measure_missing(needed, cache, lambda s, i, o: again.append(1) or _entry(s, i, o, _cost(i, o)))
+    assert measured_now == 2 == len(again)
+    assert min(e.median_ms for e in entries.values()) > 0.001
