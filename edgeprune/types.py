@@ -190,11 +190,21 @@ class Fact(Record):
 
 @dataclass(frozen=True)
 class Connection(Record):
+    """How the host reaches a target. None everywhere means "ask the user's tools": ssh reads ~/.ssh/config (a Host
+    alias works), adb takes the only attached device. Flags and EDGEPRUNE_* variables override these
+    (devices/transport.py: resolve_connection)."""
+
     kind: str = "local"  # local | ssh | adb
-    host: str | None = None
-    user: str | None = None
-    port: int | None = None
-    serial: str | None = None
+    host: str | None = None  # ssh: address or ~/.ssh/config alias
+    user: str | None = None  # ssh: login user
+    port: int | None = None  # ssh: port
+    serial: str | None = None  # adb: device serial
+    # adb: TFLite's benchmark_model: a path on the device, or a host file that is pushed; None: /data/local/tmp/
+    # benchmark_model, where targets/android/setup.sh puts it (devices/android.py)
+    benchmark_model: str | None = None
+    python: str | None = None  # ssh: the device's Python that runs the agent; None: python3
+    key: str | None = None  # ssh: identity file (its path only; the key is never read by edgeprune)
+    ssh_config: str | None = None  # ssh: a config file used instead of ~/.ssh/config (ssh -F)
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,29 @@ class PowerSpec(Record):
 
     sensor: str | None = None
     estimate_w: Fact | None = None
+    # Rails to sum when the sensor reports several; empty: the board-input rail where the sensor has one, else
+    # every rail (edgeprune/latency/sensors.py decides, and the result says which rails it used).
+    rails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetupCommands(Record):
+    """Shell commands run on the device around a measurement: `pin_clocks` before (fix the power mode and clocks),
+    `restore` after; `source` is the document the commands come from. Empty: the target offers no such control."""
+
+    pin_clocks: tuple[str, ...] = ()
+    restore: tuple[str, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ThrottleCheck(Record):
+    """How the device tells whether it throttled: a `command` that prints the firmware's throttling state, and/or
+    `temperature`, a sysfs glob of temperatures in millidegrees Celsius. None: not available on this target."""
+
+    command: str | None = None
+    temperature: str | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +249,9 @@ class TargetProfile(Record):
     power: PowerSpec = field(default_factory=PowerSpec)
     hardware: dict[str, Fact] = field(default_factory=dict)
     source_file: str | None = None
+    setup: SetupCommands = field(default_factory=SetupCommands)
+    throttle: ThrottleCheck = field(default_factory=ThrottleCheck)
+    channel_step: Fact | None = None  # channel counts run best as multiples of this (None: no sourced step)
 
     _volatile = ("source_file",)
 
@@ -237,20 +273,55 @@ class DeviceInfo(Record):
     cpu_governor: str | None = None
     throttling: str | None = None  # None: the device offers no way to read it
     numpy_version: str | None = None
+    clocks: dict[str, Any] = field(default_factory=dict)  # cpufreq policy -> cpus, governor, min_khz, max_khz
+    clocks_now_khz: dict[str, Any] = field(default_factory=dict)  # cpufreq policy -> current frequency
+    power_mode: str | None = None  # Jetson `nvpmodel -q` output; None elsewhere
+    thermal_c: dict[str, float] = field(default_factory=dict)  # "type (thermal_zoneN)" -> degrees C
+    sensors: dict[str, Any] = field(default_factory=dict)  # power sensor -> {available, reason}
+    runtimes: dict[str, Any] = field(default_factory=dict)  # runtime -> {available, version, reason} on the device
+
+    _volatile = ("clocks_now_khz", "thermal_c")
 
 
 # --- measurements ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class EnergyDetail(Record):
+    """How a measured energy figure was obtained (edgeprune/latency/energy.py). Energies are per inference of one
+    sample: the window's energy divided by runs x batch."""
+
+    sensor: str
+    rails: tuple[str, ...]
+    rail_rule: str  # why these rails: "board-input rail VDD_IN", "sum of all rails", "rails from the profile"
+    method: str  # "trapezoid over power samples" | "difference of energy counters"
+    interval_ms: float  # asked for
+    achieved_interval_ms: float | None  # median spacing of the samples in the timed loop
+    n_samples_run: int
+    n_samples_idle: int
+    run_s: float
+    idle_s: float | None
+    inferences: int
+    gross_mj: float
+    net_mj: float | None  # gross minus idle power x run time; None without an idle window
+    power_w: float  # mean power over the timed loop
+    idle_power_w: float | None
+    basis: str  # which of gross/net LatencyStats.energy_mj reports: "net" | "gross"
+
+
+@dataclass(frozen=True)
 class LatencyStats(Record):
-    """Latency of `n` timed runs after `warmup` untimed ones, and energy with how it was obtained."""
+    """Latency of `n` timed runs after `warmup` untimed ones, and energy with how it was obtained.
+
+    From per-run samples (`from_samples`) every figure is set. From a tool that reports only aggregates (TFLite's
+    benchmark_model: count, mean, std, min, max, and a median in newer builds; `from_summary`) the percentiles it does
+    not report are None, and `method` says so."""
 
     n: int
     warmup: int
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
+    median_ms: float | None  # None: the tool reported no median
+    p90_ms: float | None  # None: no per-run samples to take it from
+    p99_ms: float | None
     min_ms: float
     max_ms: float
     mean_ms: float
@@ -264,6 +335,7 @@ class LatencyStats(Record):
     energy_mj: float | None = None
     power_w: float | None = None
     energy_note: str = ""
+    energy_detail: EnergyDetail | None = None  # set when energy == "measured"
 
     @classmethod
     def from_samples(cls, samples_ms: typing.Sequence[float], **meta: Any) -> LatencyStats:
@@ -283,13 +355,29 @@ class LatencyStats(Record):
             **meta,
         )
 
+    @classmethod
+    def from_summary(
+        cls, *, n: int, mean_ms: float, std_ms: float, min_ms: float, max_ms: float, median_ms: float | None = None,
+        **meta: Any,
+    ) -> LatencyStats:
+        """From aggregate figures when per-run samples are not available: p90/p99 are None."""
+        if n < 1:
+            raise ValueError("no timed runs")
+        return cls(n=n, median_ms=median_ms, p90_ms=None, p99_ms=None, min_ms=min_ms, max_ms=max_ms, mean_ms=mean_ms,
+                   cv=std_ms / mean_ms if mean_ms > 0 else 0.0, **meta)
+
     def summary(self) -> str:
+        center = f"median {self.median_ms:.3f} ms" if self.median_ms is not None else f"mean {self.mean_ms:.3f} ms"
+        tail = f", p90 {self.p90_ms:.3f} ms" if self.p90_ms is not None else ""
         text = (
-            f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms (n={self.n}, CV {self.cv:.1%}, "
+            f"{center}{tail} (n={self.n}, CV {self.cv:.1%}, "
             f"{self.runtime} {self.runtime_version}, {self.threads} threads, {self.method})"
         )
         if self.energy_mj is not None:
             text += f"; energy {self.energy_mj:.2f} mJ/inference ({self.energy})"
+            if self.energy_detail is not None:
+                d = self.energy_detail
+                text += f" [{d.basis}; gross {d.gross_mj:.2f} mJ at {d.power_w:.2f} W, {d.sensor}]"
         else:
             text += f"; energy {self.energy}: {self.energy_note}"
         return text

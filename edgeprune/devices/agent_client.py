@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import selectors
@@ -53,34 +54,74 @@ class AgentSession:
                 self._proc.wait(timeout=10)
             except Exception:  # closing must never mask the error that led here
                 self._proc.kill()
+        self.transport.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     # --- commands ---------------------------------------------------------------------------------------------
 
     def info(self, target: str, runtime: str) -> DeviceInfo:
         facts = self.request("info", {"runtime": runtime})
+        known = {f.name for f in dataclasses.fields(DeviceInfo)}  # an agent may report more than this host knows
         return DeviceInfo(
             target=target,
-            **{k: (tuple(v) if k == "providers" else v) for k, v in facts.items() if k != "agent_version"},
+            **{k: (tuple(v) if k == "providers" else v) for k, v in facts.items() if k in known and k != "target"},
         )
 
     def bench(
         self, model: Path, runtime: str, *, threads: int | None, warmup: int, runs: int, batch: int = 1,
-        on_progress: ProgressCallback | None = None,
+        on_progress: ProgressCallback | None = None, power: dict[str, Any] | None = None,
+        precision: str | None = None,
     ) -> dict[str, Any]:
-        args = {"model": self.transport.put(model), "runtime": runtime, "threads": threads, "warmup": warmup,
+        """Per-run wall times; with `power` ({sensor, interval_ms, idle_s}) also the sensor's raw samples under
+        result["power"], for edgeprune.latency.energy to turn into energy. `precision` is a load-time hint for
+        runtimes that choose their compute precision (openvino: fp32 | fp16 | bf16); None: the runtime's default
+        as the agent resolves it (openvino: fp32)."""
+        args = {"model": self.put_model(model), "runtime": runtime, "threads": threads, "warmup": warmup,
                 "runs": runs, "batch": batch}
+        if power:
+            args["power"] = power
+        if precision is not None:
+            args["precision"] = precision
         return self.request("bench", args, on_progress)
 
-    def run(self, model: Path, runtime: str, feeds: dict[str, np.ndarray], *, threads: int | None) -> dict[str, np.ndarray]:
+    def run(self, model: Path, runtime: str, feeds: dict[str, np.ndarray], *, threads: int | None,
+            precision: str | None = None) -> dict[str, np.ndarray]:
         inputs = {}
         for i, (name, value) in enumerate(feeds.items()):
             local = self._scratch / f"in{i}.npy"
             np.save(local, np.ascontiguousarray(value))
             inputs[name] = self.transport.put(local)
-        result = self.request("run", {"model": self.transport.put(model), "runtime": runtime, "threads": threads,
-                                      "inputs": inputs})
+        args = {"model": self.put_model(model), "runtime": runtime, "threads": threads, "inputs": inputs}
+        if precision is not None:
+            args["precision"] = precision
+        result = self.request("run", args)
         return {name: np.load(self.transport.fetch(path, self._scratch)) for name, path in result["outputs"].items()}
+
+    def build_engine(
+        self, onnx: Path, *, precision: str = "fp32", calibration: Path | None = None,
+        calibration_batch: int | None = None, workspace_mb: int | None = None, batch: int = 1, out: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Build a TensorRT engine ON the device from `onnx` (see targets/agent_tensorrt.py). `calibration` (int8
+        only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
+        `out` a device path (None: beside the ONNX on the device). The engine stays on the device: result["engine"]
+        is its device path, for bench/run with runtime "tensorrt" or transport.fetch."""
+        args: dict[str, Any] = {"onnx": self.put_model(onnx), "precision": precision, "batch": batch}
+        if calibration is not None:
+            args["calibration"] = self.transport.put(Path(calibration))
+        for key, value in (("calibration_batch", calibration_batch), ("workspace_mb", workspace_mb), ("out", out)):
+            if value is not None:
+                args[key] = value
+        return self.request("build-engine", args, on_progress)
+
+    def put_model(self, model: Path) -> str:
+        """Put a model file and the files it needs beside it (an OpenVINO IR's .bin, an ONNX's external data)."""
+        model = Path(model)
+        for companion in (model.with_suffix(".bin"),) if model.suffix == ".xml" else (
+                model.with_name(model.name + ".data"),):
+            if companion.is_file():
+                self.transport.put(companion)
+        return self.transport.put(model)
 
     # --- protocol ---------------------------------------------------------------------------------------------
 
@@ -134,4 +175,4 @@ class AgentSession:
         if self._stderr_log.exists():
             lines = self._stderr_log.read_text(errors="replace").strip().splitlines()
             tail = lines[-1][:200] if lines else ""
-        return DeviceError(f"the agent on {self.transport.label} exited (code {code})" + (f": {tail}" if tail else ""))
+        return self.transport.agent_died(code, tail)
