@@ -12,6 +12,7 @@ Each model runs in its own subprocess, so a crash or an out-of-memory kill in on
 only. Prints "N passed / N tried" and one line per failure; `--json FILE` writes every result.
 
     python benchmarks/prune_coverage.py [--max-params 150e6] [--skip vit_h_14,...] [--only resnet18,...]
+                                        [--json FILE [--resume]]
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--max-params", type=float, default=None, help="leave out models with more parameters")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per model")
     parser.add_argument("--json", type=Path, help="write every result to this file")
+    parser.add_argument("--resume", action="store_true", help="keep the results already in --json; run the rest")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(check_one(args.one)))
@@ -111,8 +113,10 @@ def main() -> None:
     names = models.list_models(module=models)
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(",")))
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = json.loads(args.json.read_text()) if args.resume and args.json.exists() else {}
     for name in names:
+        if name in results and results[name]["status"] != "skipped":
+            continue
         params = models.get_model_weights(name).DEFAULT.meta.get("num_params", 0)
         if (only and name not in only) or name in skip:
             continue

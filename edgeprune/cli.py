@@ -7,6 +7,7 @@ anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -46,10 +47,29 @@ model_options = _options(
     click.option("--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."),
     click.option("--input-shape", help="N,C,H,W for python: models that do not declare it."),
 )
+
+
+def connection_options(func: Callable) -> Callable:
+    """--host/--user/--port/--serial override the target profile's connection (flags > EDGEPRUNE_* > profile).
+    The command gets them through `_load_target`, not as parameters."""
+
+    @click.option("--host", help="ssh targets: device address or ~/.ssh/config alias (env EDGEPRUNE_HOST).")
+    @click.option("--user", help="ssh targets: login user (env EDGEPRUNE_USER).")
+    @click.option("--port", type=click.IntRange(1, 65535), help="ssh targets: port (env EDGEPRUNE_PORT).")
+    @click.option("--serial", help="adb targets: device serial (env EDGEPRUNE_SERIAL).")
+    @functools.wraps(func)
+    def wrapper(*args, host, user, port, serial, **kwargs):
+        click.get_current_context().meta["edgeprune.connection"] = {"host": host, "user": user, "port": port, "serial": serial}
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 target_options = _options(
     click.option("--target", "-t", default="host", show_default=True, help="Target profile name (see `edgeprune targets`) or a profile .yaml."),
     click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
     click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's, else all cores)."),
+    connection_options,
 )
 output_options = _options(
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Result directory (default: edgeprune-runs/<command>-<time>)."),
@@ -78,14 +98,21 @@ def targets(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("target", "runtime", "precision", "connection", "power sensor", "description")
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("target", "runtime", "prec.", "conn.", "power sensor"):
+        table.add_column(column, no_wrap=True)  # names are looked up verbatim: never cut them
+    table.add_column("description")
     for p in profiles:
         sensor = p.power.sensor or ("estimate" if p.power.estimate_w else "none")
         table.add_row(p.name, p.runtime, p.precision, p.connection.kind, sensor, p.description)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: no terminal width to fit, so do not squeeze the descriptions
+        console = Console(width=160)
+    console.print(table)
 
 
 @app.command()
@@ -114,12 +141,11 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_js
 @output_options
 def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
-    from edgeprune.devices.profiles import load_profile
     from edgeprune.pipeline import verify_artifact
     from edgeprune.progress import RichProgress
 
     with _stdout_kept_for_results():
-        profile = load_profile(target)
+        profile = _load_target(target)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "verify")
         result = verify_artifact(loaded, profile, data, out_dir, artifact_path=artifact, threads=threads,
@@ -141,22 +167,40 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
 @target_options
 @click.option("--runs", "-n", type=int, default=50, show_default=True, help="Timed runs (at least 30).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--lut", is_flag=True, help="Also build the per-layer latency lookup table, calibrate it and report "
+              "its prediction error on randomly pruned variants.")
+@click.option("--lut-variants", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Held-out randomly pruned variants the table's prediction is checked on.")
+@click.option("--lut-calibration", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Randomly pruned variants (besides the unpruned model) the table's calibration is fitted on.")
+@click.option("--step", type=click.IntRange(min=1), help="Channel step of the table's width grid (default: 8).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Latency-table cache directory (default: $EDGEPRUNE_CACHE/lut or ~/.cache/edgeprune/lut).")
 @output_options
-def profile(model, weights, trust_pickle, input_shape, target, artifact, threads, runs, warmup, out, as_json) -> None:
-    """Measure end-to-end latency (and energy where the target can) on the target's runtime."""
-    from edgeprune.devices.profiles import load_profile
+def profile(model, weights, trust_pickle, input_shape, target, artifact, threads, runs, warmup, lut, lut_variants,
+            lut_calibration, step, cache_dir, out, as_json) -> None:
+    """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
+    per-layer latency table too."""
     from edgeprune.pipeline import artifact_for_target, profile_end_to_end
     from edgeprune.progress import RichProgress
 
     with _stdout_kept_for_results():
-        target_profile = load_profile(target)
+        target_profile = _load_target(target)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "profile")
         chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
         report = profile_end_to_end(loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup,
                                     threads=threads, progress=RichProgress())
-    _emit(report, as_json, f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
-                           f"  report: {out_dir / 'profile.json'}")
+        text = (f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
+                f"  report: {out_dir / 'profile.json'}")
+        if lut:
+            from edgeprune.latency.lut import build_lut
+
+            table = build_lut(loaded, target_profile, out_dir, threads=threads, step=step, variants=lut_variants,
+                              calibration_variants=lut_calibration, runs=runs, warmup=warmup,
+                              cache_dir=cache_dir, progress=RichProgress())
+            text += f"\n{table.summary()}\n  table: {out_dir / 'lut.json'}"
+    _emit(table if lut else report, as_json, text)
 
 
 @app.command()
@@ -167,8 +211,10 @@ def profile(model, weights, trust_pickle, input_shape, target, artifact, threads
 @click.option("--blocks", type=click.IntRange(min=0), default=0, show_default=True, help="Residual blocks to remove (lowest BN γ first).")
 @click.option("--round-to", type=click.IntRange(min=1), help="Keep channel counts multiples of this hardware step.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across layers instead of per layer.")
-@click.option("--data", "-d", help="ImageFolder directory for data-driven criteria and fine-tuning.")
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune after pruning.")
+@click.option("--data", "-d", help="For data-driven criteria and fine-tuning: an ImageFolder (classifiers) or a YOLO "
+              "data yaml (detectors).")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fine-tune after pruning (classifiers: SGD + cosine; ultralytics YOLOs: ultralytics' trainer).")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine).")
 @click.option("--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning.")
 @output_options
@@ -237,6 +283,14 @@ def _load(spec: str, weights: str | None, trust_pickle: bool, input_shape: str |
         except ValueError:
             raise ConfigError(f"--input-shape {input_shape!r} is not a list of integers", expected="N,C,H,W e.g. 1,3,224,224") from None
     return load_model(spec, LoadOptions(weights=weights, trust_pickle=trust_pickle, input_shape=shape))
+
+
+def _load_target(name: str):
+    """The target profile with the connection flags of `connection_options` (and EDGEPRUNE_*) applied."""
+    from edgeprune.devices.profiles import load_profile
+    from edgeprune.devices.transport import with_connection
+
+    return with_connection(load_profile(name), click.get_current_context().meta.get("edgeprune.connection"))
 
 
 def _out_dir(out: Path | None, command: str) -> Path:

@@ -15,7 +15,7 @@ from edgeprune.backends._registry import backend_for_format, get_backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import transport_for
 from edgeprune.errors import ConfigError
-from edgeprune.latency.energy import energy_for
+from edgeprune.latency.energy import energy_for, power_request
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
@@ -118,19 +118,32 @@ def profile_end_to_end(
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> ProfileReport:
-    """Warm up, then time `runs` single-batch inferences on the target's runtime through its agent."""
+    """Warm up, then time `runs` single-batch inferences on the target's runtime through its agent (on Android,
+    which has no agent: TFLite's benchmark_model over adb, devices/android.py)."""
     if runs < MIN_RUNS:
         raise ConfigError(f"--runs {runs} is too few for a p90/p99", expected=f"at least {MIN_RUNS}")
     if warmup < 0:
         raise ConfigError(f"--warmup {warmup} is negative")
     progress = progress or NoProgress()
+    if target.connection.kind == "adb":
+        from edgeprune.devices.android import profile_android
+
+        with progress.task(f"profile on {target.name} (benchmark_model)", runs) as update:
+            device, latency, _ = profile_android(artifact.path, target, runs=runs, warmup=warmup,
+                                                 threads=threads or target.threads)
+            update(runs)
+        report = ProfileReport(model=model.spec, target=target, device=device, artifact=artifact, latency=latency)
+        report.save(out_dir / "profile.json")
+        return report
     with AgentSession(transport_for(target)) as agent:
         device = agent.info(target.name, target.runtime)
         with progress.task(f"profile on {target.name} ({target.runtime})", runs) as update:
             result = agent.bench(artifact.path, target.runtime, threads=threads or target.threads, warmup=warmup,
-                                 runs=runs, on_progress=lambda done, total: update(done))
+                                 runs=runs, on_progress=lambda done, total: update(done),
+                                 power=power_request(target))
     samples = result["timings_ms"]
-    energy = energy_for(target, float(np.median(samples)), result["batch"])
+    energy = energy_for(target, float(np.median(samples)), result["batch"], power=result.get("power"),
+                        runs=len(samples))
     latency = LatencyStats.from_samples(
         samples,
         warmup=result["warmup"],
@@ -143,6 +156,7 @@ def profile_end_to_end(
         energy_mj=energy.energy_mj,
         power_w=energy.power_w,
         energy_note=energy.note,
+        energy_detail=energy.detail,
     )
     report = ProfileReport(model=model.spec, target=target, device=device, artifact=artifact, latency=latency)
     report.save(out_dir / "profile.json")
@@ -206,6 +220,8 @@ def _finetuner(model: LoadedModel):
     layout = model.detection.layout if model.detection else None
     if layout == "ultralytics":
         return _finetune_ultralytics
+    if layout == "darknet":
+        return _finetune_darknet
     raise ConfigError(f"fine-tuning {model.spec} ({model.task}) is not available",
                       fix="prune without --finetune-epochs, or fine-tune it with its own framework")  # fmt: skip
 
@@ -223,6 +239,14 @@ def _finetune_ultralytics(model, data, arrays, recipe, teacher, out_dir, progres
     # transfer to it, so only the run's size and seed do
     finetune_ultralytics(model, data, out_dir / "ultralytics", epochs=recipe.epochs, batch=recipe.batch_size,
                          seed=recipe.seed, progress=progress)  # fmt: skip
+
+
+def _finetune_darknet(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
+    from edgeprune.train.darknet_yolo import DarknetRecipe, finetune_darknet
+
+    # Darknet's own recipe from the cfg's [net] (learning rate, momentum, decay, burn-in, augmentation); the
+    # classification recipe's SGD defaults do not transfer to it, so only the run's length and seed do
+    finetune_darknet(model, data, DarknetRecipe(epochs=recipe.epochs, seed=recipe.seed), progress=progress)
 
 
 def _calibration_batches(model: LoadedModel, data: str, classification):
