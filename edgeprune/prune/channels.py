@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch_pruning as tp
@@ -80,6 +80,73 @@ def prune_channels(
         macs_before=macs_before,
         macs_after=macs_after,
     )
+
+
+def prune_channels_to(
+    loaded: LoadedModel,
+    widths: Mapping[str, int],
+    criterion: str,
+    *,
+    round_to: int | None = None,
+    data: Iterable[imp.Batch] | None = None,
+    loss_fn: imp.LossFn | None = None,
+    seed: int = 0,
+) -> PrunePlan:
+    """Prune the model in place to the widths the planner chose: `widths` maps a dependency group's root layer
+    (the first layer whose output channels are the group's) to the channels it keeps, the highest-ranked by
+    `criterion`; groups not named stay as they are. Names are module names after the model's exact rewrites
+    (applied here first)."""
+    spec = imp.criterion(criterion)
+    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
+        loss_fn = imp.classification_loss
+    module = loaded.module.eval()
+    base_fingerprint = loaded.fingerprint
+    macs_before, params_before = count_macs_params(loaded)
+    rewrites = apply_rewrites(loaded)
+    importance = imp.make_importance(criterion, module, data, loss_fn, seed)
+    kept = removable = 0
+    try:
+        pruner = _ChannelPruner(loaded, example_inputs(loaded), importance, round_to=round_to, pruning_ratio=0.0)
+        graph = pruner.DG
+        todo = []
+        for group in list(graph.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                               root_module_types=pruner.root_module_types)):  # fmt: skip
+            dep = group[0].dep
+            root, handler = dep.target.module, dep.handler
+            width = graph.get_out_channels(root)
+            named = [graph._module2name.get(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
+            key = next((name for name in named if name in widths), None)
+            if key is None or width is None:
+                continue
+            target = max(widths[key], min_channels(width, round_to))
+            removable += width
+            kept += min(target, width)
+            if target >= width:
+                continue
+            full = graph.get_pruning_group(root, handler, list(range(width)))
+            n_groups = pruner._get_channel_groups(full)
+            size = width // n_groups
+            scores = pruner.estimate_importance(full).view(n_groups, size).mean(0)
+            dims = torch.argsort(scores)[: size - math.ceil(target / n_groups)].tolist()
+            todo.append((root, handler, [d + g * size for g in range(n_groups) for d in dims]))
+        # every score first: tied convolutions average their scores, which needs them all still unpruned
+        for root, handler, idxs in todo:
+            chosen = graph.get_pruning_group(root, handler, idxs)
+            if not tp.DependencyGraph.check_pruning_group(graph, chosen):
+                raise RuntimeError(f"pruning {graph._module2name.get(root)} would empty a layer coupled to it")
+            chosen.prune()
+    except TRACING_ERRORS as exc:
+        raise untraceable(loaded, exc) from exc
+    finally:
+        module.zero_grad(set_to_none=True)
+    loaded._fingerprint = None
+    macs_after, params_after = count_macs_params(loaded)
+    return PrunePlan(
+        base_model=loaded.spec, base_fingerprint=base_fingerprint, criterion=criterion,
+        channel_ratio=1 - kept / removable if removable else 0.0, round_to=round_to, global_ranking=True,
+        rewrites=rewrites, channel_history=_history(pruner.pruning_history()), params_before=params_before,
+        params_after=params_after, macs_before=macs_before, macs_after=macs_after,
+    )  # fmt: skip
 
 
 def replay_channels(loaded: LoadedModel, history: History) -> None:

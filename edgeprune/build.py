@@ -1,0 +1,507 @@
+"""`edgeprune build`: model → measured baseline → latency table → plan (measured on the target, tightened until it
+meets the budget) → fine-tune → export → verify → report + app bundle, every stage's artifact in the output
+directory.
+
+Resuming: `build.json` in the output directory records the build's options and each finished stage. A rerun with
+the same options skips what is finished and reloads its artifacts (the latency table's measurements are also in
+the per-device cache, so even an unfinished table stage re-measures nothing it already has); a rerun with other
+options is refused rather than mixed with the old results. Stages: profile, lut, plan, finetune, export, verify,
+report (baselines, when asked, are part of plan/finetune/verify).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+from edgeprune.models.base import LoadedModel
+from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
+from edgeprune.plan.structure import Structure, read_structure, realize
+from edgeprune.progress import NoProgress, Progress
+from edgeprune.types import Artifact, LatencyStats, PrunePlan, Record, TargetProfile, Verification
+
+STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
+BASELINES = ("uniform", "flops")
+MAX_ROUNDS = 4  # plan → measure → tighten rounds
+MARGIN = 0.05  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
+HOLDOUT_SHARE = 0.2  # of each class, kept out of fine-tuning for the held-out accuracy
+
+
+@dataclass(frozen=True)
+class Budget(Record):
+    """`kind`: latency_ms (absolute), speedup (over the measured unpruned median) or energy_mj (per inference)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latency_ms", "speedup", "energy_mj"):
+            raise ConfigError(f"unknown budget {self.kind!r}", expected="latency_ms, speedup or energy_mj")
+        if not self.value > 0 or (self.kind == "speedup" and self.value < 1):
+            raise ConfigError(f"budget --{self.kind.replace('_', '-')} {self.value} is not reachable",
+                              expected="a positive number (a speedup ≥ 1)")  # fmt: skip
+
+    def latency_ms(self, base: LatencyStats) -> float:
+        """The budget as a median latency on the target, given the measured unpruned model."""
+        if self.kind == "latency_ms":
+            return self.value
+        if self.kind == "speedup":
+            return base.median_ms / self.value
+        if base.energy_mj is None or base.power_w is None:
+            raise ConfigError("an energy budget needs an energy figure for the target",
+                              fix="profile the target (edgeprune profile) or give --latency-ms/--speedup")  # fmt: skip
+        # energy per inference = mean power × latency; power is taken as the unpruned model's (measured or
+        # estimated, as the profile says)
+        return self.value / base.power_w
+
+    def describe(self) -> str:
+        unit = {"latency_ms": " ms", "speedup": "×", "energy_mj": " mJ"}[self.kind]
+        return f"{self.kind.replace('_', ' ')} {self.value:g}{unit}"
+
+
+@dataclass(frozen=True)
+class PlanRound(Record):
+    """One solve → prune → measure round."""
+
+    round: int
+    target_predicted_ms: float
+    predicted_ms: float
+    measured: LatencyStats
+    met: bool
+
+
+@dataclass(frozen=True)
+class PlanReport(Record):
+    budget: Budget
+    budget_ms: float
+    base_latency: LatencyStats
+    base_predicted_ms: float
+    choice: PlanChoice
+    rounds: tuple[PlanRound, ...]
+    met: bool
+    prune_plan: PrunePlan
+    baselines: dict[str, PlanChoice] = field(default_factory=dict)
+    layer_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # table's layer latency before/after
+
+
+@dataclass(frozen=True)
+class ModelResult(Record):
+    """One model of the build (unpruned, plan or a baseline) as measured at the end."""
+
+    name: str
+    artifact: Artifact
+    latency: LatencyStats  # from the interleaved comparison
+    verification: Verification | None
+    metric: str | None
+    metric_value: float | None  # on the target's runtime, held-out data
+    macs: int
+    params: int
+
+
+@dataclass(frozen=True)
+class BuildReport(Record):
+    model: str
+    target: TargetProfile
+    budget: Budget
+    budget_ms: float
+    met: bool
+    speedup: float  # unpruned median / plan median, same session, interleaved
+    results: tuple[ModelResult, ...]
+    plan: PlanReport
+    lut_mape_percent: float | None
+    stage_seconds: dict[str, float]
+    environment: dict[str, str]
+    latency_method: str
+
+    def summary(self) -> str:
+        plan = next(r for r in self.results if r.name == "plan")
+        base = next(r for r in self.results if r.name == "unpruned")
+        metric = ""
+        if plan.metric_value is not None and base.metric_value is not None:
+            metric = f"; {plan.metric} {base.metric_value:.4f} → {plan.metric_value:.4f}"
+        return (f"{self.model} on {self.target.name}: {base.latency.median_ms:.3f} → {plan.latency.median_ms:.3f} ms "
+                f"median (speedup {self.speedup:.2f}×, budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
+                f"{'met' if self.met else 'NOT met'}){metric}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BuildOptions(Record):
+    """Everything that decides a build's results (a rerun must match them to resume)."""
+
+    model: str
+    weights: str | None
+    target: str
+    data: str | None
+    budget: Budget
+    criterion: str = "l1"
+    step: int | None = None
+    finetune_epochs: int = 0
+    lr: float = 0.01
+    distill: bool = True
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    baselines: tuple[str, ...] = ()
+    lut_variants: int = 3
+    lut_calibration: int = 3
+    seed: int = 0
+
+
+class BuildState:
+    """build.json: the options and the finished stages."""
+
+    def __init__(self, out_dir: Path, options: BuildOptions):
+        self.path = out_dir / "build.json"
+        self.options = options
+        self.done: dict[str, float] = {}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("options") != json.loads(options.to_json()):
+                raise ConfigError(f"{out_dir} holds a build with other options",
+                                  fix="rerun with the same options to resume, or pass a new --out")  # fmt: skip
+            self.done = saved.get("done", {})
+
+    def finished(self, stage: str) -> bool:
+        return stage in self.done
+
+    def finish(self, stage: str, seconds: float) -> None:
+        self.done[stage] = round(seconds, 2)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"options": json.loads(self.options.to_json()), "done": self.done}, indent=2))
+        os.replace(tmp, self.path)
+
+
+def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_dir: Path,
+          progress: Progress | None = None) -> BuildReport:  # fmt: skip
+    """Run (or resume) the build; writes report.json, report.html and bundle/ under out_dir."""
+    from edgeprune.latency.lut import DEFAULT_STEP, LutReport, build_lut
+    from edgeprune.pipeline import artifact_for_target, profile_end_to_end
+    from edgeprune.types import ProfileReport
+
+    progress = progress or NoProgress()
+    _check(model, target, options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = BuildState(out_dir, options)
+    step = options.step or _target_step(target) or DEFAULT_STEP
+    splits = _split_data(model, options.data, out_dir / "data") if options.data else None
+
+    def stage(name: str, run, load):
+        if state.finished(name):
+            return load()
+        started = time.time()
+        result = run()
+        state.finish(name, time.time() - started)
+        return result
+
+    base = stage("profile",
+                 lambda: profile_end_to_end(model, artifact_for_target(model, target, out_dir / "unpruned", None),
+                                            target, out_dir / "unpruned", runs=options.runs, warmup=options.warmup,
+                                            threads=options.threads, progress=progress),
+                 lambda: ProfileReport.load(out_dir / "unpruned" / "profile.json"))  # fmt: skip
+    lut = stage("lut",
+                lambda: build_lut(model, target, out_dir, threads=options.threads, step=step,
+                                  variants=options.lut_variants, calibration_variants=options.lut_calibration,
+                                  runs=options.runs, warmup=options.warmup, seed=options.seed, progress=progress),
+                lambda: LutReport.load(out_dir / "lut.json"))  # fmt: skip
+    calibration = _calibration(model, options, splits)
+    plan = stage("plan",
+                 lambda: _plan(model, target, options, base.latency, lut.table(), step, calibration, out_dir, progress),
+                 lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
+    stage("finetune", lambda: _finetune_all(model, plan, options, splits, out_dir, progress), lambda: None)
+    artifacts = stage("export", lambda: _export_all(model, target, plan, out_dir),
+                      lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
+                               for name in _names(plan)})  # fmt: skip
+    results = stage("verify", lambda: _verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
+                    lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in _names(plan)])
+
+    def report() -> BuildReport:
+        from edgeprune.report import write_bundle, write_html
+
+        plan_result = next(r for r in results if r.name == "plan")
+        base_result = next(r for r in results if r.name == "unpruned")
+        report = BuildReport(
+            model=model.spec, target=target, budget=options.budget, budget_ms=plan.budget_ms,
+            met=plan_result.latency.median_ms <= plan.budget_ms,
+            speedup=base_result.latency.median_ms / plan_result.latency.median_ms, results=tuple(results), plan=plan,
+            lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done), environment=_environment(),
+            latency_method=plan_result.latency.method,
+        )  # fmt: skip
+        report.save(out_dir / "report.json")
+        write_html(report, lut, out_dir / "report.html")
+        write_bundle(report, model, out_dir / "bundle", splits)
+        return report
+
+    return stage("report", report, lambda: BuildReport.load(out_dir / "report.json"))
+
+
+def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> None:
+    unknown = set(options.baselines) - set(BASELINES)
+    if unknown:
+        raise ConfigError(f"unknown baseline {sorted(unknown)[0]!r}", expected=", ".join(BASELINES))
+    if options.finetune_epochs and not options.data:
+        raise ConfigError("fine-tuning needs --data", fix="pass --data, or --finetune-epochs 0")
+    if options.runs < 30:
+        raise ConfigError(f"--runs {options.runs} is too few to compare medians", expected="at least 30")
+
+
+def _target_step(target: TargetProfile) -> int | None:
+    step = target.channel_step
+    return int(step.value) if step is not None and isinstance(step.value, (int, float)) else None
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    finetune: str  # what fine-tuning and data-driven criteria see
+    holdout: str  # what the accuracy is measured on
+
+
+def _split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
+    """Classification: an ImageFolder is split per class (the first 80 % to fine-tune, the rest held out), as
+    symlink trees under `where`. Detection: the YOLO yaml's own train/val splits."""
+    if model.task != "classification":
+        return DataSplits(data, data)
+    from edgeprune.verify.data import ImageFolder
+
+    folder = ImageFolder.scan(data, model.class_names)
+    counts = np.bincount([label for _, label in folder.samples])
+    first = int(counts[counts > 0].min() * (1 - HOLDOUT_SHARE))
+    if first < 1:
+        raise ConfigError(f"{data} has too few images per class to hold some out", expected="at least 2 per class")
+    parts = dict(zip(("finetune", "holdout"), folder.split(first)))
+    for name, part in parts.items():
+        root = where / name
+        if root.exists():
+            continue
+        staging = where / f".{name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        for path, label in part.samples:
+            link = staging / folder.classes[label] / path.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(path).resolve())
+        os.replace(staging, root)
+    return DataSplits(str(where / "finetune"), str(where / "holdout"))
+
+
+def _calibration(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
+    from edgeprune.pipeline import _calibration_batches, _classification_arrays
+    from edgeprune.prune.importance import criterion as criterion_spec
+
+    if not criterion_spec(options.criterion).needs_data:
+        return None
+    if splits is None:
+        raise ConfigError(f"criterion {options.criterion} needs --data")
+    arrays = _classification_arrays(model, splits.finetune) if model.task == "classification" else None
+    return _calibration_batches(model, splits.finetune, arrays)
+
+
+# --- plan ---------------------------------------------------------------------------------------------------------
+
+
+def _plan(model, target, options, base: LatencyStats, table, step, calibration, out_dir, progress) -> PlanReport:
+    """Solve on the latency table, prune, measure on the target; tighten and repeat until the measured median
+    meets the budget (at most MAX_ROUNDS)."""
+    from edgeprune.pipeline import export_model, profile_end_to_end
+    from edgeprune.prune.io import save_pruned
+
+    budget_ms = options.budget.latency_ms(base)
+    structure = read_structure(model, options.criterion, step, data=calibration)
+    cost = LatencyCost(table)
+    base_predicted = cost.total(structure.uses)
+    # the table's prediction and the measurement differ by a few percent; aim in the table's units
+    target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms
+    rounds: list[PlanRound] = []
+    for k in range(MAX_ROUNDS):
+        choice = solve(structure, cost, target_predicted)
+        pruned = copy.deepcopy(model)
+        prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
+        round_dir = out_dir / "plan" / f"round{k}"
+        artifact = export_model(pruned, _format(target), round_dir, target.precision)
+        measured = profile_end_to_end(pruned, artifact, target, round_dir, runs=options.runs, warmup=options.warmup,
+                                      threads=options.threads, progress=progress).latency  # fmt: skip
+        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, measured.median_ms <= budget_ms))
+        if rounds[-1].met or not choice.met:
+            break
+        target_predicted *= budget_ms * (1 - MARGIN) / measured.median_ms
+    from edgeprune.pipeline import _portable_spec
+
+    prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms, _portable_spec)
+    save_pruned(pruned, prune_plan, out_dir / "plan" / "pruned")
+    baselines = _baseline_choices(structure, cost, choice, options)
+    for name, baseline in baselines.items():
+        copy_ = copy.deepcopy(model)
+        baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, data=calibration)
+        save_pruned(copy_, _finish_plan(baseline_plan, model, options, baseline, budget_ms, _portable_spec),
+                    out_dir / "baselines" / name / "pruned")  # fmt: skip
+    after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
+    layer_ms = {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
+    report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), rounds[-1].met,
+                        prune_plan, baselines, layer_ms)  # fmt: skip
+    report.save(out_dir / "plan" / "plan_report.json")
+    return report
+
+
+def _finish_plan(plan: PrunePlan, model: LoadedModel, options: BuildOptions, choice: PlanChoice, budget_ms: float,
+                 portable) -> PrunePlan:  # fmt: skip
+    import dataclasses
+
+    return dataclasses.replace(plan, base_model=portable(model.spec), base_fingerprint=model.fingerprint,
+                               budget=f"{options.budget.describe()} ({budget_ms:.3f} ms)",
+                               predicted_latency_ms=choice.predicted if choice.unit == "ms" else None)  # fmt: skip
+
+
+def _baseline_choices(structure: Structure, cost: LatencyCost, plan: PlanChoice, options) -> dict[str, PlanChoice]:
+    """Uniform: one ratio for every group, as slow as the plan by the table. FLOPs-driven: the same solver with
+    MACs as the cost, to the plan's MACs."""
+    found = {}
+    if "uniform" in options.baselines:
+        found["uniform"] = uniform_choice(structure, cost, plan.predicted)
+    if "flops" in options.baselines:
+        macs = MacsCost()
+        plan_macs = macs.total(structure.layers(plan.state()))
+        found["flops"] = solve(structure, macs, plan_macs)
+    return found
+
+
+def _names(plan: PlanReport) -> list[str]:
+    return ["unpruned", "plan", *plan.baselines]
+
+
+def _pruned_dir(out_dir: Path, name: str, finetuned: bool) -> Path:
+    base = out_dir / "plan" if name == "plan" else out_dir / "baselines" / name
+    return base / ("finetuned" if finetuned else "pruned")
+
+
+# --- fine-tune, export, verify --------------------------------------------------------------------------------------
+
+
+def _finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_dir: Path, progress) -> None:
+    """Fine-tune the plan's model and each baseline with the same recipe (a copy when there is nothing to do)."""
+    from edgeprune.pipeline import _classification_arrays, _finetuner
+    from edgeprune.prune.io import load_pruned, save_pruned
+    from edgeprune.train.finetune import FinetuneRecipe
+
+    recipe = FinetuneRecipe(epochs=options.finetune_epochs, lr=options.lr, seed=options.seed,
+                            distill_alpha=0.5 if options.distill else 0.0)  # fmt: skip
+    arrays = None
+    for name in _names(plan)[1:]:
+        source, target_dir = _pruned_dir(out_dir, name, False), _pruned_dir(out_dir, name, True)
+        if target_dir.exists():
+            continue  # finished before an interruption
+        staging = target_dir.with_name(target_dir.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        if options.finetune_epochs:
+            pruned = load_pruned(source)
+            if arrays is None and model.task == "classification":
+                arrays = _classification_arrays(model, splits.finetune)
+            teacher = copy.deepcopy(model.module).eval() if options.distill else None
+            _finetuner(pruned)(pruned, splits.finetune, arrays, recipe, teacher, staging, progress)
+            save_pruned(pruned, _saved_plan(source), staging)
+        else:
+            shutil.copytree(source, staging)
+        os.replace(staging, target_dir)
+
+
+def _saved_plan(directory: Path) -> PrunePlan:
+    from edgeprune.prune.io import PLAN_FILE
+
+    return PrunePlan.load(directory / PLAN_FILE)
+
+
+def _format(target: TargetProfile) -> str:
+    from edgeprune.backends._registry import get_backend
+
+    return get_backend(target.runtime).format
+
+
+def _export_all(model, target: TargetProfile, plan: PlanReport, out_dir: Path) -> dict[str, Artifact]:
+    from edgeprune.pipeline import export_model
+    from edgeprune.prune.io import load_pruned
+
+    artifacts = {}
+    for name in _names(plan):
+        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True))
+        artifacts[name] = export_model(loaded, _format(target), out_dir / "export" / name, target.precision)
+    return artifacts
+
+
+def _verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, progress) -> list[ModelResult]:
+    """Latency of every model interleaved in one agent session (same conditions), then parity and held-out
+    accuracy of each on the target's runtime."""
+    from edgeprune.pipeline import verify_artifact
+    from edgeprune.prune.channels import count_macs_params
+    from edgeprune.prune.io import load_pruned
+
+    latencies = compare_latency(artifacts, target, options, progress)
+    results = []
+    for name, artifact in artifacts.items():
+        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True))
+        verification = metric = value = None
+        if splits is not None:
+            verification = verify_artifact(loaded, target, splits.holdout, out_dir / "verify" / name,
+                                           artifact_path=artifact.path, threads=options.threads, progress=progress)
+            if verification.metrics:
+                metric, value = verification.metrics[0].name, verification.metrics[0].runtime
+        macs, params = count_macs_params(loaded)
+        result = ModelResult(name, artifact, latencies[name], verification, metric, value, macs, params)
+        result.save(out_dir / "verify" / f"{name}.json")
+        results.append(result)
+    return results
+
+
+def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, options: BuildOptions,
+                    progress: Progress, rounds: int = 3) -> dict[str, LatencyStats]:  # fmt: skip
+    """Each artifact timed `rounds` times, interleaved, in one agent session; `options.runs` timed runs per round
+    after `options.warmup` warm-ups. The stats pool every timed run of a model."""
+    from edgeprune.devices.agent_client import AgentSession
+    from edgeprune.devices.transport import transport_for
+
+    samples: dict[str, list[float]] = {name: [] for name in artifacts}
+    meta = {}
+    with AgentSession(transport_for(target)) as agent, \
+            progress.task("latency, interleaved", rounds * len(artifacts)) as update:  # fmt: skip
+        agent.info(target.name, target.runtime)
+        for k in range(rounds):
+            for i, (name, artifact) in enumerate(artifacts.items()):
+                timed = agent.bench(Path(artifact.path), target.runtime, threads=options.threads or target.threads,
+                                    warmup=options.warmup, runs=options.runs)  # fmt: skip
+                samples[name] += timed["timings_ms"]
+                meta[name] = timed
+                update(k * len(artifacts) + i + 1)
+        label = agent.transport.label
+    return {
+        name: LatencyStats.from_samples(
+            values, warmup=options.warmup, runtime=meta[name]["runtime"],
+            runtime_version=meta[name]["runtime_version"], threads=meta[name]["threads"],
+            method=(f"measured: {label} agent, {rounds} interleaved rounds of {options.runs} runs (after "
+                    f"{options.warmup} warm-up) per model in one session, pooled"),
+        )  # fmt: skip
+        for name, values in samples.items()
+    }
+
+
+def _environment() -> dict[str, str]:
+    import platform
+
+    import torch
+
+    import edgeprune
+
+    versions = {"edgeprune": getattr(edgeprune, "__version__", "dev"), "python": platform.python_version(),
+                "torch": torch.__version__, "platform": platform.platform()}  # fmt: skip
+    for name in ("onnxruntime", "torch_pruning", "onnx"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions

@@ -1,0 +1,184 @@
+"""The build's human report (report.html: self-contained, plots as embedded PNG, no external scripts or fonts)
+and the app bundle (the engine an app ships + manifest.json)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeprune.backends.base import sha256_file
+
+if TYPE_CHECKING:
+    from edgeprune.build import BuildReport
+    from edgeprune.latency.lut import LutReport
+    from edgeprune.models.base import LoadedModel
+
+COLORS = {"unpruned": "#555555", "plan": "#d62728", "uniform": "#1f77b4", "flops": "#2ca02c"}
+
+
+def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
+    sections = [
+        f"<h1>edgeprune build: {_e(report.model)} on {_e(report.target.name)}</h1>",
+        f"<p class='verdict {'ok' if report.met else 'fail'}'>{_e(report.summary())}</p>",
+        "<h2>Models, measured on the target</h2>", _results_table(report),
+        "<h2>Accuracy vs measured latency</h2>", _img(_accuracy_plot(report)),
+        "<h2>Per-layer latency before / after (latency table, calibrated)</h2>", _img(_layer_plot(report)),
+        "<h2>Latency table: predicted vs measured</h2>", _img(_lut_plot(report, lut)),
+        f"<p>Table: {_e(lut.summary())}</p><p>Method: {_e(lut.method)}</p>",
+        "<h2>Plan rounds (solve → prune → measure)</h2>", _rounds_table(report),
+        "<h2>How the latencies were measured</h2>", f"<p>{_e(report.latency_method)}</p>",
+        "<h2>Environment</h2>", _kv(report.environment), "<h2>Stage times (s)</h2>", _kv(report.stage_seconds),
+    ]
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "th{background:#f3f3f3}.ok{color:#1a7f37}.fail{color:#b00020}img{max-width:100%}")  # fmt: skip
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>edgeprune build report</title>"
+                    f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
+    return path
+
+
+def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) -> Path:
+    """bundle/: the plan's engine and manifest.json (what an app needs to run it, and what it was measured at)."""
+    plan = next(r for r in report.results if r.name == "plan")
+    bundle.mkdir(parents=True, exist_ok=True)
+    files = []
+    for source in plan.artifact.files:
+        copied = bundle / Path(source).name
+        shutil.copy2(source, copied)
+        files.append({"file": copied.name, "sha256": sha256_file(copied)})
+    manifest = {
+        "model": report.model,
+        "target": report.target.name,
+        "runtime": plan.latency.runtime,
+        "format": plan.artifact.format,
+        "precision": plan.artifact.precision,
+        "files": files,
+        "inputs": [spec.to_dict() for spec in plan.artifact.inputs],
+        "outputs": [spec.to_dict() for spec in plan.artifact.outputs],
+        "preprocessing": plan.artifact.preprocessing.to_dict() if plan.artifact.preprocessing else None,
+        "labels": list(model.class_names) if model.class_names else None,
+        "detection": plan.artifact.detection.to_dict() if plan.artifact.detection else None,
+        "metrics": {r.name: {r.metric or "metric": r.metric_value} for r in report.results},
+        "held_out_data": splits.holdout if splits else None,
+        "latency": plan.latency.to_dict(),
+        "unpruned_latency_median_ms": next(r for r in report.results if r.name == "unpruned").latency.median_ms,
+        "speedup": report.speedup,
+        "budget": report.budget.describe(),
+        "budget_met": report.met,
+        "energy": {"mj_per_inference": plan.latency.energy_mj, "how": plan.latency.energy,
+                   "note": plan.latency.energy_note},
+        "tool_versions": {**report.environment, **plan.artifact.tool_versions},
+        "prune_plan": report.plan.prune_plan.to_dict(),
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return bundle
+
+
+# --- tables ---------------------------------------------------------------------------------------------------------
+
+
+def _results_table(report: BuildReport) -> str:
+    rows = ["<tr><th>model</th><th>median ms</th><th>p90 ms</th><th>n</th><th>speedup</th><th>metric</th>"
+            "<th>MMACs</th><th>params</th><th>energy mJ</th></tr>"]  # fmt: skip
+    base = next(r for r in report.results if r.name == "unpruned").latency.median_ms
+    for r in report.results:
+        lat = r.latency
+        metric = f"{r.metric} {r.metric_value:.4f}" if r.metric_value is not None else "—"
+        energy = f"{lat.energy_mj:.3f} ({lat.energy})" if lat.energy_mj is not None else f"— ({lat.energy})"
+        rows.append(f"<tr><td>{_e(r.name)}</td><td>{lat.median_ms:.3f}</td><td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
+                    f"<td>{base / lat.median_ms:.2f}×</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
+                    f"<td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _rounds_table(report: BuildReport) -> str:
+    rows = ["<tr><th>round</th><th>target (table) ms</th><th>predicted ms</th><th>measured median ms</th>"
+            "<th>budget ms</th><th>met</th></tr>"]  # fmt: skip
+    for r in report.plan.rounds:
+        rows.append(f"<tr><td>{r.round}</td><td>{r.target_predicted_ms:.3f}</td><td>{r.predicted_ms:.3f}</td>"
+                    f"<td>{r.measured.median_ms:.3f}</td><td>{report.plan.budget_ms:.3f}</td>"
+                    f"<td>{'yes' if r.met else 'no'}</td></tr>")  # fmt: skip
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _kv(mapping: dict) -> str:
+    rows = "".join(f"<tr><th>{_e(str(k))}</th><td>{_e(str(v))}</td></tr>" for k, v in mapping.items())
+    return f"<table>{rows}</table>"
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text))
+
+
+# --- plots ----------------------------------------------------------------------------------------------------------
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(8, 4.2), dpi=100)
+
+
+def _img(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
+
+
+def _accuracy_plot(report: BuildReport):
+    fig, ax = _figure()
+    for r in report.results:
+        y = r.metric_value if r.metric_value is not None else 0.0
+        ax.scatter([r.latency.median_ms], [y], s=60, color=COLORS.get(r.name, "#9467bd"), label=r.name, zorder=3)
+        ax.errorbar([r.latency.median_ms], [y], xerr=[[r.latency.median_ms - r.latency.min_ms],
+                                                       [r.latency.p90_ms - r.latency.median_ms]],
+                    color=COLORS.get(r.name, "#9467bd"), alpha=0.5)  # fmt: skip
+    ax.axvline(report.budget_ms, color="#b00020", linestyle="--", label="budget")
+    metric = next((r.metric for r in report.results if r.metric), None)
+    ax.set_xlabel("measured median latency (ms; bars: min to p90)")
+    ax.set_ylabel(f"held-out {metric} on the target runtime" if metric else "no data given: no metric")
+    ax.legend()
+    return fig
+
+
+def _layer_plot(report: BuildReport):
+    fig, ax = _figure()
+    names = list(report.plan.layer_ms)
+    before = [report.plan.layer_ms[n][0] for n in names]
+    after = [report.plan.layer_ms[n][1] for n in names]
+    x = range(len(names))
+    ax.bar(x, before, color="#bbbbbb", label="unpruned")
+    ax.bar(x, after, color=COLORS["plan"], alpha=0.8, label="plan (0: layer removed)")
+    ax.set_xlabel("conv/linear layer, in execution order")
+    ax.set_ylabel("calibrated table latency (ms)")
+    ax.legend()
+    return fig
+
+
+def _lut_plot(report: BuildReport, lut: LutReport):
+    fig, ax = _figure()
+    for role, marker in (("calibration", "s"), ("evaluation", "o")):
+        points = [(v.measured.median_ms, v.predicted_ms) for v in lut.variants if v.role == role]
+        if points:
+            ax.scatter(*zip(*points), marker=marker, label=f"random variants ({role})")
+    rounds = [(r.measured.median_ms, r.predicted_ms) for r in report.plan.rounds]
+    ax.scatter(*zip(*rounds), marker="*", s=140, color=COLORS["plan"], label="plan rounds")
+    values = [v for p in ax.collections for v in p.get_offsets().ravel()]
+    low, high = min(values), max(values)
+    ax.plot([low, high], [low, high], color="#888", linestyle=":", label="predicted = measured")
+    ax.set_xlabel("measured median latency (ms)")
+    ax.set_ylabel("table prediction (ms)")
+    ax.legend()
+    return fig

@@ -1,0 +1,54 @@
+"""The planner's view of a pruned model (Structure.layers) must be the model that pruning then builds."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from edgeprune.latency.microbench import layer_uses
+from edgeprune.models import LoadOptions, load_model
+from edgeprune.plan.structure import read_structure, realize
+from tests.conftest import ASSETS
+
+CFG = ASSETS / "darknet"
+CFGS = {"yolo-fastest-1.1.cfg": CFG / "yolo-fastest", "yolov4-tiny.cfg": CFG / "alexeyab"}
+
+
+def _random_state(structure, seed: int):
+    rng = np.random.default_rng(seed)
+    state = structure.initial()
+    for key, group in structure.groups.items():
+        steps = (group.width - group.min_width) // group.unit
+        state.kept[key] = group.width - group.unit * int(rng.integers(0, steps + 1)) if steps > 0 else group.width
+    blocks = sorted(structure.blocks)
+    state.removed = {b for b in blocks if rng.random() < 0.3}
+    return state
+
+
+def _check(loaded, step: int, seed: int = 0):
+    structure = read_structure(loaded, "l1", step)
+    state = _random_state(structure, seed)
+    predicted = structure.layers(state)
+    pruned = copy.deepcopy(loaded)
+    plan = realize(pruned, structure, state, "l1")
+    actual = layer_uses(pruned)
+    assert [(u.signature.key, u.in_channels, u.out_channels) for u in predicted] == \
+        [(u.signature.key, u.in_channels, u.out_channels) for u in actual]
+    assert set(plan.removed_blocks) == state.removed
+    return structure, state
+
+
+def test_resnet56_layers_after_a_plan_are_the_pruned_models():
+    structure, state = _check(load_model("cifar:resnet56"), step=4, seed=1)
+    assert len(structure.blocks) == 25 and state.removed
+    assert any(state.kept[k] < g.width for k, g in structure.groups.items())
+
+
+@pytest.mark.parametrize("cfg", ["yolo-fastest-1.1.cfg", "yolov4-tiny.cfg"])
+def test_darknet_layers_after_a_plan_are_the_pruned_models(cfg):
+    path = CFGS[cfg] / cfg
+    if not path.exists():
+        pytest.skip(f"{path} is not in ../shared/assets")
+    _check(load_model(f"darknet:{path}"), step=8, seed=2)
