@@ -75,6 +75,8 @@ class PlanRound(Record):
     target_predicted_ms: float
     predicted_ms: float
     measured: LatencyStats
+    budget_ms: float  # for a speedup budget: this round's unpruned median / speedup
+    unpruned_ms: float  # the unpruned model's median, measured interleaved with this round's model
     met: bool
 
 
@@ -111,7 +113,7 @@ class BuildReport(Record):
     model: str
     target: TargetProfile
     budget: Budget
-    budget_ms: float
+    budget_ms: float  # a speedup budget: the final comparison's unpruned median / speedup
     met: bool
     speedup: float  # unpruned median / plan median, same session, interleaved
     results: tuple[ModelResult, ...]
@@ -213,7 +215,8 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
                 lambda: LutReport.load(out_dir / "lut.json"))  # fmt: skip
     calibration = _calibration(model, options, splits)
     plan = stage("plan",
-                 lambda: _plan(model, target, options, base.latency, lut.table(), step, calibration, out_dir, progress),
+                 lambda: _plan(model, target, options, base.latency, base.artifact, lut.table(), step, calibration,
+                               out_dir, progress),
                  lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
     stage("finetune", lambda: _finetune_all(model, plan, options, splits, out_dir, progress), lambda: None)
     artifacts = stage("export", lambda: _export_all(model, target, plan, out_dir),
@@ -227,9 +230,12 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
 
         plan_result = next(r for r in results if r.name == "plan")
         base_result = next(r for r in results if r.name == "unpruned")
+        budget_ms = options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
+        met = plan_result.latency.median_ms <= budget_ms
+        if options.budget.kind == "energy_mj" and plan_result.latency.energy_mj is not None:
+            met = plan_result.latency.energy_mj <= options.budget.value
         report = BuildReport(
-            model=model.spec, target=target, budget=options.budget, budget_ms=plan.budget_ms,
-            met=plan_result.latency.median_ms <= plan.budget_ms,
+            model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms, met=met,
             speedup=base_result.latency.median_ms / plan_result.latency.median_ms, results=tuple(results), plan=plan,
             lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done), environment=_environment(),
             latency_method=plan_result.latency.method,
@@ -308,10 +314,11 @@ def _calibration(model: LoadedModel, options: BuildOptions, splits: DataSplits |
 # --- plan ---------------------------------------------------------------------------------------------------------
 
 
-def _plan(model, target, options, base: LatencyStats, table, step, calibration, out_dir, progress) -> PlanReport:
+def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration, out_dir,
+          progress) -> PlanReport:  # fmt: skip
     """Solve on the latency table, prune, measure on the target; tighten and repeat until the measured median
     meets the budget (at most MAX_ROUNDS)."""
-    from edgeprune.pipeline import export_model, profile_end_to_end
+    from edgeprune.pipeline import export_model
     from edgeprune.prune.io import save_pruned
 
     budget_ms = options.budget.latency_ms(base)
@@ -327,12 +334,16 @@ def _plan(model, target, options, base: LatencyStats, table, step, calibration, 
         prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
         round_dir = out_dir / "plan" / f"round{k}"
         artifact = export_model(pruned, _format(target), round_dir, target.precision)
-        measured = profile_end_to_end(pruned, artifact, target, round_dir, runs=options.runs, warmup=options.warmup,
-                                      threads=options.threads, progress=progress).latency  # fmt: skip
-        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, measured.median_ms <= budget_ms))
+        # measured beside the unpruned model in one session, so a machine that got slower since the profile
+        # stage moves both (a speedup budget is judged against this round's unpruned median)
+        timed = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options, progress, 2)
+        measured = timed["candidate"]
+        round_budget = options.budget.latency_ms(timed["unpruned"]) if options.budget.kind == "speedup" else budget_ms
+        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget,
+                                timed["unpruned"].median_ms, measured.median_ms <= round_budget))  # fmt: skip
         if rounds[-1].met or not choice.met:
             break
-        target_predicted *= budget_ms * (1 - MARGIN) / measured.median_ms
+        target_predicted *= round_budget * (1 - MARGIN) / measured.median_ms
     from edgeprune.pipeline import _portable_spec
 
     prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms, _portable_spec)

@@ -119,17 +119,22 @@ def targets(as_json: bool) -> None:
 @model_options
 @click.option("--format", "-f", "fmt", type=click.Choice(_formats()), default="onnx", show_default=True, help="Export format.")
 @click.option("--precision", type=click.Choice(_precisions()), help="Numeric precision (default: the format's, fp32).")
+@click.option("--data", "-d", help="int8: calibration images, an ImageFolder directory (classifiers) or a YOLO data "
+              "yaml (detectors, train split).")
+@click.option("--keep-float", type=click.IntRange(min=0), default=0, show_default=True,
+              help="int8: keep this many of the most int8-sensitive layers in float (mixed precision).")
 @output_options
-def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_json) -> None:
+def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, out, as_json) -> None:
     """Export a model to a deployable format (writes the file + artifact.json)."""
     from edgeprune.pipeline import export_model
 
     with _stdout_kept_for_results():
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "export")
-        artifact = export_model(loaded, fmt, out_dir, precision)
+        artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float)
+    opset = f"opset {artifact.opset}, " if artifact.opset else ""
     _emit(artifact, as_json, f"exported {loaded.spec} → {artifact.path} ({artifact.format} {artifact.precision}, "
-                             f"opset {artifact.opset}, {artifact.exporter})")
+                             f"{opset}{artifact.exporter})")
 
 
 @app.command()
@@ -138,14 +143,16 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, out, as_js
 @target_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use this many images, spread over all classes.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per runtime call (default: 100 classification, 16 detection).")
+@click.option("--runtime", "-r", type=click.Choice(backend_names()), help="Runtime to verify on, one the target declares (default: the target profile's).")
 @output_options
-def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, out, as_json) -> None:
+def verify(model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, runtime, out, as_json) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
+    from edgeprune.devices.profiles import with_runtime
     from edgeprune.pipeline import verify_artifact
     from edgeprune.progress import RichProgress
 
     with _stdout_kept_for_results():
-        profile = _load_target(target)
+        profile = with_runtime(_load_target(target), runtime)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "verify")
         result = verify_artifact(loaded, profile, data, out_dir, artifact_path=artifact, threads=threads,
@@ -158,7 +165,9 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
               for p in result.parity]
     _emit(result, as_json, "\n".join(lines) + f"\n  report: {out_dir / 'verification.json'}")
     if not result:
-        raise GateFailed("verification failed: " + "; ".join(result.failures()),
+        sensitive = (f"; most int8-sensitive layers: {', '.join(f'{s.layer} ({s.error:.3g})' for s in result.sensitive_layers)}"
+                     " (re-export with --keep-float N to keep them in float)" if result.sensitive_layers else "")
+        raise GateFailed("verification failed: " + "; ".join(result.failures()) + sensitive,
                          report_path=str(out_dir / "verification.json"))
 
 
@@ -176,16 +185,19 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
 @click.option("--step", type=click.IntRange(min=1), help="Channel step of the table's width grid (default: 8).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Latency-table cache directory (default: $EDGEPRUNE_CACHE/lut or ~/.cache/edgeprune/lut).")
+@click.option("--runtime", "-r", type=click.Choice(backend_names()), help="Runtime to measure on, one the target declares (default: the target profile's).")
 @output_options
 def profile(model, weights, trust_pickle, input_shape, target, artifact, threads, runs, warmup, lut, lut_variants,
-            lut_calibration, step, cache_dir, out, as_json) -> None:
+            lut_calibration, step, cache_dir, runtime, out, as_json) -> None:
     """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
     per-layer latency table too."""
     from edgeprune.pipeline import artifact_for_target, profile_end_to_end
     from edgeprune.progress import RichProgress
 
+    from edgeprune.devices.profiles import with_runtime
+
     with _stdout_kept_for_results():
-        target_profile = _load_target(target)
+        target_profile = with_runtime(_load_target(target), runtime)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "profile")
         chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
@@ -235,6 +247,55 @@ def prune(model, weights, trust_pickle, input_shape, ratio, criterion, blocks, r
                          f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
                          f"removed), {len(plan.removed_blocks)} blocks removed\n  saved: {out_dir} "
                          f"(reload with --model {out_dir})")
+
+
+@app.command()
+@model_options
+@click.option("--target", "-t", default="host", show_default=True, help="Target profile name or a profile .yaml.")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's).")
+@connection_options
+@click.option("--speedup", type=float, help="Budget: this many times faster than the unpruned model, measured.")
+@click.option("--latency-ms", type=float, help="Budget: median latency on the target, in ms.")
+@click.option("--energy-mj", type=float, help="Budget: energy per inference, in mJ (measured or the profile's estimate).")
+@click.option("--data", "-d", help="ImageFolder (classifiers; 20 %% per class held out for accuracy) or YOLO data yaml.")
+@click.option("--criterion", type=click.Choice(["l1", "bn", "taylor", "apoz"]), default="l1", show_default=True,
+              help="Channel importance the planner weighs against latency.")
+@click.option("--step", type=click.IntRange(min=1), help="Channel step (default: the target's, else 8).")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune the plan (and baselines).")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (classifiers).")
+@click.option("--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning.")
+@click.option("--baselines", default="", help="Comma list of baselines built the same way: uniform, flops.")
+@click.option("--runs", "-n", type=click.IntRange(min=30), default=50, show_default=True, help="Timed runs per measurement.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--lut-variants", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Held-out random variants the latency table's prediction error is measured on.")
+@output_options
+def build(model, weights, trust_pickle, input_shape, target, threads, speedup, latency_ms, energy_mj, data, criterion,
+          step, finetune_epochs, lr, distill, baselines, runs, warmup, lut_variants, out, as_json) -> None:
+    """Model → measured baseline → latency table → plan meeting the budget (measured) → fine-tune → export →
+    verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the budget is not met."""
+    from edgeprune.build import Budget, BuildOptions
+    from edgeprune.build import build as run_build
+    from edgeprune.progress import RichProgress
+
+    budgets = [(k, v) for k, v in (("speedup", speedup), ("latency_ms", latency_ms), ("energy_mj", energy_mj)) if v is not None]
+    if len(budgets) != 1:
+        raise ConfigError("build needs exactly one budget", fix="pass one of --speedup, --latency-ms, --energy-mj")
+    with _stdout_kept_for_results():
+        profile = _load_target(target)
+        loaded = _load(model, weights, trust_pickle, input_shape)
+        out_dir = _out_dir(out, "build")
+        options = BuildOptions(
+            model=model, weights=weights, target=target, data=data, budget=Budget(*budgets[0]), criterion=criterion,
+            step=step, finetune_epochs=finetune_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
+            threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+            lut_variants=lut_variants,
+        )  # fmt: skip
+        report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
+    _emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}\n  bundle: {out_dir / 'bundle'}")
+    if not report.met:
+        raise GateFailed(f"the budget ({report.budget.describe()} = {report.budget_ms:.3f} ms) was not met: measured "
+                         f"{report.speedup:.2f}× speedup; the report is in {out_dir}")  # fmt: skip
 
 
 @app.command()

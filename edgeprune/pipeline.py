@@ -26,19 +26,54 @@ from edgeprune.verify.scoring import scoring_for
 MIN_RUNS = 30
 
 
-def export_model(model: LoadedModel, fmt: str, out_dir: Path, precision: str | None = None) -> Artifact:
-    """Export to `fmt` under out_dir and record the Artifact beside the file as artifact.json."""
-    artifact = backend_for_format(fmt).export(model, out_dir, precision)
+def export_model(model: LoadedModel, fmt: str, out_dir: Path, precision: str | None = None, *,
+                 data: str | None = None, keep_float: int = 0) -> Artifact:
+    """Export to `fmt` under out_dir and record the Artifact beside the file as artifact.json. `data` calibrates the
+    precisions that need it (int8); `keep_float` keeps that many of the most int8-sensitive layers in float (ranked
+    on the calibration images, backends/_quantization.py), written to sensitivity.json."""
+    from edgeprune.backends._quantization import calibration_images, layer_sensitivity
+
+    backend = backend_for_format(fmt)
+    resolved = backend.check_precision(precision)
+    if keep_float < 0:
+        raise ConfigError(f"--keep-float {keep_float} is negative")
+    if keep_float and resolved not in backend.calibrated:
+        raise ConfigError(f"--keep-float applies to int8 exports, not {fmt} {resolved}", fix="drop --keep-float")
+    calibration = calibration_images(model, data) if data and resolved in backend.calibrated else None
+    if data and calibration is None:
+        raise ConfigError(f"--data calibrates int8 exports; {fmt} {resolved} takes no calibration", fix="drop --data")
+    float_layers: tuple[str, ...] = ()
+    if keep_float and calibration is not None:
+        ranked = layer_sensitivity(model, calibration)
+        _save_sensitivity(ranked, out_dir)
+        float_layers = tuple(layer.name for layer in ranked[:keep_float])
+    artifact = backend.export(model, out_dir, resolved, calibration=calibration, float_layers=float_layers)
     artifact.save(out_dir / "artifact.json")
     return artifact
 
 
-def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path, artifact_path: str | None) -> Artifact:
-    """The user's artifact file when given (checked against the target's runtime), else a fresh export."""
+def _save_sensitivity(ranked, out_dir: Path) -> list:
+    """The ranked layers as LayerSensitivity records, also written to out_dir/sensitivity.json."""
+    import json
+
+    from edgeprune.types import LayerSensitivity
+
+    method = "one layer int8 (weights per channel, input per tensor) in PyTorch, relative L2 error of the output"
+    records = [LayerSensitivity(layer.name, layer.error, method) for layer in ranked]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sensitivity.json").write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+    return records
+
+
+def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path, artifact_path: str | None,
+                        data: str | None = None) -> Artifact:
+    """The user's artifact file when given (checked against the target's runtime), else a fresh export (`data`
+    calibrates it when the target's precision needs calibration)."""
     backend = get_backend(target.runtime)
     if artifact_path:
         return backend.describe(Path(artifact_path), model)
-    return export_model(model, backend.format, out_dir, target.precision)
+    calibrate = data if target.precision in backend.calibrated else None
+    return export_model(model, backend.format, out_dir, target.precision, data=calibrate)
 
 
 def verify_artifact(
@@ -64,7 +99,7 @@ def verify_artifact(
         raise ConfigError("--batch-size and --limit must be positive")
     progress = progress or NoProgress()
     scoring = scoring_for(model, data, limit)  # checks the data before any export work
-    artifact = artifact_for_target(model, target, out_dir, artifact_path)
+    artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
     parity = ParityAccumulator(artifact.outputs[0].name)
     input_name = artifact.inputs[0].name
@@ -95,9 +130,25 @@ def verify_artifact(
         parity=parities,
         metrics=metrics,
         passed=all(p.passed for p in parities) and all(m.passed for m in metrics),
+        sensitive_layers=_sensitive_layers(model, artifact, data, out_dir, parities, metrics),
     )
     verification.save(out_dir / "verification.json")
     return verification
+
+
+def _sensitive_layers(model, artifact, data, out_dir, parities, metrics) -> tuple:
+    """For an int8 artifact that failed: its layers ranked by their own int8 error on images of `data` (all of
+    them in out_dir/sensitivity.json, the worst first); nothing for anything else."""
+    from edgeprune.backends._quantization import SENSITIVITY_IMAGES, calibration_images, layer_sensitivity
+
+    failed = not all(p.passed for p in parities) or not all(m.passed for m in metrics)
+    if not failed or artifact.precision != "int8":
+        return ()
+    ranked = layer_sensitivity(model, calibration_images(model, data, SENSITIVITY_IMAGES))
+    return tuple(_save_sensitivity(ranked, out_dir)[:SENSITIVE_LAYERS_SHOWN])
+
+
+SENSITIVE_LAYERS_SHOWN = 5
 
 
 def _first_output(outputs):

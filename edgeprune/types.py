@@ -252,8 +252,12 @@ class TargetProfile(Record):
     setup: SetupCommands = field(default_factory=SetupCommands)
     throttle: ThrottleCheck = field(default_factory=ThrottleCheck)
     channel_step: Fact | None = None  # channel counts run best as multiples of this (None: no sourced step)
+    runtimes: tuple[str, ...] = ()  # every runtime the device can run (`--runtime`); `runtime` is the default
 
     _volatile = ("source_file",)
+
+    def can_run(self) -> tuple[str, ...]:
+        return self.runtimes or (self.runtime,)
 
 
 @dataclass(frozen=True)
@@ -403,6 +407,8 @@ class Artifact(Record):
     tool_versions: dict[str, str] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
     detection: DetectionHead | None = None
+    calibration_images: int | None = None  # int8: how many of the user's images calibrated it
+    float_layers: tuple[str, ...] = ()  # int8: PyTorch layers kept in float (mixed precision, --keep-float)
 
     _volatile = ("files",)
 
@@ -440,6 +446,15 @@ class MetricComparison(Record):
 
 
 @dataclass(frozen=True)
+class LayerSensitivity(Record):
+    """How much quantizing one layer alone to int8 changes the model's output (relative L2 error)."""
+
+    layer: str
+    error: float
+    method: str
+
+
+@dataclass(frozen=True)
 class Verification(Record):
     """Parity and task metrics of an artifact on its runtime; truthy when every check passed."""
 
@@ -457,6 +472,7 @@ class Verification(Record):
     reference: str = "pytorch fp32 (cpu)"
     latency: LatencyStats | None = None
     predicted_latency_ms: float | None = None
+    sensitive_layers: tuple[LayerSensitivity, ...] = ()  # a failed int8 verification: the worst layers first
 
     def __bool__(self) -> bool:
         return self.passed

@@ -102,7 +102,7 @@ BAD_INPUTS = {
     "unknown torchvision model": (["export", "--model", "torchvision:not_a_model"], "unknown torchvision model 'not_a_model'"),
     "hub weights": (["export", "--model", "torchvision:resnet18", "--weights", "DEFAULT"], "never downloads"),
     "too few runs": (["profile", "--model", "cifar:resnet20", "--runs", "5"], "at least 30"),
-    "unknown flag value": (["export", "--model", "cifar:resnet20", "--format", "tflite"], "Invalid value for '--format'"),
+    "unknown flag value": (["export", "--model", "cifar:resnet20", "--format", "coreml"], "Invalid value for '--format'"),
     "darknet weights too short": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/short.weights"],
                                   "ends inside layer 129 ([convolutional]"),
     "darknet weights too long": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/long.weights"],

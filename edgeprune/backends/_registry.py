@@ -10,6 +10,8 @@ from edgeprune.errors import UnknownName
 # name -> "module:Class"
 _BACKENDS = {
     "onnxruntime": "edgeprune.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "edgeprune.backends.openvino:OpenVinoBackend",
+    "tflite": "edgeprune.backends.tflite:TfliteBackend",
 }
 
 

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgeprune.errors import ConfigError
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact
@@ -39,6 +41,7 @@ class Backend(ABC):
     suffix: str
     precisions: tuple[str, ...]
     default_precision: str = "fp32"
+    calibrated: tuple[str, ...] = ()  # precisions whose export needs calibration images from the user's data
 
     def check_precision(self, precision: str | None) -> str:
         precision = precision or self.default_precision
@@ -50,10 +53,27 @@ class Backend(ABC):
             )
         return precision
 
-    def export(self, model: LoadedModel, out_dir: Path, precision: str | None = None) -> Artifact:
-        """Write the model in this format under `out_dir`; the Artifact records what was written and how."""
+    def export(self, model: LoadedModel, out_dir: Path, precision: str | None = None, *,
+               calibration: np.ndarray | None = None, float_layers: tuple[str, ...] = ()) -> Artifact:
+        """Write the model in this format under `out_dir`; the Artifact records what was written and how.
+
+        `calibration`: preprocessed images (N, C, H, W) for the precisions in `calibrated` (int8), and only for
+        them. `float_layers`: PyTorch module names of layers an int8 export keeps in float (mixed precision)."""
         precision = self.check_precision(precision)
+        if precision in self.calibrated and calibration is None:
+            raise ConfigError(f"{self.format} {precision} export needs calibration images",
+                              fix="pass --data (an ImageFolder directory, or a YOLO data yaml for detectors)")
+        if precision not in self.calibrated and calibration is not None:
+            raise ConfigError(f"--data calibrates {' / '.join(self.calibrated) or 'no precision'} {self.format} "
+                              f"exports; {precision} takes no calibration", fix="drop --data for this export")
+        if float_layers and precision not in self.calibrated:
+            raise ConfigError(f"keeping layers in float applies to {' / '.join(self.calibrated) or 'no'} "
+                              f"{self.format} exports, not {precision}", fix="drop --keep-float")
+        if calibration is not None and (calibration.ndim != 4 or not len(calibration)):
+            raise ConfigError(f"calibration images have shape {calibration.shape}", expected="(N, C, H, W), N ≥ 1")
         out_dir.mkdir(parents=True, exist_ok=True)
+        if precision in self.calibrated:
+            return self._export_calibrated(model, out_dir, precision, calibration, tuple(float_layers))
         return self._export(model, out_dir, precision)
 
     def describe(self, path: Path, model: LoadedModel) -> Artifact:
@@ -81,12 +101,26 @@ class Backend(ABC):
     @abstractmethod
     def _describe(self, path: Path, model: LoadedModel) -> Artifact: ...
 
+    def _export_calibrated(self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray,
+                           float_layers: tuple[str, ...]) -> Artifact:
+        raise NotImplementedError(f"{type(self).__name__} declares calibrated precisions but cannot export them")
+
 
 def _shapes_fit(found: tuple, expected: tuple) -> bool:
     """Same rank, and every dimension equal where both are fixed (a named dimension fits anything)."""
     return len(found) == len(expected) and all(
         isinstance(a, str) or isinstance(b, str) or a == b for a, b in zip(found, expected)
     )
+
+
+def recorded_artifact(path: Path) -> Artifact | None:
+    """The Artifact the exporter wrote beside `path` (artifact.json), when it still describes this very file."""
+    sidecar = path.with_name("artifact.json")
+    if sidecar.is_file():
+        recorded = Artifact.load(sidecar)
+        if recorded.sha256.get(path.name) == sha256_file(path):
+            return recorded
+    return None
 
 
 def sha256_file(path: Path) -> str:

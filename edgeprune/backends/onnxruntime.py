@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from edgeprune.backends._export_rewrites import rewrite_for_export
-from edgeprune.backends.base import Backend, Tolerances, sha256_file
+from edgeprune.backends.base import Backend, Tolerances, recorded_artifact, sha256_file
 from edgeprune.errors import ConfigError, ExportError
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
@@ -88,11 +88,9 @@ class OnnxRuntimeBackend(Backend):
         return artifact
 
     def _describe(self, path: Path, model: LoadedModel) -> Artifact:
-        sidecar = path.with_name("artifact.json")
-        if sidecar.is_file():
-            recorded = Artifact.load(sidecar)
-            if recorded.sha256.get(path.name) == sha256_file(path):
-                return recorded
+        recorded = recorded_artifact(path)
+        if recorded is not None:
+            return recorded
         files = [path] + [f for f in (path.with_name(path.name + ".data"),) if f.exists()]
         return self._artifact_for(path, files, model, exporter="unknown (file given with --artifact)")
 

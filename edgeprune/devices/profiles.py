@@ -25,7 +25,7 @@ SENSORS = ("ina3221", "tegrastats", "pmic_read_adc", "odpm", "battery", "rapl", 
 
 _TOP_KEYS = {
     "name", "description", "runtime", "precision", "threads", "connection", "power", "hardware",
-    "setup", "throttle", "channel_step",
+    "setup", "throttle", "channel_step", "runtimes",
 }
 _FACT_KEYS = ("value", "source")
 
@@ -88,7 +88,36 @@ def _parse(data: Any, path: Path) -> TargetProfile:
         setup=_setup(data, path),
         throttle=_throttle(data, path),
         channel_step=_channel_step(data, path),
+        runtimes=_runtimes(data, path),
     )
+
+
+def with_runtime(profile: TargetProfile, runtime: str | None) -> TargetProfile:
+    """The profile running `runtime` (`--runtime`), which must be one the profile declares; None: its default."""
+    if runtime is None or runtime == profile.runtime:
+        return profile
+    if runtime not in KNOWN_RUNTIMES:
+        raise UnknownName("runtime", runtime, KNOWN_RUNTIMES)
+    if runtime not in profile.can_run():
+        raise ConfigError(f"target {profile.name} does not declare runtime {runtime}",
+                          expected=" | ".join(profile.can_run()),
+                          fix=f"pick one of those, or add {runtime} to 'runtimes' in {profile.source_file or 'its profile'}")
+    return dataclasses.replace(profile, runtime=runtime)
+
+
+def _runtimes(data: dict, path: Path) -> tuple[str, ...]:
+    """Every runtime the device can run; the default `runtime` must be among them (absent: just that one)."""
+    runtimes = data.get("runtimes")
+    if runtimes is None:
+        return ()
+    if not isinstance(runtimes, list) or not runtimes or not all(isinstance(r, str) for r in runtimes):
+        raise ConfigError(f"{path}: runtimes must be a list of runtime names, not {runtimes!r}")
+    for runtime in runtimes:
+        if runtime not in KNOWN_RUNTIMES:
+            raise UnknownName(f"runtime in {path.name} runtimes", runtime, KNOWN_RUNTIMES)
+    if data["runtime"] not in runtimes:
+        raise ConfigError(f"{path}: runtime {data['runtime']} is not among its runtimes {runtimes}")
+    return tuple(runtimes)
 
 
 def _connection(data: dict, path: Path) -> Connection:

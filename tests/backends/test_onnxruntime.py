@@ -64,7 +64,7 @@ def test_precision_outside_capabilities_is_refused(tmp_path):
 
 
 def test_registry_knows_formats_and_suggests():
-    assert formats() == {"onnx": "onnxruntime"}
+    assert formats()["onnx"] == "onnxruntime"
     assert isinstance(backend_for_format("onnx"), OnnxRuntimeBackend)
     with pytest.raises(UnknownName, match="did you mean 'onnxruntime'"):
         get_backend("onnxruntim")

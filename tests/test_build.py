@@ -1,0 +1,102 @@
+"""edgeprune build end to end on the host (ONNX Runtime, 2 threads): interrupted during fine-tuning and resumed
+without re-measuring; an impossible budget exits 3 with the report written; a damaged latency-cache line is
+measured again, not trusted; report.html is self-contained."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeprune.backends.base import sha256_file
+from tests.conftest import run_cli
+
+
+@pytest.fixture()
+def small_cifar(tmp_path, cifar_test_dir) -> Path:
+    """10 images of each CIFAR-10 class (8 fine-tune, 2 held out)."""
+    root = tmp_path / "cifar100"
+    for folder in sorted(cifar_test_dir.iterdir()):
+        (root / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:10]:
+            (root / folder.name / image.name).symlink_to(image)
+    return root
+
+
+def _build_args(weights, data, out, *extra):
+    return ["build", "--model", "cifar:resnet20", "--weights", weights, "--target", "host", "--threads", "2",
+            "--data", data, "--step", "16", "--runs", "30", "--lut-variants", "0", "--out", out, *extra]
+
+
+def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monkeypatch, resnet20_weights,
+                                                                 small_cifar):  # fmt: skip
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "build"
+    args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "1.3", "--finetune-epochs", "40")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    state = out / "build.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and "plan" in json.loads(state.read_text())["done"]:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)  # into the fine-tuning
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "interrupted" in stderr and "Traceback" not in stderr
+    assert "finetune" not in json.loads(state.read_text())["done"]
+    measured = {p: p.stat().st_mtime_ns for p in (out / "unpruned" / "profile.json", out / "lut.json",
+                                                   out / "plan" / "plan_report.json")}  # fmt: skip
+
+    result = run_cli(*args, "--json")
+    assert result.code == 0, result.stderr
+    assert {p: p.stat().st_mtime_ns for p in measured} == measured  # nothing measured again
+    report = json.loads(result.stdout)
+    assert report["met"] and report["speedup"] >= 1.3
+    plan = next(r for r in report["results"] if r["name"] == "plan")
+    unpruned = next(r for r in report["results"] if r["name"] == "unpruned")
+    assert plan["latency"]["n"] == unpruned["latency"]["n"] == 90  # 3 interleaved rounds of 30
+    assert plan["macs"] < unpruned["macs"] and plan["metric"] == "top1"
+    assert 0 <= plan["metric_value"] <= 1 and unpruned["metric_value"] > 0.5  # akamaster resnet20 on 20 images
+
+    page = (out / "report.html").read_text()
+    assert len(re.findall(r"<img alt='plot' src='data:image/png;base64,", page)) == 3
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)|@import|url\(", page)  # nothing to fetch
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    engine = out / "bundle" / manifest["files"][0]["file"]
+    assert manifest["files"][0]["sha256"] == sha256_file(engine) and manifest["labels"][0] == "airplane"
+    assert manifest["latency"]["method"].startswith("measured")
+
+    # a damaged cache line is measured again; an unreachable budget exits 3 with the report written
+    cache_file = next((tmp_path / "cache" / "lut").glob("*.jsonl"))
+    lines = cache_file.read_text().splitlines()
+    lines[3] = lines[3].replace('"median_ms": ', '"median_ms": 1')
+    cache_file.write_text("\n".join(lines) + "\n")
+    out2 = tmp_path / "impossible"
+    result = run_cli(*_build_args(resnet20_weights, small_cifar, out2, "--latency-ms", "0.001"))
+    assert result.code == 3, result.stderr
+    assert "not met" in result.stderr and "Traceback" not in result.stderr
+    assert (out2 / "report.json").is_file() and (out2 / "report.html").is_file()
+    lut = json.loads((out2 / "lut.json").read_text())
+    assert lut["corrupted_lines"] == 1 and lut["measured_now"] == 1
+
+
+def test_build_refuses_bad_budgets_and_mixed_options(tmp_path, resnet20_weights):
+    result = run_cli("build", "--model", "cifar:resnet20", "--out", tmp_path / "b")
+    assert result.code == 2 and "exactly one budget" in result.stderr
+    result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "0.5", "--out", tmp_path / "b")
+    assert result.code == 2 and "speedup" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "build.json").write_text(json.dumps({"options": {"model": "other"}, "done": {}}))
+    result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", "--out", tmp_path / "b")
+    assert result.code == 2 and "other options" in result.stderr
+    assert os.path.exists(tmp_path / "b" / "build.json")
