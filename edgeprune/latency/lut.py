@@ -29,6 +29,8 @@ from edgeprune.types import LatencyStats, Record, TargetProfile
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
+LAYER_PASSES = 2  # each layer timed twice, far apart in time; the faster median is kept (slow spells of shared machines)
+ROUNDS = 3  # end-to-end models are timed in this many interleaved rounds; the median round counts
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,17 @@ class VariantLatency(Record):
     macs: int
     layers_sum_ms: float
     predicted_ms: float
-    measured: LatencyStats
+    measured: LatencyStats  # every timed run, pooled
+    round_medians_ms: tuple[float, ...] = ()
+
+    @property
+    def measured_ms(self) -> float:
+        """The median of the interleaved rounds' medians (robust to one slow round)."""
+        return float(np.median(self.round_medians_ms)) if self.round_medians_ms else self.measured.median_ms
 
     @property
     def error(self) -> float:
-        return self.predicted_ms / self.measured.median_ms - 1
+        return self.predicted_ms / self.measured_ms - 1
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,9 @@ class LutReport(Record):
     threads: int
     step: int
     entries: tuple[TableEntry, ...]
-    measured_now: int
+    measured_now: int  # entries measured for the first time now
     from_cache: int
+    remeasured_now: int  # repeat passes made now (LAYER_PASSES)
     corrupted_lines: int  # damaged cache lines found, measured again
     calibration: Calibration
     variants: tuple[VariantLatency, ...]
@@ -66,7 +75,7 @@ class LutReport(Record):
     cache_file: str
     method: str
 
-    _volatile = ("cache_file", "measured_now", "from_cache", "corrupted_lines")
+    _volatile = ("cache_file", "measured_now", "from_cache", "remeasured_now", "corrupted_lines")
 
     def table(self) -> LatencyTable:
         return LatencyTable({e.key: e for e in self.entries}, self.calibration)
@@ -75,7 +84,8 @@ class LutReport(Record):
         evaluation = [v for v in self.variants if v.role == "evaluation"]
         mape = f"{self.mape_percent:.1f} %" if self.mape_percent is not None else "n/a"
         return (f"latency table: {len(self.entries)} layer entries ({self.measured_now} measured now, "
-                f"{self.from_cache} from the cache, {self.corrupted_lines} damaged cache lines re-measured); "
+                f"{self.from_cache} from the cache, {self.remeasured_now} repeat passes, {self.corrupted_lines} "
+                "damaged cache lines not trusted); "
                 f"calibration {self.calibration.scale:.3f} × sum + {self.calibration.offset_ms:.3f} ms on "
                 f"{self.calibration.n} models; prediction MAPE {mape} over {len(evaluation)} held-out pruned "
                 "variants")  # fmt: skip
@@ -133,39 +143,49 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
             return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed["runtime"],
                               timed["threads"])  # fmt: skip
 
-        with progress.task(f"latency table on {target.name}", len(needed)) as update:
-            entries, measured_now = measure_missing(needed, cache, measure, lambda done, total: update(done))
+        with progress.task(f"latency table on {target.name}", len(needed) * LAYER_PASSES) as update:
+            entries, measured_now, remeasured = measure_missing(needed, cache, measure,
+                                                                lambda done, total: update(done), LAYER_PASSES)
         table = LatencyTable(entries)
-        measured = []
-        with progress.task("end-to-end variants", len(models)) as update:
-            for k, (name, blocks, variant) in enumerate(models):
-                artifact = backend.export(variant, scratch / name, target.precision)
-                timed = agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup, runs=runs)
-                stats = LatencyStats.from_samples(
-                    timed["timings_ms"], warmup=warmup, runtime=timed["runtime"],
-                    runtime_version=timed["runtime_version"], threads=timed["threads"],
-                    method=f"measured: {agent.transport.label} agent, wall time of each run call",
-                )  # fmt: skip
-                measured.append((name, blocks, variant, stats))
-                update(k + 1)
+        artifacts = [backend.export(variant, scratch / name, target.precision) for name, _, variant in models]
+        rounds: list[list[list[float]]] = [[] for _ in models]
+        meta = {}
+        with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
+            for r in range(ROUNDS):  # interleaved: a slow spell of the machine hits one round of several models
+                for k, artifact in enumerate(artifacts):
+                    meta = agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup, runs=runs)
+                    rounds[k].append(meta["timings_ms"])
+                    update(r * len(models) + k + 1)
+        label = agent.transport.label
+    measured = []
+    for (name, blocks, variant), per_round in zip(models, rounds):
+        stats = LatencyStats.from_samples(
+            [t for samples in per_round for t in samples], warmup=warmup, runtime=meta["runtime"],
+            runtime_version=meta["runtime_version"], threads=meta["threads"],
+            method=(f"measured: {label} agent, {ROUNDS} interleaved rounds of {runs} runs, pooled; the table is "
+                    "judged on the median of the rounds' medians"),
+        )  # fmt: skip
+        measured.append((name, blocks, variant, stats, tuple(float(np.median(t)) for t in per_round)))
     n_fit = 1 + calibration_variants
-    sums = [table.layers_sum_ms(layer_uses(v)) for _, _, v, _ in measured]
-    table = table.calibrated(sums[:n_fit], [s.median_ms for *_, s in measured[:n_fit]])
+    sums = [table.layers_sum_ms(layer_uses(v)) for _, _, v, _, _ in measured]
+    table = table.calibrated(sums[:n_fit], [float(np.median(r)) for *_, r in measured[:n_fit]])
     results = tuple(
         VariantLatency(name, "calibration" if k < n_fit else "evaluation", blocks, _macs(variant), total,
-                       table.calibration.scale * total + table.calibration.offset_ms, stats)  # fmt: skip
-        for k, ((name, blocks, variant, stats), total) in enumerate(zip(measured, sums))
-    )
+                       table.calibration.scale * total + table.calibration.offset_ms, stats, round_medians)
+        for k, ((name, blocks, variant, stats, round_medians), total) in enumerate(zip(measured, sums))
+    )  # fmt: skip
     errors = [abs(v.error) for v in results if v.role == "evaluation"]
     report = LutReport(
         model=model.spec, target=target.name, device_key=cache.path.stem, runtime=target.runtime, threads=threads,
         step=step, entries=tuple(entries.values()), measured_now=measured_now,
-        from_cache=len(entries) - measured_now, corrupted_lines=cache.corrupted, calibration=table.calibration,
+        from_cache=len(entries) - measured_now, remeasured_now=remeasured, corrupted_lines=cache.corrupted,
+        calibration=table.calibration,
         variants=results, mape_percent=100 * float(np.mean(errors)) if errors else None,
         cache_file=str(cache.path),
         method=(f"single-layer ONNX models (conv/linear + fused activation), median of {LAYER_RUNS} runs after "
-                f"{LAYER_WARMUP} warm-up, widths on multiples of {step}; sum interpolated bilinearly, calibrated "
-                f"linearly on {n_fit} end-to-end medians ({runs} runs each)"),
+                f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
+                f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {ROUNDS} "
+                f"interleaved rounds of {runs} runs each)"),
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report

@@ -223,7 +223,19 @@ def _blocks(loaded: LoadedModel) -> list[tuple[str, float, tuple[str, ...]]]:
             source = model.blocks[shortcut].sources[0]
             prefixes[b.name] = tuple(f"blocks.{i}." for i in range(source + 1, shortcut + 1))
         return [(b.name, b.score, prefixes[b.name]) for b in found]
-    return [(b.name, b.score, (b.name + ".",)) for b in found]
+    return [(b.name, b.score, (b.name + ".",)) for b in found if not _folds_into_concatenation(loaded.module, b.name)]
+
+
+def _folds_into_concatenation(module, name: str) -> bool:
+    """An ultralytics Bottleneck directly in a C2f/C3k2: removing it also narrows the next conv (its duplicate
+    input is folded, prune/depth_ultralytics.py), which `Structure.layers` does not model, so the planner leaves
+    these blocks to `prune --blocks`."""
+    owner_name = name.rpartition(".")[0].rpartition(".")[0]
+    try:
+        from ultralytics.nn.modules.block import C2f
+    except ImportError:
+        return False
+    return bool(owner_name) and isinstance(module.get_submodule(owner_name), C2f)
 
 
 def _priced_blocks(found, uses: list[LayerUse], groups: dict[str, ChannelGroup]) -> dict[str, Block]:

@@ -170,7 +170,7 @@ def _layer_plot(report: BuildReport):
 def _lut_plot(report: BuildReport, lut: LutReport):
     fig, ax = _figure()
     for role, marker in (("calibration", "s"), ("evaluation", "o")):
-        points = [(v.measured.median_ms, v.predicted_ms) for v in lut.variants if v.role == role]
+        points = [(v.measured_ms, v.predicted_ms) for v in lut.variants if v.role == role]
         if points:
             ax.scatter(*zip(*points), marker=marker, label=f"random variants ({role})")
     rounds = [(r.measured.median_ms, r.predicted_ms) for r in report.plan.rounds]

@@ -63,7 +63,7 @@ def test_an_interrupted_build_resumes_and_measures_only_what_is_missing(tmp_path
 
     measured.clear()
     first_seven = set(cache.load())
-    entries, measured_now = measure_missing(needed, cache, lambda s, i, o: measure(s, i, o) if len(measured) < 7
+    entries, measured_now, _ = measure_missing(needed, cache, lambda s, i, o: measure(s, i, o) if len(measured) < 7
                                             else _entry(s, i, o, _cost(i, o)))  # fmt: skip
     assert measured_now == len(needed) - 7 and len(entries) == len(needed)
     assert not first_seven & set(measured)  # nothing measured twice
@@ -81,6 +81,28 @@ def test_a_damaged_cache_line_is_detected_and_measured_again(tmp_path):
 
     assert len(cache.load()) == len(needed) - 2 and cache.corrupted == 2
     again = []
-    entries, measured_now = measure_missing(needed, cache, lambda s, i, o: again.append(1) or _entry(s, i, o, _cost(i, o)))
+    entries, measured_now, _ = measure_missing(needed, cache, lambda s, i, o: again.append(1) or _entry(s, i, o, _cost(i, o)))
     assert measured_now == 2 == len(again)
     assert min(e.median_ms for e in entries.values()) > 0.001
+
+
+def test_a_second_pass_keeps_the_faster_timing_and_resumes_too(tmp_path):
+    cache, needed = EntryCache(tmp_path / "device.jsonl"), needed_entries(_uses(), step=16)
+    calls, ever = [], []
+
+    def measure(signature, cin, cout):
+        calls.append((signature.key, cin, cout))
+        ever.append(1)
+        slow = 3.0 if len(ever) <= len(needed) // 2 else 1.0  # a slow spell during the first half of pass one
+        if len(ever) == len(needed) + 5:
+            raise KeyboardInterrupt
+        return _entry(signature, cin, cout, slow * _cost(cin, cout))
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_missing(needed, cache, measure, passes=2)
+    calls.clear()
+    entries, first, repeats = measure_missing(needed, cache, lambda s, i, o: measure(s, i, o), passes=2)
+    assert first == 0 and repeats == len(needed) - 4 == len(calls)  # only the unfinished second passes
+    assert all(e.passes == 2 for e in entries.values())
+    assert all(e.median_ms == pytest.approx(_cost(e.in_channels, e.out_channels)) for e in entries.values())
+    assert measure_missing(needed, cache, measure, passes=2)[1:] == (0, 0)

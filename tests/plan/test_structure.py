@@ -52,3 +52,10 @@ def test_darknet_layers_after_a_plan_are_the_pruned_models(cfg):
     if not path.exists():
         pytest.skip(f"{path} is not in ../shared/assets")
     _check(load_model(f"darknet:{path}"), step=8, seed=2)
+
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolov3-tiny.yaml"])
+def test_ultralytics_layers_after_a_plan_are_the_pruned_models(yaml):
+    structure, _ = _check(load_model(yaml, LoadOptions(input_shape=(1, 3, 160, 160))), step=8, seed=3)
+    # C2f bottlenecks fold into the next conv when removed; the planner leaves them to `prune --blocks`
+    assert not any(".m." in name for name in structure.blocks)
