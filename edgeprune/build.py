@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import time
@@ -30,8 +31,9 @@ from edgeprune.types import Artifact, LatencyStats, PrunePlan, Record, TargetPro
 
 STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
 BASELINES = ("uniform", "flops")
-MAX_ROUNDS = 4  # plan → measure → tighten rounds
-MARGIN = 0.05  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
+MAX_ROUNDS = 5  # solve → prune → measure rounds
+MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
+COMPARISON_S = 2.0  # seconds of timed runs of the unpruned model per comparison (comparison_rounds)
 HOLDOUT_SHARE = 0.2  # of each class, kept out of fine-tuning for the held-out accuracy
 
 
@@ -78,6 +80,7 @@ class PlanRound(Record):
     budget_ms: float  # for a speedup budget: this round's unpruned median / speedup
     unpruned_ms: float  # the unpruned model's median, measured interleaved with this round's model
     met: bool
+    speedup: float | None = None  # over the unpruned model timed next to it (median of per-round ratios)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ModelResult(Record):
     metric_value: float | None  # on the target's runtime, held-out data
     macs: int
     params: int
+    speedup: float = 1.0  # over the unpruned model timed next to it (median of per-round ratios)
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class BuildReport(Record):
     budget: Budget
     budget_ms: float  # a speedup budget: the final comparison's unpruned median / speedup
     met: bool
-    speedup: float  # unpruned median / plan median, same session, interleaved
+    speedup: float  # the plan's over the unpruned model, timed next to each other (median of per-round ratios)
     results: tuple[ModelResult, ...]
     plan: PlanReport
     lut_mape_percent: float | None
@@ -153,7 +157,7 @@ class BuildOptions(Record):
     threads: int | None = None
     baselines: tuple[str, ...] = ()
     lut_variants: int = 3
-    lut_calibration: int = 3
+    lut_calibration: int = 5
     seed: int = 0
 
 
@@ -232,11 +236,13 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         base_result = next(r for r in results if r.name == "unpruned")
         budget_ms = options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
         met = plan_result.latency.median_ms <= budget_ms
-        if options.budget.kind == "energy_mj" and plan_result.latency.energy_mj is not None:
+        if options.budget.kind == "speedup":
+            met = plan_result.speedup >= options.budget.value
+        elif options.budget.kind == "energy_mj" and plan_result.latency.energy_mj is not None:
             met = plan_result.latency.energy_mj <= options.budget.value
         report = BuildReport(
             model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms, met=met,
-            speedup=base_result.latency.median_ms / plan_result.latency.median_ms, results=tuple(results), plan=plan,
+            speedup=plan_result.speedup, results=tuple(results), plan=plan,
             lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done), environment=_environment(),
             latency_method=plan_result.latency.method,
         )  # fmt: skip
@@ -316,8 +322,9 @@ def _calibration(model: LoadedModel, options: BuildOptions, splits: DataSplits |
 
 def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration, out_dir,
           progress) -> PlanReport:  # fmt: skip
-    """Solve on the latency table, prune, measure on the target; tighten and repeat until the measured median
-    meets the budget (at most MAX_ROUNDS)."""
+    """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
+    and loosen after a large overshoot, until the measured median is just under the budget (at most MAX_ROUNDS).
+    The met round that lost the least value is kept."""
     from edgeprune.pipeline import export_model
     from edgeprune.prune.io import save_pruned
 
@@ -328,6 +335,7 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
     # the table's prediction and the measurement differ by a few percent; aim in the table's units
     target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms
     rounds: list[PlanRound] = []
+    kept = None  # (choice, pruned, prune_plan) of the met round that lost the least value
     for k in range(MAX_ROUNDS):
         choice = solve(structure, cost, target_predicted)
         pruned = copy.deepcopy(model)
@@ -336,14 +344,26 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
         artifact = export_model(pruned, _format(target), round_dir, target.precision)
         # measured beside the unpruned model in one session, so a machine that got slower since the profile
         # stage moves both (a speedup budget is judged against this round's unpruned median)
-        timed = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options, progress, 2)
+        timed, speedups = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options,
+                                          progress, comparison_rounds(base.median_ms, options.runs))  # fmt: skip
         measured = timed["candidate"]
-        round_budget = options.budget.latency_ms(timed["unpruned"]) if options.budget.kind == "speedup" else budget_ms
+        if options.budget.kind == "speedup":  # judged on the speedup, timed next to the unpruned model
+            round_budget = timed["unpruned"].median_ms / options.budget.value
+            fraction = options.budget.value / speedups["candidate"]  # of the budget used
+        else:
+            round_budget = budget_ms
+            fraction = measured.median_ms / round_budget  # of the budget used
         rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget,
-                                timed["unpruned"].median_ms, measured.median_ms <= round_budget))  # fmt: skip
-        if rounds[-1].met or not choice.met:
-            break
-        target_predicted *= round_budget * (1 - MARGIN) / measured.median_ms
+                                timed["unpruned"].median_ms, fraction <= 1.0, speedups["candidate"]))  # fmt: skip
+        if rounds[-1].met and (kept is None or choice.value_lost < kept[0].value_lost):
+            kept = (choice, pruned, prune_plan)
+        slack = fraction < 1 - 3 * MARGIN  # far under: the table overestimated
+        if (rounds[-1].met and not slack) or (not rounds[-1].met and not choice.met):
+            break  # close enough under the budget, or the model cannot be pruned further
+        # tighten after a miss, loosen after an overshoot: move the target by the measured error
+        target_predicted *= (1 - MARGIN) / fraction
+    if kept is not None:
+        choice, pruned, prune_plan = kept
     from edgeprune.pipeline import _portable_spec
 
     prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms, _portable_spec)
@@ -356,7 +376,7 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
                     out_dir / "baselines" / name / "pruned")  # fmt: skip
     after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
     layer_ms = {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
-    report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), rounds[-1].met,
+    report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), kept is not None,
                         prune_plan, baselines, layer_ms)  # fmt: skip
     report.save(out_dir / "plan" / "plan_report.json")
     return report
@@ -453,7 +473,8 @@ def _verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, 
     from edgeprune.prune.channels import count_macs_params
     from edgeprune.prune.io import load_pruned
 
-    latencies = compare_latency(artifacts, target, options, progress)
+    rounds = comparison_rounds(plan.base_latency.median_ms, options.runs)
+    latencies, speedups = compare_latency(artifacts, target, options, progress, rounds)
     results = []
     for name, artifact in artifacts.items():
         loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True))
@@ -464,20 +485,30 @@ def _verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, 
             if verification.metrics:
                 metric, value = verification.metrics[0].name, verification.metrics[0].runtime
         macs, params = count_macs_params(loaded)
-        result = ModelResult(name, artifact, latencies[name], verification, metric, value, macs, params)
+        result = ModelResult(name, artifact, latencies[name], verification, metric, value, macs, params,
+                             speedups[name])  # fmt: skip
         result.save(out_dir / "verify" / f"{name}.json")
         results.append(result)
     return results
 
 
+def comparison_rounds(unpruned_ms: float, runs: int) -> int:
+    """Interleaved rounds for a comparison: enough that the unpruned model is timed for COMPARISON_S seconds in
+    all (small models' medians move ~10 % between neighbouring rounds on shared machines), 3 to 15."""
+    return int(min(15, max(3, math.ceil(COMPARISON_S * 1000 / (unpruned_ms * runs)))))
+
+
 def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, options: BuildOptions,
-                    progress: Progress, rounds: int = 3) -> dict[str, LatencyStats]:  # fmt: skip
+                    progress: Progress, rounds: int = 3) -> tuple[dict[str, LatencyStats], dict[str, float]]:  # fmt: skip
     """Each artifact timed `rounds` times, interleaved, in one agent session; `options.runs` timed runs per round
-    after `options.warmup` warm-ups. The stats pool every timed run of a model."""
+    after `options.warmup` warm-ups. Returns each model's stats (every timed run, pooled) and its speedup over the
+    first model: the median over rounds of the ratio of the two medians timed next to each other, which a slow
+    spell of the machine (it scales both) does not move."""
     from edgeprune.devices.agent_client import AgentSession
     from edgeprune.devices.transport import transport_for
 
     samples: dict[str, list[float]] = {name: [] for name in artifacts}
+    medians: dict[str, list[float]] = {name: [] for name in artifacts}
     meta = {}
     with AgentSession(transport_for(target)) as agent, \
             progress.task("latency, interleaved", rounds * len(artifacts)) as update:  # fmt: skip
@@ -487,18 +518,23 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
                 timed = agent.bench(Path(artifact.path), target.runtime, threads=options.threads or target.threads,
                                     warmup=options.warmup, runs=options.runs)  # fmt: skip
                 samples[name] += timed["timings_ms"]
+                medians[name].append(float(np.median(timed["timings_ms"])))
                 meta[name] = timed
                 update(k * len(artifacts) + i + 1)
         label = agent.transport.label
-    return {
+    first = next(iter(artifacts))
+    stats = {
         name: LatencyStats.from_samples(
             values, warmup=options.warmup, runtime=meta[name]["runtime"],
             runtime_version=meta[name]["runtime_version"], threads=meta[name]["threads"],
             method=(f"measured: {label} agent, {rounds} interleaved rounds of {options.runs} runs (after "
-                    f"{options.warmup} warm-up) per model in one session, pooled"),
+                    f"{options.warmup} warm-up) per model in one session, pooled; speedup = median over rounds of "
+                    f"the {first} model's median over this model's, timed next to each other"),
         )  # fmt: skip
         for name, values in samples.items()
     }
+    speedups = {name: float(np.median(np.divide(medians[first], medians[name]))) for name in artifacts}
+    return stats, speedups
 
 
 def _environment() -> dict[str, str]:

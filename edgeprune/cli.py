@@ -180,7 +180,7 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
               "its prediction error on randomly pruned variants.")
 @click.option("--lut-variants", type=click.IntRange(min=1), default=10, show_default=True,
               help="Held-out randomly pruned variants the table's prediction is checked on.")
-@click.option("--lut-calibration", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--lut-calibration", type=click.IntRange(min=0), default=5, show_default=True,
               help="Randomly pruned variants (besides the unpruned model) the table's calibration is fitted on.")
 @click.option("--step", type=click.IntRange(min=1), help="Channel step of the table's width grid (default: 8).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -281,12 +281,13 @@ def build(model, weights, trust_pickle, input_shape, target, threads, speedup, l
     budgets = [(k, v) for k, v in (("speedup", speedup), ("latency_ms", latency_ms), ("energy_mj", energy_mj)) if v is not None]
     if len(budgets) != 1:
         raise ConfigError("build needs exactly one budget", fix="pass one of --speedup, --latency-ms, --energy-mj")
+    budget = Budget(*budgets[0])  # checked before anything is loaded or written
     with _stdout_kept_for_results():
         profile = _load_target(target)
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "build")
         options = BuildOptions(
-            model=model, weights=weights, target=target, data=data, budget=Budget(*budgets[0]), criterion=criterion,
+            model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
             step=step, finetune_epochs=finetune_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants,

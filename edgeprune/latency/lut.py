@@ -9,6 +9,7 @@ calibrated prediction's mean absolute percentage error (MAPE) on them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +46,15 @@ class VariantLatency(Record):
     predicted_ms: float
     measured: LatencyStats  # every timed run, pooled
     round_medians_ms: tuple[float, ...] = ()
+    relative_to_unpruned: tuple[float, ...] = ()  # per round: its median / the unpruned median timed just before
+    unpruned_ms: float | None = None  # the unpruned model's median over the whole measurement
 
     @property
     def measured_ms(self) -> float:
-        """The median of the interleaved rounds' medians (robust to one slow round)."""
+        """The median over rounds of the ratio to the unpruned model timed just before, times the unpruned model's
+        median: robust to the machine's slow spells, which scale both."""
+        if self.relative_to_unpruned and self.unpruned_ms:
+            return float(np.median(self.relative_to_unpruned)) * self.unpruned_ms
         return float(np.median(self.round_medians_ms)) if self.round_medians_ms else self.measured.median_ms
 
     @property
@@ -86,8 +92,9 @@ class LutReport(Record):
         return (f"latency table: {len(self.entries)} layer entries ({self.measured_now} measured now, "
                 f"{self.from_cache} from the cache, {self.remeasured_now} repeat passes, {self.corrupted_lines} "
                 "damaged cache lines not trusted); "
-                f"calibration {self.calibration.scale:.3f} × sum + {self.calibration.offset_ms:.3f} ms on "
-                f"{self.calibration.n} models; prediction MAPE {mape} over {len(evaluation)} held-out pruned "
+                f"calibration {self.calibration.scale:.3f} × sum {self.calibration.per_layer_ms * 1000:+.1f} µs × "
+                f"layers {self.calibration.offset_ms:+.3f} ms on {self.calibration.n} models; prediction MAPE {mape} "
+                f"over {len(evaluation)} held-out pruned "
                 "variants")  # fmt: skip
 
 
@@ -149,31 +156,46 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         table = LatencyTable(entries)
         artifacts = [backend.export(variant, scratch / name, target.precision) for name, _, variant in models]
         rounds: list[list[list[float]]] = [[] for _ in models]
+        before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
         meta = {}
+        reference_runs = runs
         with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
             for r in range(ROUNDS):  # interleaved: a slow spell of the machine hits one round of several models
                 for k, artifact in enumerate(artifacts):
+                    if k:  # the unpruned model right before: a slow spell scales both, their ratio stays
+                        reference = agent.bench(artifacts[0].path, target.runtime, threads=threads, warmup=2,
+                                                runs=reference_runs)  # fmt: skip
+                        before[k].append(float(np.median(reference["timings_ms"])))
                     meta = agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup, runs=runs)
                     rounds[k].append(meta["timings_ms"])
+                    if not k:
+                        before[0].append(float(np.median(meta["timings_ms"])))
                     update(r * len(models) + k + 1)
         label = agent.transport.label
+    unpruned_ms = float(np.median([m for medians in before for m in medians]))
     measured = []
-    for (name, blocks, variant), per_round in zip(models, rounds):
+    for (name, blocks, variant), per_round, references in zip(models, rounds, before):
+        medians = tuple(float(np.median(t)) for t in per_round)
         stats = LatencyStats.from_samples(
             [t for samples in per_round for t in samples], warmup=warmup, runtime=meta["runtime"],
             runtime_version=meta["runtime_version"], threads=meta["threads"],
-            method=(f"measured: {label} agent, {ROUNDS} interleaved rounds of {runs} runs, pooled; the table is "
-                    "judged on the median of the rounds' medians"),
+            method=(f"measured: {label} agent, {ROUNDS} interleaved rounds of {runs} runs, pooled; judged as the "
+                    "median over rounds of its median over the unpruned model's median timed just before it, "
+                    "times the unpruned model's overall median"),
         )  # fmt: skip
-        measured.append((name, blocks, variant, stats, tuple(float(np.median(t)) for t in per_round)))
+        relative = tuple(m / ref for m, ref in zip(medians, references))
+        measured.append((name, blocks, variant, stats, medians, relative))
     n_fit = 1 + calibration_variants
-    sums = [table.layers_sum_ms(layer_uses(v)) for _, _, v, _, _ in measured]
-    table = table.calibrated(sums[:n_fit], [float(np.median(r)) for *_, r in measured[:n_fit]])
-    results = tuple(
-        VariantLatency(name, "calibration" if k < n_fit else "evaluation", blocks, _macs(variant), total,
-                       table.calibration.scale * total + table.calibration.offset_ms, stats, round_medians)
-        for k, ((name, blocks, variant, stats, round_medians), total) in enumerate(zip(measured, sums))
-    )  # fmt: skip
+    variant_uses = [layer_uses(m[2]) for m in measured]
+    sums = [table.layers_sum_ms(uses) for uses in variant_uses]
+    results = [
+        VariantLatency(name, "calibration" if k < n_fit else "evaluation", blocks, _macs(variant), total, 0.0, stats,
+                       medians, relative, unpruned_ms)
+        for k, ((name, blocks, variant, stats, medians, relative), total) in enumerate(zip(measured, sums))
+    ]  # fmt: skip
+    table = table.calibrated(sums[:n_fit], [v.measured_ms for v in results[:n_fit]],
+                             [len(uses) for uses in variant_uses[:n_fit]])  # fmt: skip
+    results = tuple(dataclasses.replace(v, predicted_ms=table.predict_ms(uses)) for v, uses in zip(results, variant_uses))
     errors = [abs(v.error) for v in results if v.role == "evaluation"]
     report = LutReport(
         model=model.spec, target=target.name, device_key=cache.path.stem, runtime=target.runtime, threads=threads,
@@ -185,7 +207,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         method=(f"single-layer ONNX models (conv/linear + fused activation), median of {LAYER_RUNS} runs after "
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
                 f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {ROUNDS} "
-                f"interleaved rounds of {runs} runs each)"),
+                f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report
@@ -193,7 +215,8 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
 
 def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> list[tuple[str, int, LoadedModel]]:
     """Randomly pruned copies: a random share of channels (random scores, a random scale per group, global
-    ranking, so layers keep different widths) and, where the model has residual blocks, 0–2 of them removed."""
+    ranking, so layers keep different widths) and, where the model has residual blocks, a random number of them
+    removed (lowest γ first)."""
     from edgeprune.prune.channels import prune_channels
     from edgeprune.prune.depth import remove_blocks, removable_blocks
 
@@ -205,7 +228,7 @@ def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> li
     variants = []
     for k in range(count):
         variant = copy.deepcopy(model)
-        blocks = int(rng.integers(0, min(2, removable) + 1))
+        blocks = int(rng.integers(0, removable + 1))  # the planner may remove any number: span that range
         if blocks:
             remove_blocks(variant, n=blocks)
         ratio = float(rng.uniform(0.15, 0.6))

@@ -1,9 +1,9 @@
 """Per-layer latency lookup table (LUT): measured on the target, cached per device, interpolated, calibrated.
 
 Entries are single-layer timings (see microbench.py) at a grid of widths. A model's latency is predicted as the
-sum of its layers' interpolated timings, mapped through a linear calibration (a · sum + b) fitted on end-to-end
-measurements: the sum misses what the layers do not cover (adds, pooling, concatenation, the runtime's per-run
-overhead), and the calibration absorbs it.
+sum of its layers' interpolated timings, mapped through a linear calibration (a · sum + c · layers + b) fitted on
+end-to-end measurements: the sum misses what the layers do not cover (adds, pooling, concatenation, the runtime's
+per-run overhead) and counts each one-layer model's own call overhead, and the calibration absorbs both.
 
 The cache is one JSON-lines file per device (hostname, CPU, runtime and version, threads, precision). Each entry
 is appended, flushed and fsynced as soon as it is measured, so an interrupted build loses nothing; every line
@@ -105,11 +105,15 @@ def _digest(body: dict) -> str:
 
 @dataclass(frozen=True)
 class Calibration(Record):
-    """predicted_ms = scale · (sum of layer timings) + offset_ms, least squares over `n` measured models."""
+    """predicted_ms = scale · (sum of layer timings) + per_layer_ms · (number of layers) + offset_ms, least squares
+    over `n` measured models. The per-layer term is what a layer costs in a graph beyond its own timing (or, when
+    negative, the share of the one-layer model's call overhead that a graph does not pay per layer); it is fitted
+    only when the calibration models differ in their number of layers (depth-pruned variants)."""
 
     scale: float = 1.0
     offset_ms: float = 0.0
     n: int = 0
+    per_layer_ms: float = 0.0
 
 
 def needed_entries(uses: Iterable[LayerUse], step: int) -> list[tuple[LayerSignature, int, int]]:
@@ -163,21 +167,26 @@ class LatencyTable:
         return float(sum(self.layer_ms(u.signature, u.in_channels, u.out_channels) for u in uses))
 
     def predict_ms(self, uses: Iterable[LayerUse]) -> float:
+        uses = list(uses)
         c = self.calibration
-        return c.scale * self.layers_sum_ms(uses) + c.offset_ms
+        return c.scale * self.layers_sum_ms(uses) + c.per_layer_ms * len(uses) + c.offset_ms
 
-    def calibrated(self, sums_ms: list[float], measured_ms: list[float]) -> LatencyTable:
-        """This table with a calibration fitted on (layer sum, measured latency) pairs; one pair fits the scale
-        alone."""
+    def calibrated(self, sums_ms: list[float], measured_ms: list[float], layers: list[int] | None = None) -> LatencyTable:
+        """This table with a calibration fitted on (layer sum, measured latency) pairs, and the models' numbers
+        of layers when given; one pair fits the scale alone. The per-layer term is fitted when the layer counts
+        differ and at least four models were measured, and kept only when the fit keeps the scale positive."""
         x, y = np.asarray(sums_ms, float), np.asarray(measured_ms, float)
         if len(x) == 0:
             raise ConfigError("calibrating a latency table needs at least one measured model")
         if len(x) == 1 or np.ptp(x) == 0:
-            calibration = Calibration(float(y.mean() / x.mean()), 0.0, len(x))
-        else:
-            scale, offset = np.polyfit(x, y, 1)
-            calibration = Calibration(float(scale), float(offset), len(x))
-        return LatencyTable(self.entries, calibration)
+            return LatencyTable(self.entries, Calibration(float(y.mean() / x.mean()), 0.0, len(x)))
+        counts = np.asarray(layers if layers is not None else [0] * len(x), float)
+        if len(x) >= 4 and np.ptp(counts) > 0:
+            (scale, per_layer, offset), *_ = np.linalg.lstsq(np.stack([x, counts, np.ones_like(x)], 1), y, rcond=None)
+            if scale > 0:
+                return LatencyTable(self.entries, Calibration(float(scale), float(offset), len(x), float(per_layer)))
+        scale, offset = np.polyfit(x, y, 1)
+        return LatencyTable(self.entries, Calibration(float(scale), float(offset), len(x)))
 
 
 def _interpolate(xs: list[int], ys: list[float], x: float) -> float:

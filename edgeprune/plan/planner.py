@@ -41,7 +41,8 @@ class LatencyCost:
     unit: str = "ms"
 
     def layer(self, use: LayerUse) -> float:
-        return self.table.calibration.scale * self.table.layer_ms(use.signature, use.in_channels, use.out_channels)
+        c = self.table.calibration
+        return c.scale * self.table.layer_ms(use.signature, use.in_channels, use.out_channels) + c.per_layer_ms
 
     def total(self, uses: Iterable[LayerUse]) -> float:
         return self.table.predict_ms(uses)

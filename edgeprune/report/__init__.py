@@ -85,13 +85,12 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) 
 def _results_table(report: BuildReport) -> str:
     rows = ["<tr><th>model</th><th>median ms</th><th>p90 ms</th><th>n</th><th>speedup</th><th>metric</th>"
             "<th>MMACs</th><th>params</th><th>energy mJ</th></tr>"]  # fmt: skip
-    base = next(r for r in report.results if r.name == "unpruned").latency.median_ms
     for r in report.results:
         lat = r.latency
         metric = f"{r.metric} {r.metric_value:.4f}" if r.metric_value is not None else "—"
         energy = f"{lat.energy_mj:.3f} ({lat.energy})" if lat.energy_mj is not None else f"— ({lat.energy})"
         rows.append(f"<tr><td>{_e(r.name)}</td><td>{lat.median_ms:.3f}</td><td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
-                    f"<td>{base / lat.median_ms:.2f}×</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
+                    f"<td>{r.speedup:.2f}×</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
                     f"<td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"
 
