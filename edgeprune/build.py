@@ -26,7 +26,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.models.base import LoadedModel
 from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
 from edgeprune.plan.structure import Structure, read_structure, realize
-from edgeprune.progress import NoProgress, Progress
+from edgeprune.progress import NoProgress, Progress, check_interrupt
 from edgeprune.types import Artifact, LatencyStats, PrunePlan, Record, TargetProfile, Verification
 
 STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
@@ -204,6 +204,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
             return load()
         started = time.time()
         result = run()
+        check_interrupt()  # a Ctrl-C that a library swallowed still stops the build before the stage counts
         state.finish(name, time.time() - started)
         return result
 

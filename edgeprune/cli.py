@@ -383,6 +383,9 @@ def _emit(result: Record, as_json: bool, summary: str) -> None:
 
 
 def main() -> None:
+    from edgeprune.progress import watch_interrupts
+
+    watch_interrupts()
     try:
         code = app(standalone_mode=False)
     except click.exceptions.ClickException as exc:  # bad flags: click's message, exit 2

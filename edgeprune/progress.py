@@ -7,6 +7,27 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 
+_interrupt = {"requested": False}
+
+
+def watch_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered: a library that swallows the exception (a
+    bare `except:` in a dependency) cannot make edgeprune carry on, since `check_interrupt` raises it again at the
+    next progress update or stage boundary."""
+    import signal
+
+    def handler(signum, frame):
+        _interrupt["requested"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def check_interrupt() -> None:
+    if _interrupt["requested"]:
+        raise KeyboardInterrupt
+
+
 class Progress(Protocol):
     def task(self, description: str, total: int) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         """A context whose value is `update(completed)`."""
@@ -31,4 +52,9 @@ class RichProgress:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=True) as bar:
             task_id = bar.add_task(description, total=total)
-            yield lambda completed: bar.update(task_id, completed=completed)
+
+            def update(completed: int) -> None:
+                check_interrupt()
+                bar.update(task_id, completed=completed)
+
+            yield update
