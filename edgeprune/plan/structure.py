@@ -164,7 +164,8 @@ def read_structure(
             scores = scores * (len(members) / 2)
             unit = step * n_groups if n_groups > 1 else step
             groups[names[root]] = ChannelGroup(
-                key=names[root], width=width, unit=unit, min_width=max(min_channels(width, step), n_groups),
+                key=names[root], width=width, unit=unit,
+                min_width=max(min_channels(width, step), n_groups, _keeps_every_member(members, width)),
                 members=members, scores=scores[order],
             )  # fmt: skip
     except TRACING_ERRORS as exc:
@@ -187,6 +188,17 @@ def _members(group, names, width: int, known: set[str], order: np.ndarray):
         hits[(name, side)] = np.maximum(hits.get((name, side), 0), counts)  # one layer reached by two paths
     return tuple((name, side, np.concatenate([[0], np.cumsum(h[order])]).astype(np.int64))
                  for (name, side), h in hits.items())  # fmt: skip
+
+
+def _keeps_every_member(members, width: int) -> int:
+    """The fewest group channels to keep so that no layer loses all of its channels: a layer that holds only part
+    of the group (a slice of a concatenation) empties before the group does."""
+    keep = 1
+    for _, _, cum in members:
+        if cum[-1] > 0:
+            emptied_at = int(np.argmax(cum >= cum[-1]))  # group channels removed when this layer has none left
+            keep = max(keep, width - emptied_at + 1)
+    return keep
 
 
 def _tie(groups: dict[str, ChannelGroup], tied: Mapping, names) -> dict[str, ChannelGroup]:

@@ -233,6 +233,16 @@ class _ChannelPruner(tp.pruner.BasePruner):
             if not dims:
                 return None
             group = self.DG.get_pruning_group(module, handler, [d + g * size for g in range(n_groups) for d in dims])
-        if not tp.DependencyGraph.check_pruning_group(self.DG, group):
-            raise RuntimeError(f"pruning {self.DG._module2name.get(module)} would empty a layer coupled to it")
-        return group
+        if tp.DependencyGraph.check_pruning_group(self.DG, group):
+            return group
+        # a layer holding only a slice of the group (part of a concatenation) would lose all its channels: keep
+        # the group's highest-scored channels back, one step at a time, until every coupled layer keeps some
+        scores = self.scores[module]
+        idxs = sorted(group[0][1], key=lambda i: float(scores[int(i)]))
+        step = self.round_to or 1
+        while len(idxs) > step:
+            idxs = idxs[:-step]
+            group = self.DG.get_pruning_group(module, handler, [int(i) for i in idxs])
+            if tp.DependencyGraph.check_pruning_group(self.DG, group):
+                return group
+        return None
