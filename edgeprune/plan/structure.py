@@ -26,7 +26,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.latency.microbench import LayerUse, layer_uses
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
-from edgeprune.prune.groups import TRACING_ERRORS, example_inputs, min_channels, untraceable
+from edgeprune.prune.groups import min_channels
 
 _OUT = {tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_depthwise_conv_out_channels}
 _IN = {tp.prune_conv_in_channels, tp.prune_linear_in_channels, tp.prune_depthwise_conv_in_channels}
@@ -100,9 +100,6 @@ class Structure:
         return [self._resized(u, delta_in.get(u.name, 0), delta_out.get(u.name, 0)) for u in self.uses
                 if u.name not in gone]  # fmt: skip
 
-    def layers_touched(self, key: str) -> set[str]:
-        return {name for name, _, _ in self.groups[key].members}
-
     @staticmethod
     def _resized(use: LayerUse, less_in: int, less_out: int) -> LayerUse:
         if not (less_in or less_out):
@@ -123,24 +120,18 @@ def read_structure(
     blocks: bool = True,
 ) -> Structure:
     """The channel groups and removable blocks of `loaded` (not modified: a copy is analysed)."""
-    from edgeprune.prune.channels import _ChannelPruner
+    from edgeprune.prune.channels import channel_pruner
     from edgeprune.prune.rewrites import apply_rewrites
 
     if step < 1:
         raise ConfigError(f"channel step {step} is not a channel count", expected="a positive integer")
-    spec = imp.criterion(criterion)
-    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
-        loss_fn = imp.classification_loss
     block_list = _blocks(loaded) if blocks else []
     work = copy.deepcopy(loaded)
     apply_rewrites(work)
-    module = work.module.eval()
     uses = layer_uses(work)
     known = {u.name for u in uses}
-    importance = imp.make_importance(criterion, module, data, loss_fn)
     groups: dict[str, ChannelGroup] = {}
-    try:
-        pruner = _ChannelPruner(work, example_inputs(work), importance, round_to=step, pruning_ratio=0.0)
+    with channel_pruner(work, criterion, round_to=step, data=data, loss_fn=loss_fn, pruning_ratio=0.0) as pruner:
         graph = pruner.DG
         names = graph._module2name
         for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers,
@@ -168,10 +159,6 @@ def read_structure(
                 min_width=max(min_channels(width, step), n_groups, _keeps_every_member(members, width)),
                 members=members, scores=scores[order],
             )  # fmt: skip
-    except TRACING_ERRORS as exc:
-        raise untraceable(work, exc) from exc
-    finally:
-        module.zero_grad(set_to_none=True)
     groups = _tie(groups, pruner.tied, names)
     return Structure(uses, groups, _priced_blocks(block_list, uses, groups), step)
 
@@ -313,10 +300,3 @@ def _renaming(loaded: LoadedModel):
         return ".".join(p for p in ("blocks", new_index[index], rest) if p)
 
     return rename
-
-
-def uses_equal(a: list[LayerUse], b: list[LayerUse]) -> bool:
-    """Same layers with the same widths (names ignored: block removal renumbers Darknet layers)."""
-    return [(u.signature.key, u.in_channels, u.out_channels) for u in a] == \
-        [(u.signature.key, u.in_channels, u.out_channels) for u in b]  # fmt: skip
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch_pruning as tp
@@ -20,6 +21,32 @@ from edgeprune.prune.rewrites import apply_rewrites, tied_parts
 from edgeprune.types import PrunePlan
 
 History = tuple[tuple[str, bool, tuple[int, ...]], ...]
+
+
+@contextlib.contextmanager
+def channel_pruner(
+    loaded: LoadedModel,
+    criterion: str,
+    *,
+    round_to: int | None = None,
+    data: Iterable[imp.Batch] | None = None,
+    loss_fn: imp.LossFn | None = None,
+    seed: int = 0,
+    **options,
+) -> Iterator[_ChannelPruner]:
+    """The pruner of `loaded` (its rewrites already applied) ranking by `criterion`; `options` go to torch-pruning.
+    Tracing errors inside the block become a ModelError naming the model; taylor's gradients are dropped after."""
+    spec = imp.criterion(criterion)
+    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
+        loss_fn = imp.classification_loss
+    module = loaded.module.eval()
+    importance = imp.make_importance(criterion, module, data, loss_fn, seed)
+    try:
+        yield _ChannelPruner(loaded, example_inputs(loaded), importance, round_to=round_to, **options)
+    except TRACING_ERRORS as exc:
+        raise untraceable(loaded, exc) from exc
+    finally:
+        module.zero_grad(set_to_none=True)  # taylor's gradients, pruned along with the weights
 
 
 def prune_channels(
@@ -43,43 +70,14 @@ def prune_channels(
     `random` criterion.
     """
     _check_options(ratio, round_to, global_ranking)
-    spec = imp.criterion(criterion)
-    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
-        loss_fn = imp.classification_loss
-    module = loaded.module.eval()
-    example = example_inputs(loaded)
-    base_fingerprint = loaded.fingerprint
-    macs_before, params_before = count_macs_params(loaded)
-    rewrites = apply_rewrites(loaded)
-    importance = imp.make_importance(criterion, module, data, loss_fn, seed)
-    try:
-        pruner = _ChannelPruner(
-            loaded, example, importance, round_to=round_to, pruning_ratio=ratio, global_pruning=global_ranking
-        )
+    before = _Before(loaded)
+    with channel_pruner(loaded, criterion, round_to=round_to, data=data, loss_fn=loss_fn, seed=seed,
+                        pruning_ratio=ratio, global_pruning=global_ranking) as pruner:  # fmt: skip
         for group in pruner.step(interactive=True):
             group = pruner.within_minimum(group)
             if group is not None:
                 group.prune()
-    except TRACING_ERRORS as exc:
-        raise untraceable(loaded, exc) from exc
-    finally:
-        module.zero_grad(set_to_none=True)  # taylor's gradients, pruned along with the weights
-    loaded._fingerprint = None
-    macs_after, params_after = count_macs_params(loaded)
-    return PrunePlan(
-        base_model=loaded.spec,
-        base_fingerprint=base_fingerprint,
-        criterion=criterion,
-        channel_ratio=float(ratio),
-        round_to=round_to,
-        global_ranking=global_ranking,
-        rewrites=rewrites,
-        channel_history=_history(pruner.pruning_history()),
-        params_before=params_before,
-        params_after=params_after,
-        macs_before=macs_before,
-        macs_after=macs_after,
-    )
+    return before.plan(loaded, pruner, criterion, float(ratio), round_to, global_ranking)
 
 
 def prune_channels_to(
@@ -96,17 +94,10 @@ def prune_channels_to(
     (the first layer whose output channels are the group's) to the channels it keeps, the highest-ranked by
     `criterion`; groups not named stay as they are. Names are module names after the model's exact rewrites
     (applied here first)."""
-    spec = imp.criterion(criterion)
-    if spec.needs_loss and loss_fn is None and loaded.task == "classification":
-        loss_fn = imp.classification_loss
-    module = loaded.module.eval()
-    base_fingerprint = loaded.fingerprint
-    macs_before, params_before = count_macs_params(loaded)
-    rewrites = apply_rewrites(loaded)
-    importance = imp.make_importance(criterion, module, data, loss_fn, seed)
+    before = _Before(loaded)
     kept = removable = 0
-    try:
-        pruner = _ChannelPruner(loaded, example_inputs(loaded), importance, round_to=round_to, pruning_ratio=0.0)
+    with channel_pruner(loaded, criterion, round_to=round_to, data=data, loss_fn=loss_fn, seed=seed,
+                        pruning_ratio=0.0) as pruner:  # fmt: skip
         graph = pruner.DG
         todo = []
         for group in list(graph.get_all_groups(ignored_layers=pruner.ignored_layers,
@@ -135,18 +126,27 @@ def prune_channels_to(
             if not tp.DependencyGraph.check_pruning_group(graph, chosen):
                 raise RuntimeError(f"pruning {graph._module2name.get(root)} would empty a layer coupled to it")
             chosen.prune()
-    except TRACING_ERRORS as exc:
-        raise untraceable(loaded, exc) from exc
-    finally:
-        module.zero_grad(set_to_none=True)
-    loaded._fingerprint = None
-    macs_after, params_after = count_macs_params(loaded)
-    return PrunePlan(
-        base_model=loaded.spec, base_fingerprint=base_fingerprint, criterion=criterion,
-        channel_ratio=1 - kept / removable if removable else 0.0, round_to=round_to, global_ranking=True,
-        rewrites=rewrites, channel_history=_history(pruner.pruning_history()), params_before=params_before,
-        params_after=params_after, macs_before=macs_before, macs_after=macs_after,
-    )  # fmt: skip
+    return before.plan(loaded, pruner, criterion, 1 - kept / removable if removable else 0.0, round_to, True)
+
+
+class _Before:
+    """What a PrunePlan records of the model before pruning; applies the exact rewrites pruning needs."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.fingerprint = loaded.fingerprint
+        self.macs, self.params = count_macs_params(loaded)
+        self.rewrites = apply_rewrites(loaded)
+
+    def plan(self, loaded: LoadedModel, pruner, criterion: str, channel_ratio: float, round_to: int | None,
+             global_ranking: bool) -> PrunePlan:  # fmt: skip
+        loaded._fingerprint = None
+        macs_after, params_after = count_macs_params(loaded)
+        return PrunePlan(
+            base_model=loaded.spec, base_fingerprint=self.fingerprint, criterion=criterion,
+            channel_ratio=channel_ratio, round_to=round_to, global_ranking=global_ranking, rewrites=self.rewrites,
+            channel_history=_history(pruner.pruning_history()), params_before=self.params, params_after=params_after,
+            macs_before=self.macs, macs_after=macs_after,
+        )  # fmt: skip
 
 
 def replay_channels(loaded: LoadedModel, history: History) -> None:
