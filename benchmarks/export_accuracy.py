@@ -1,5 +1,5 @@
-"""ResNet-56 (akamaster checkpoint) exported to OpenVINO fp32/int8 and TFLite fp32/int8: held-out top-1 on the
-runtime vs PyTorch, and host latency of each (batch 1) side by side — issue 7's acceptance.
+"""ResNet-56 (akamaster checkpoint), unpruned and pruned, exported to OpenVINO fp32/int8 and TFLite fp32/int8:
+held-out top-1 on the runtime vs PyTorch, and host latency of each (batch 1) side by side — issue 7's acceptance.
 
 Data: the CIFAR-10 test JPEGs split per class as in resnet56_prune_finetune.py: int8 is calibrated on the first 800
 images per class (its first --calibration images, spread over the classes), accuracy is measured on the held-out
@@ -7,11 +7,16 @@ images per class (its first --calibration images, spread over the classes), accu
 profile_end_to_end), so this measures what the CLI does.
 
     python benchmarks/export_accuracy.py --out benchmarks/results/export_accuracy [--limit N] [--threads T]
+                                         [--pruned DIR]
+
+--pruned: a pruned ResNet-56 saved by edgeprune (`edgeprune prune ... --out DIR`: DIR/pruned or DIR/finetuned), e.g.
+    edgeprune prune --model cifar:resnet56 --weights W --ratio 0.3 --blocks 3 --data D --finetune-epochs 2 --out P
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import tempfile
@@ -22,6 +27,7 @@ import torch
 from edgeprune.devices.profiles import load_profile, with_runtime
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.pipeline import export_model, profile_end_to_end, verify_artifact
+from edgeprune.prune.channels import count_macs_params
 from edgeprune.verify.data import ImageFolder
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
@@ -52,6 +58,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=256, help="calibration images for int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--pruned", type=Path, help="a saved pruned ResNet-56 directory, for the pruned rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,17 +72,23 @@ def main() -> None:
                 (calib_subset / path.parent.name).mkdir(parents=True, exist_ok=True)
                 (calib_subset / path.parent.name / path.name).symlink_to(path.resolve())
             calibration_dir = calib_subset
+        models = {"unpruned": model}
+        if args.pruned:
+            from edgeprune.prune.io import load_pruned
+
+            models["pruned"] = load_pruned(args.pruned)
         rows = []
-        for fmt, runtime, precision in VARIANTS:
-            out = args.out / f"{fmt}_{precision}"
-            artifact = export_model(model, fmt, out, precision,
+        for (label, subject), (fmt, runtime, precision) in itertools.product(models.items(), VARIANTS):
+            out = args.out / label / f"{fmt}_{precision}"
+            artifact = export_model(subject, fmt, out, precision,
                                     data=str(calibration_dir) if precision == "int8" else None)
             target = with_runtime(load_profile("host"), runtime)
-            result = verify_artifact(model, target, str(held_out_dir), out, artifact_path=str(artifact.path),
+            result = verify_artifact(subject, target, str(held_out_dir), out, artifact_path=str(artifact.path),
                                      threads=args.threads, limit=args.limit)
-            report = profile_end_to_end(model, artifact, target, out, runs=args.runs, warmup=10, threads=args.threads)
+            report = profile_end_to_end(subject, artifact, target, out, runs=args.runs, warmup=10, threads=args.threads)
             top1 = next(m for m in result.metrics if m.name == "top1")
-            rows.append({"format": fmt, "precision": precision, "runtime": f"{runtime} {result.runtime_version}",
+            rows.append({"model": label, "macs": count_macs_params(subject)[0], "format": fmt, "precision": precision,
+                         "runtime": f"{runtime} {result.runtime_version}",
                          "top1_pytorch": top1.reference, "top1_runtime": top1.runtime, "delta_pt": 100 * top1.delta,
                          "tolerance_pt": 100 * top1.tolerance, "passed": bool(result),
                          "max_abs": result.parity[0].max_abs, "cosine_min": result.parity[0].cosine_min,
@@ -83,9 +96,9 @@ def main() -> None:
                          "n_images": result.n_samples, "threads": args.threads})
             print(json.dumps(rows[-1]), flush=True)
         (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"\n{'format':<9}{'prec':<6}{'top1 torch':>11}{'top1 rt':>9}{'Δ pt':>7}{'ms p50':>8}  pass")
+        print(f"\n{'model':<9}{'format':<9}{'prec':<6}{'top1 torch':>11}{'top1 rt':>9}{'Δ pt':>7}{'ms p50':>8}  pass")
         for r in rows:
-            print(f"{r['format']:<9}{r['precision']:<6}{r['top1_pytorch']:>11.4f}{r['top1_runtime']:>9.4f}"
+            print(f"{r['model']:<9}{r['format']:<9}{r['precision']:<6}{r['top1_pytorch']:>11.4f}{r['top1_runtime']:>9.4f}"
                   f"{r['delta_pt']:>7.2f}{r['latency_median_ms']:>8.2f}  {r['passed']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -118,20 +118,24 @@ def targets(as_json: bool) -> None:
 @app.command()
 @model_options
 @click.option("--format", "-f", "fmt", type=click.Choice(_formats()), default="onnx", show_default=True, help="Export format.")
-@click.option("--precision", type=click.Choice(_precisions()), help="Numeric precision (default: the format's, fp32).")
+@click.option("--precision", type=click.Choice(_precisions()), help="Numeric precision (default: the format's: fp16 for tensorrt, else fp32).")
 @click.option("--data", "-d", help="int8: calibration images, an ImageFolder directory (classifiers) or a YOLO data "
               "yaml (detectors, train split).")
 @click.option("--keep-float", type=click.IntRange(min=0), default=0, show_default=True,
               help="int8: keep this many of the most int8-sensitive layers in float (mixed precision).")
+@click.option("--target", "-t", help="tensorrt: the target profile whose device builds the engine (an engine runs only "
+              "where it was built; default: this machine's TensorRT).")
+@connection_options
 @output_options
-def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, out, as_json) -> None:
+def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, target, out, as_json) -> None:
     """Export a model to a deployable format (writes the file + artifact.json)."""
     from edgeprune.pipeline import export_model
 
     with _stdout_kept_for_results():
+        profile = _load_target(target) if target else None
         loaded = _load(model, weights, trust_pickle, input_shape)
         out_dir = _out_dir(out, "export")
-        artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float)
+        artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float, target=profile)
     opset = f"opset {artifact.opset}, " if artifact.opset else ""
     _emit(artifact, as_json, f"exported {loaded.spec} → {artifact.path} ({artifact.format} {artifact.precision}, "
                              f"{opset}{artifact.exporter})")

@@ -27,13 +27,14 @@ MIN_RUNS = 30
 
 
 def export_model(model: LoadedModel, fmt: str, out_dir: Path, precision: str | None = None, *,
-                 data: str | None = None, keep_float: int = 0) -> Artifact:
+                 data: str | None = None, keep_float: int = 0, target: TargetProfile | None = None) -> Artifact:
     """Export to `fmt` under out_dir and record the Artifact beside the file as artifact.json. `data` calibrates the
     precisions that need it (int8); `keep_float` keeps that many of the most int8-sensitive layers in float (ranked
-    on the calibration images, backends/_quantization.py), written to sensitivity.json."""
+    on the calibration images, backends/_quantization.py), written to sensitivity.json. `target`: the device, for
+    formats built there (TensorRT)."""
     from edgeprune.backends._quantization import calibration_images, layer_sensitivity
 
-    backend = backend_for_format(fmt)
+    backend = backend_for_format(fmt).for_target(target)
     resolved = backend.check_precision(precision)
     if keep_float < 0:
         raise ConfigError(f"--keep-float {keep_float} is negative")
@@ -73,7 +74,7 @@ def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path
     if artifact_path:
         return backend.describe(Path(artifact_path), model)
     calibrate = data if target.precision in backend.calibrated else None
-    return export_model(model, backend.format, out_dir, target.precision, data=calibrate)
+    return export_model(model, backend.format, out_dir, target.precision, data=calibrate, target=target)
 
 
 def verify_artifact(

@@ -68,6 +68,21 @@ def trt_io_tensors(trt, engine, api):
     return tensors
 
 
+def trt_max_batch(engine, api, tensors):
+    """The largest batch the engine's first optimization profile takes on its dynamic-batch inputs, None when no input
+    has a dynamic batch. Profile shapes (min, opt, max): engine.get_tensor_profile_shape(name, 0) with named tensors
+    (8.5+, 10.x), engine.get_profile_shape(0, binding) before."""
+    limits = []
+    for tensor in tensors:
+        if tensor["is_input"] and tensor["shape"] and tensor["shape"][0] < 0:
+            if api == "tensors":
+                shapes = engine.get_tensor_profile_shape(tensor["name"], 0)
+            else:
+                shapes = engine.get_profile_shape(0, tensor["index"])
+            limits.append(int(shapes[2][0]))
+    return min(limits) if limits else None
+
+
 class PyCuda(object):
     """Device memory through pycuda (JetPack 4 images usually have it): pycuda.autoinit makes a context on GPU 0."""
 
@@ -204,6 +219,7 @@ class TensorRtSession(object):
                        for t in self.tensors if t["is_input"]]
         self.output_names = [t["name"] for t in self.tensors if not t["is_input"]]
         self.buffers = {}  # name -> (nbytes, pointer, handle)
+        self.max_batch = trt_max_batch(self.engine, self.api, self.tensors)
 
     @staticmethod
     def version():
@@ -237,6 +253,17 @@ class TensorRtSession(object):
             raise AgentError("input %s: shape %s is outside the engine's optimization profile" % (tensor["name"], list(shape)))
 
     def run(self, feeds):
+        """Outputs for `feeds`; a batch larger than the engine's optimization profile allows runs in chunks."""
+        import numpy
+
+        batch = max([len(v) for v in feeds.values() if getattr(v, "ndim", 0)] or [0])
+        if not self.max_batch or batch <= self.max_batch:
+            return self._run_once(feeds)
+        chunks = [self._run_once(dict((k, v[i:i + self.max_batch]) for k, v in feeds.items()))
+                  for i in range(0, batch, self.max_batch)]
+        return dict((name, numpy.concatenate([c[name] for c in chunks])) for name in chunks[0])
+
+    def _run_once(self, feeds):
         import numpy
 
         arrays = {}
@@ -323,8 +350,13 @@ def check_build_args(args):
             raise AgentError("calibration_batch must be a positive integer, got %r" % (calibration_batch,))
         cache = calibration if kind == "cache" else (args.get("calibration_cache") or out + ".calib")
         calibration = {"path": calibration, "kind": kind, "cache": cache, "batch": calibration_batch}
+    float_layers = args.get("float_layers") or []
+    if float_layers and precision == "fp32":
+        raise AgentError("float_layers keeps layers of an fp16/int8 build in fp32; this build is fp32 already")
+    if not isinstance(float_layers, list) or not all(isinstance(n, str) and n for n in float_layers):
+        raise AgentError("float_layers must be a list of layer names (the ONNX node names), got %r" % (float_layers,))
     return {"onnx": onnx, "precision": precision, "out": out, "batch": batch, "calibration": calibration,
-            "workspace_bytes": None if workspace_mb is None else workspace_mb << 20}
+            "workspace_bytes": None if workspace_mb is None else workspace_mb << 20, "float_layers": float_layers}
 
 
 def calibration_kind(path):
@@ -495,6 +527,27 @@ def trt_serialize(builder, network, config):
     return None if engine is None else engine.serialize()
 
 
+def trt_keep_float(trt, network, config, names):
+    """Mixed precision: the named network layers (the ONNX parser names them after their ONNX nodes) compute and
+    output fp32 (ILayer.precision, set_output_type), and the builder must obey it: BuilderFlag.OBEY_PRECISION_CONSTRAINTS
+    (8.2+), STRICT_TYPES before (removed in 10.0). Returns the flag used; an unknown name is an error."""
+    wanted, found = set(names), set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in wanted:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            found.add(layer.name)
+    missing = sorted(wanted - found)
+    if missing:
+        raise AgentError("float_layers not in the network: %s (TensorRT names layers after the ONNX nodes)"
+                         % ", ".join(missing[:5]))
+    flag = "OBEY_PRECISION_CONSTRAINTS" if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS") else "STRICT_TYPES"
+    config.set_flag(getattr(trt.BuilderFlag, flag))
+    return flag
+
+
 def default_calibration_batch(shapes):
     """The network's batch when its first axis is fixed (all inputs agree), else DEFAULT_CALIBRATION_BATCH."""
     fixed = set(shape[0] for shape in shapes if shape and shape[0] > 0)
@@ -613,6 +666,7 @@ def build_engine(args, heartbeat=None):
                                    read_cache=calibration["kind"] == "cache")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = make_entropy_calibrator(trt, feeder)
+    precision_flag = trt_keep_float(trt, network, config, spec["float_layers"]) if spec["float_layers"] else None
     started = time.perf_counter()
     stop = _heartbeat(heartbeat)
     try:
@@ -628,7 +682,8 @@ def build_engine(args, heartbeat=None):
     write_file_atomically(spec["out"], bytes(memoryview(plan)))
     result = {"engine": spec["out"], "tensorrt_version": trt.__version__, "build_s": build_s,
               "precision": spec["precision"], "workspace_api": workspace_api, "input_shapes": shapes, "notes": notes,
-              "calibration": None, "layers": None, "layers_note": None}
+              "calibration": None, "layers": None, "layers_note": None, "float_layers": spec["float_layers"],
+              "precision_flag": precision_flag}
     if feeder is not None:
         result["calibration"] = {"kind": calibration["kind"], "cache": calibration["cache"],
                                  "batches": feeder.given, "batch_size": feeder.batch_size}

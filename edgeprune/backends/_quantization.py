@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import ConfigError, UnknownName
+from edgeprune.errors import ConfigError, ExportError, UnknownName
 from edgeprune.models.base import LoadedModel
 
 CALIBRATION_IMAGES = 256  # nncf's subset_size default is 300; ai-edge-quantizer has none. 256 is plenty for min/max
@@ -130,3 +130,24 @@ def _first(outputs):
 
 def describe_layers(layers: list[Layer], n: int = 5) -> str:
     return ", ".join(f"{layer.name} ({layer.error:.3g})" for layer in layers[:n])
+
+
+def onnx_nodes_of_layers(onnx_path: Path, layers: tuple[str, ...], runtime: str) -> dict[str, str]:
+    """PyTorch layer name -> the ONNX node that computes it (OpenVINO and TensorRT's ONNX parser keep node names),
+    found by its weight initializer's name (`<layer>.weight`, which the dynamo exporter keeps, also after folding
+    BatchNorm into the convolution)."""
+    import onnx
+
+    if not layers:
+        return {}
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    by_weight = {node.input[1]: node.name for node in graph.node
+                 if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and len(node.input) > 1}
+    found = {layer: by_weight.get(f"{layer}.weight") for layer in layers}
+    missing = [layer for layer, node in found.items() if node is None]
+    if missing:
+        raise ExportError(f"cannot find the {runtime} node of layer(s) {', '.join(missing)} to keep in float "
+                          "(their weights were renamed or folded by the exporter)",
+                          fix="keep other layers in float, or export fp16/fp32")
+    return found
+

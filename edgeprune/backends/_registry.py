@@ -12,6 +12,7 @@ _BACKENDS = {
     "onnxruntime": "edgeprune.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "edgeprune.backends.openvino:OpenVinoBackend",
     "tflite": "edgeprune.backends.tflite:TfliteBackend",
+    "tensorrt": "edgeprune.backends.tensorrt:TensorrtBackend",
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeprune.errors import ConfigError
 from edgeprune.models.base import LoadedModel
-from edgeprune.types import Artifact
+from edgeprune.types import Artifact, TargetProfile
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class Backend(ABC):
     precisions: tuple[str, ...]
     default_precision: str = "fp32"
     calibrated: tuple[str, ...] = ()  # precisions whose export needs calibration images from the user's data
+    tolerances_by_precision: dict[str, Tolerances]  # with the evidence for each, where the backend declares them
+
+    def for_target(self, target: TargetProfile | None) -> Backend:
+        """This backend exporting for `target`: the same for exporters that run on the host; one that must build on
+        the device (TensorRT) binds to it."""
+        return self
 
     def check_precision(self, precision: str | None) -> str:
         precision = precision or self.default_precision
@@ -92,8 +98,22 @@ class Backend(ABC):
             )
         return artifact
 
-    @abstractmethod
-    def tolerances(self, precision: str) -> Tolerances: ...
+    def _artifact(self, model: LoadedModel, files: list[Path], **described) -> Artifact:
+        """The Artifact of `files`, exported from `model`; `described`: what only the format can tell (precision,
+        inputs, outputs, exporter, opset, tool versions, calibration)."""
+        return Artifact(
+            format=self.format,
+            files=tuple(str(f.resolve()) for f in files),
+            sha256={f.name: sha256_file(f) for f in files},
+            preprocessing=model.preprocessing,
+            model=model.spec,
+            model_fingerprint=model.fingerprint,
+            detection=model.detection,
+            **described,
+        )
+
+    def tolerances(self, precision: str | None) -> Tolerances:
+        return self.tolerances_by_precision[self.check_precision(precision)]
 
     @abstractmethod
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact: ...

@@ -13,13 +13,23 @@ import warnings
 from pathlib import Path
 
 from edgeprune.backends._export_rewrites import rewrite_for_export
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact, sha256_file
+from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
 
 _PROTOBUF_LIMIT = 2 * 1024**3
 _EXPORT_BATCH = 2  # an example batch of 1 would let torch.export specialise the batch dimension to 1
+_TOLERANCES = {
+    "fp32": Tolerances(
+        max_abs=1e-4,
+        max_abs_rel_range=1e-4,
+        cosine=0.9999,
+        metric=0.002,
+        why="fp32 on CPU: ORT fuses and reorders sums (seen ~4e-6 on ResNet-56 logits); "
+        "top-1 can only move on near-ties",
+    ),
+}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -27,16 +37,7 @@ class OnnxRuntimeBackend(Backend):
     format = "onnx"
     suffix = ".onnx"
     precisions = ("fp32",)
-
-    def tolerances(self, precision: str) -> Tolerances:
-        return Tolerances(
-            max_abs=1e-4,
-            max_abs_rel_range=1e-4,
-            cosine=0.9999,
-            metric=0.002,
-            why="fp32 on CPU: ORT fuses and reorders sums (seen ~4e-6 on ResNet-56 logits); "
-            "top-1 can only move on near-ties",
-        )
+    tolerances_by_precision = _TOLERANCES
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:
         import torch
@@ -105,21 +106,10 @@ class OnnxRuntimeBackend(Backend):
         initializers = {init.name for init in proto.graph.initializer}
         inputs = tuple(_spec(v) for v in proto.graph.input if v.name not in initializers)
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        return Artifact(
-            format=self.format,
-            precision="fp32",
-            files=tuple(str(f.resolve()) for f in files),
-            inputs=inputs,
-            outputs=tuple(_spec(v) for v in proto.graph.output),
-            preprocessing=model.preprocessing,
-            model=model.spec,
-            model_fingerprint=model.fingerprint,
-            exporter=exporter,
-            opset=opset,
-            tool_versions=_tool_versions(),
-            sha256={f.name: sha256_file(f) for f in files},
-            detection=model.detection,
-        )
+        return self._artifact(
+            model, list(files), precision="fp32", inputs=inputs, outputs=tuple(_spec(v) for v in proto.graph.output),
+            exporter=exporter, opset=opset, tool_versions=_tool_versions(),
+        )  # fmt: skip
 
 
 def _spec(value) -> TensorSpec:

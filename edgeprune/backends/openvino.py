@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact, sha256_file
+from edgeprune.backends._quantization import onnx_nodes_of_layers
+from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
@@ -61,10 +62,8 @@ class OpenVinoBackend(Backend):
     format = "openvino"
     suffix = ".xml"
     precisions = ("fp32", "fp16", "int8")
+    tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
-
-    def tolerances(self, precision: str) -> Tolerances:
-        return _TOLERANCES[self.check_precision(precision)]
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:
         ov = _import("openvino")
@@ -78,7 +77,7 @@ class OpenVinoBackend(Backend):
         ov = _import("openvino")
         nncf = _import("nncf")
         with self._from_onnx(model) as (ov_model, onnx_exporter, onnx_path):
-            nodes = set(_nodes_of_layers(onnx_path, float_layers).values())
+            nodes = set(onnx_nodes_of_layers(onnx_path, float_layers, "OpenVINO").values())
             # OpenVINO splits a Conv with bias into `<node>/WithoutBiases` (the convolution) and `<node>` (the Add)
             ignored = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
                        if op.get_friendly_name().split("/")[0] in nodes]
@@ -133,43 +132,14 @@ class OpenVinoBackend(Backend):
             ov_model = ov.Core().read_model(str(path))
         except Exception as exc:
             raise ConfigError(f"{path} is not a readable OpenVINO IR: {_first_line(exc)}") from None
-        files = [path, path.with_suffix(".bin")]
-        return Artifact(
-            format=self.format,
+        return self._artifact(
+            model, [path, path.with_suffix(".bin")],
             precision=precision or _precision_of(ov_model),
-            files=tuple(str(f.resolve()) for f in files),
             inputs=tuple(_spec(port, f"input{i}") for i, port in enumerate(ov_model.inputs)),
             outputs=tuple(_spec(port, f"output{i}") for i, port in enumerate(ov_model.outputs)),
-            preprocessing=model.preprocessing,
-            model=model.spec,
-            model_fingerprint=model.fingerprint,
-            exporter=exporter,
-            opset=None,
-            tool_versions=_tool_versions(),
-            sha256={f.name: sha256_file(f) for f in files},
-            detection=model.detection,
-            calibration_images=calibration_images,
-            float_layers=tuple(float_layers),
-        )
-
-
-def _nodes_of_layers(onnx_path: Path, layers: tuple[str, ...]) -> dict[str, str]:
-    """PyTorch layer name -> the ONNX (and so OpenVINO) node that computes it, found by its weight initializer's
-    name (`<layer>.weight`, which the dynamo exporter keeps, also after folding BatchNorm into the convolution)."""
-    import onnx
-
-    if not layers:
-        return {}
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    by_weight = {node.input[1]: node.name for node in graph.node
-                 if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and len(node.input) > 1}
-    found = {layer: by_weight.get(f"{layer}.weight") for layer in layers}
-    missing = [layer for layer, node in found.items() if node is None]
-    if missing:
-        raise ExportError(f"cannot find the OpenVINO node of layer(s) {', '.join(missing)} to keep in float "
-                          "(their weights were renamed or folded by the exporter)",
-                          fix="keep other layers in float, or export fp16/fp32")
-    return found
+            exporter=exporter, opset=None, tool_versions=_tool_versions(),
+            calibration_images=calibration_images, float_layers=tuple(float_layers),
+        )  # fmt: skip
 
 
 def _precision_of(ov_model) -> str:

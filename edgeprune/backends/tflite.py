@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact, sha256_file
+from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
@@ -60,10 +60,8 @@ class TfliteBackend(Backend):
     format = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
+    tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
-
-    def tolerances(self, precision: str) -> Tolerances:
-        return _TOLERANCES[self.check_precision(precision)]
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:
         path = out_dir / "model.tflite"
@@ -147,23 +145,14 @@ class TfliteBackend(Backend):
     def _artifact_for(self, path: Path, model: LoadedModel, *, exporter: str, precision: str | None,
                       calibration_images: int | None = None, float_layers: tuple[str, ...] = ()) -> Artifact:
         interpreter = _interpreter(path)
-        return Artifact(
-            format=self.format,
+        return self._artifact(
+            model, [path],
             precision=precision or _precision_of(interpreter),
-            files=(str(path.resolve()),),
             inputs=tuple(_spec(d) for d in interpreter.get_input_details()),
             outputs=tuple(_spec(d) for d in interpreter.get_output_details()),
-            preprocessing=model.preprocessing,
-            model=model.spec,
-            model_fingerprint=model.fingerprint,
-            exporter=exporter,
-            opset=None,
-            tool_versions=_tool_versions(),
-            sha256={path.name: sha256_file(path)},
-            detection=model.detection,
-            calibration_images=calibration_images,
-            float_layers=tuple(float_layers),
-        )
+            exporter=exporter, opset=None, tool_versions=_tool_versions(),
+            calibration_images=calibration_images, float_layers=tuple(float_layers),
+        )  # fmt: skip
 
 
 def layer_regex(layer: str) -> str:

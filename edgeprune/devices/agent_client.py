@@ -100,16 +100,18 @@ class AgentSession:
     def build_engine(
         self, onnx: Path, *, precision: str = "fp32", calibration: Path | None = None,
         calibration_batch: int | None = None, workspace_mb: int | None = None, batch: int = 1, out: str | None = None,
-        on_progress: ProgressCallback | None = None,
+        float_layers: list[str] | None = None, on_progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
         """Build a TensorRT engine ON the device from `onnx` (see targets/agent_tensorrt.py). `calibration` (int8
         only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
         `out` a device path (None: beside the ONNX on the device). The engine stays on the device: result["engine"]
-        is its device path, for bench/run with runtime "tensorrt" or transport.fetch."""
+        is its device path, for bench/run with runtime "tensorrt" or transport.fetch. `float_layers`: ONNX node names
+        an fp16/int8 build keeps in fp32."""
         args: dict[str, Any] = {"onnx": self.put_model(onnx), "precision": precision, "batch": batch}
         if calibration is not None:
             args["calibration"] = self.transport.put(Path(calibration))
-        for key, value in (("calibration_batch", calibration_batch), ("workspace_mb", workspace_mb), ("out", out)):
+        for key, value in (("calibration_batch", calibration_batch), ("workspace_mb", workspace_mb), ("out", out),
+                           ("float_layers", float_layers or None)):
             if value is not None:
                 args[key] = value
         return self.request("build-engine", args, on_progress)

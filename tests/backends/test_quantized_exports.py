@@ -103,7 +103,7 @@ def test_int8_without_data_and_keep_float_without_int8_are_refused(tiny, tmp_pat
 
 
 def test_registry_lists_the_new_formats():
-    assert formats() == {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite"}
+    assert formats() == {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
 
 
 def test_runtime_must_be_declared_by_the_target():

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from edgeprune._resources import resource_dir
+from tests.standins.tensorrt_builder import fake_build_trt
 
 sys.path.insert(0, str(resource_dir("targets")))
 trt_agent = importlib.import_module("agent_tensorrt")
@@ -92,6 +93,9 @@ class TensorEngine(_Doubler):  # TensorRT 8.5+ / 10.x: named tensors only
     def get_tensor_dtype(self, name):
         return "FLOAT"
 
+    def get_tensor_profile_shape(self, name, profile_index):
+        return [(1, 4), (2, 4), (3, 4)]  # min, opt, max
+
     def create_execution_context(self):
         engine = self
 
@@ -134,6 +138,9 @@ class BindingEngine(_Doubler):  # TensorRT 8.2 (JetPack 4): bindings only
     def get_binding_dtype(self, i):
         return "FLOAT"
 
+    def get_profile_shape(self, profile_index, binding):
+        return [(1, 4), (2, 4), (3, 4)]  # min, opt, max
+
     def create_execution_context(self):
         engine = self
 
@@ -166,9 +173,10 @@ def test_session_runs_each_api_generation(engine_class, api, version):
     assert session.api == api and session.inputs == [("x", [None, 4], "float32")] and session.output_names == ["y"]
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     assert np.array_equal(session.run({"x": x})["y"], 2 * x)
-    bigger = np.ones((5, 4), np.float32)
+    assert session.max_batch == 3  # the optimization profile's max
+    bigger = np.arange(20, dtype=np.float32).reshape(5, 4)  # over the profile: runs as 3 + 2
     assert np.array_equal(session.run({"x": bigger})["y"], 2 * bigger)
-    assert len(cuda.freed) == 2 and cuda.syncs == 2  # both buffers grew once; each run waited for the GPU
+    assert len(cuda.freed) == 2 and cuda.syncs == 3  # both buffers grew once; each run waited for the GPU
     with pytest.raises(AgentError, match="input x is missing"):
         session.run({"z": x})
 
@@ -327,115 +335,6 @@ def test_layer_precisions_from_the_engine_inspector():
 # --- build-engine end to end through the documented builder API ------------------------------------------------------
 
 
-def fake_build_trt(version, calls, parse_ok=True):
-    """TensorRT's builder API as the docs describe it, per generation (10.x: set_memory_pool_limit; 8.2: the
-    config's max_workspace_size), recording what edgeprune asked for. Calibration runs the calibrator like the
-    builder does: read the cache, else get_batch until None, then write the cache."""
-    ten = int(version.split(".")[0]) >= 10
-
-    class Severity:
-        WARNING, ERROR, INTERNAL_ERROR = "W", "E", "IE"
-
-    class Logger(Severity):
-        def __init__(self, severity=None):
-            pass
-
-    class Base:
-        def __init__(self):
-            pass
-
-    class Config:
-        int8_calibrator, profiling_verbosity = None, None
-
-        def set_flag(self, flag):
-            calls.setdefault("flags", []).append(flag)
-
-        def add_optimization_profile(self, profile):
-            calls["profile"] = profile.shapes
-
-        def set_calibration_profile(self, profile):
-            calls["calibration_profile"] = profile.shapes
-
-    if ten:
-        Config.set_memory_pool_limit = lambda self, kind, n: calls.update(workspace=(kind, n))
-    else:
-        Config.max_workspace_size = 0
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = (list(lo), list(opt), list(hi))
-
-    class Network:
-        num_inputs = 1
-
-        def get_input(self, i):
-            return SimpleNamespace(name="x", shape=(-1, 3, 4, 4))
-
-    class Builder:
-        platform_has_fast_fp16 = platform_has_fast_int8 = True
-
-        def __init__(self, logger):
-            calls["logger_is_ilogger"] = isinstance(logger, Base)
-
-        def create_network(self, flags):
-            calls["network_flags"] = flags
-            return Network()
-
-        def create_builder_config(self):
-            calls["config"] = Config()
-            return calls["config"]
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            if config.int8_calibrator is not None:
-                calibrator = config.int8_calibrator
-                calls["calibrator_batch_size"] = calibrator.get_batch_size()
-                if not calibrator.read_calibration_cache():
-                    calls["batches_fed"] = 0
-                    while calibrator.get_batch(["x"]) is not None:
-                        calls["batches_fed"] += 1
-                    calibrator.write_calibration_cache(b"calibration table")
-            return b"serialized plan"
-
-    class Parser:
-        num_errors = 0 if parse_ok else 1
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            calls["parsed"] = path
-            return parse_ok
-
-        def get_error(self, i):
-            return "In node 3 (Foo): UNSUPPORTED_NODE"
-
-    class Inspector:
-        def get_engine_information(self, fmt):
-            return json.dumps({"Layers": [{"Name": "conv", "LayerType": "CaskConvolution",
-                                           "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}]}]})
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, plan):
-            calls["deserialized"] = plan
-            return SimpleNamespace(create_engine_inspector=Inspector)
-
-    return SimpleNamespace(
-        __version__=version, Logger=Logger, ILogger=Base, IInt8EntropyCalibrator2=Base, Builder=Builder,
-        OnnxParser=Parser, Runtime=Runtime, NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"), MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"), LayerInformationFormat=SimpleNamespace(JSON="JSON"),
-    )
-
-
 @pytest.fixture
 def with_fake_trt(monkeypatch):
     def install(version, parse_ok=True):
@@ -491,6 +390,27 @@ def test_build_reports_the_parser_and_calibration_errors(with_fake_trt, onnx, tm
     with_fake_trt("10.3.0")
     with pytest.raises(AgentError, match=r"batches of shape \[8, 1, 4, 4\] do not fit the network input"):
         trt_agent.build_engine({"onnx": onnx, "precision": "int8", "calibration": str(tmp_path / "wrong.npy")})
+
+
+def test_build_keeps_the_named_layers_in_fp32(with_fake_trt, onnx, tmp_path):
+    np.save(tmp_path / "samples.npy", np.zeros((8, 3, 4, 4), np.float32))
+    int8 = {"onnx": onnx, "precision": "int8", "calibration": str(tmp_path / "samples.npy"),
+            "float_layers": ["/fc/Gemm"]}
+    calls = with_fake_trt("10.3.0")
+    result = trt_agent.build_engine(int8)
+    fc, conv = calls["network"].layers[2], calls["network"].layers[0]
+    assert fc.precision == "float32" and fc.output_types == {0: "float32"} and conv.precision is None
+    assert calls["flags"] == ["INT8", "OBEY"] and result["precision_flag"] == "OBEY_PRECISION_CONSTRAINTS"
+    assert result["float_layers"] == ["/fc/Gemm"]
+    calls = with_fake_trt("8.0.1")  # before 8.2 the builder honours layer precisions under STRICT_TYPES
+    assert trt_agent.build_engine(int8)["precision_flag"] == "STRICT_TYPES" and calls["flags"][-1] == "STRICT"
+    with_fake_trt("10.3.0")
+    with pytest.raises(AgentError, match=r"float_layers not in the network: /fc/Gemmm \(TensorRT names layers"):
+        trt_agent.build_engine({**int8, "float_layers": ["/fc/Gemmm"]})
+    with pytest.raises(AgentError, match="this build is fp32 already"):
+        trt_agent.check_build_args({"onnx": onnx, "float_layers": ["/fc/Gemm"]})
+    with pytest.raises(AgentError, match="float_layers must be a list of layer names"):
+        trt_agent.check_build_args({"onnx": onnx, "precision": "fp16", "float_layers": "/fc/Gemm"})
 
 
 @pytest.mark.hardware

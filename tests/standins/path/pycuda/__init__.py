@@ -1,0 +1,1 @@
+"""Stand-in pycuda for an agent subprocess in tests (no GPU here): see driver.py."""
