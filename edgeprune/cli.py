@@ -165,8 +165,9 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
              f"({result.target}, {result.threads} threads), {result.n_samples} images"]
     lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
               for m in result.metrics]
-    lines += [f"  output {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), min cosine {p.cosine_min:.6f}"
-              for p in result.parity]
+    lines += [f"  output {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), cosine min "
+              f"{p.cosine_min:.6f} mean {p.cosine_mean if p.cosine_mean is not None else float('nan'):.6f} "
+              f"(tol {p.tolerance_cosine} on the {p.cosine_of})" for p in result.parity]
     _emit(result, as_json, "\n".join(lines) + f"\n  report: {out_dir / 'verification.json'}")
     if not result:
         sensitive = (f"; most int8-sensitive layers: {', '.join(f'{s.layer} ({s.error:.3g})' for s in result.sensitive_layers)}"
@@ -249,7 +250,8 @@ def prune(model, weights, trust_pickle, input_shape, ratio, criterion, blocks, r
                            global_ranking=global_ranking, data=data, recipe=recipe, progress=RichProgress())
     _emit(plan, as_json, f"pruned {loaded.spec}: params {plan.params_before:,} → {plan.params_after:,}, MACs "
                          f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
-                         f"removed), {len(plan.removed_blocks)} blocks removed\n  saved: {out_dir} "
+                         f"removed), {len(plan.removed_blocks)} blocks removed"
+                         f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}\n  saved: {out_dir} "
                          f"(reload with --model {out_dir})")
 
 

@@ -258,6 +258,8 @@ def prune_model(
     if finetune is not None:
         finetune(model, data, classification, recipe, teacher, out_dir, progress)
     save_pruned(model, plan, out_dir)
+    if finetune is not None:
+        recipe.save(out_dir / "finetune_recipe.json")  # what the saved weights went through after pruning
     return plan
 
 

@@ -428,6 +428,8 @@ class OutputParity(Record):
     tolerance_max_abs: float
     tolerance_cosine: float
     passed: bool
+    cosine_mean: float | None = None  # mean per-sample cosine similarity
+    cosine_of: str = "worst"  # which of the two the tolerance applies to: worst | mean
 
 
 @dataclass(frozen=True)
@@ -480,7 +482,8 @@ class Verification(Record):
     def failures(self) -> list[str]:
         out = [
             f"output {p.name}: max-abs {p.max_abs:.3g} (tol {p.tolerance_max_abs:.3g}), "
-            f"cosine {p.cosine_min:.6f} (tol {p.tolerance_cosine})"
+            f"{p.cosine_of} cosine {p.cosine_min if p.cosine_of == 'worst' else p.cosine_mean:.6f} "
+            f"(tol {p.tolerance_cosine})"
             for p in self.parity
             if not p.passed
         ]

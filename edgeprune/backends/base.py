@@ -23,7 +23,9 @@ class Tolerances:
     """When a runtime's result still counts as the same model.
 
     An output passes when max-abs ≤ `max_abs` or max-abs / (reference range) ≤ `max_abs_rel_range`, and the
-    worst per-sample cosine ≥ `cosine`. A task metric passes when |runtime − PyTorch| ≤ `metric`.
+    per-sample cosine ≥ `cosine`: every sample's (`cosine_of` "worst"), or on average ("mean": for quantized
+    models, whose worst sample over thousands is a tail statistic that falls as the data grows). A task metric
+    passes when |runtime − PyTorch| ≤ `metric`.
     """
 
     max_abs: float
@@ -31,6 +33,7 @@ class Tolerances:
     cosine: float
     metric: float
     why: str
+    cosine_of: str = "worst"
 
 
 class Backend(ABC):

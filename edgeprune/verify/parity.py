@@ -9,13 +9,14 @@ from edgeprune.types import OutputParity
 
 
 class ParityAccumulator:
-    """Running max-abs, reference range and worst per-sample cosine, so outputs need not be kept in memory."""
+    """Running max-abs, reference range, worst and mean per-sample cosine, so outputs need not be kept in memory."""
 
     def __init__(self, name: str):
         self.name = name
         self.max_abs = 0.0
         self.ref_min, self.ref_max = np.inf, -np.inf
         self.cosine_min = 1.0
+        self.cosine_sum = 0.0
         self.samples = 0
 
     def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
@@ -31,12 +32,17 @@ class ParityAccumulator:
         both_zero = norms == 0
         cosine = np.where(both_zero, 1.0, (ref * out).sum(axis=1) / np.where(both_zero, 1.0, norms))
         self.cosine_min = min(self.cosine_min, float(cosine.min()))
+        self.cosine_sum += float(cosine.sum())
         self.samples += len(ref)
 
     def result(self, tolerances: Tolerances) -> OutputParity:
         spread = self.ref_max - self.ref_min if self.samples else 0.0
         rel = self.max_abs / spread if spread > 0 else (0.0 if self.max_abs == 0 else float("inf"))
         close = self.max_abs <= tolerances.max_abs or rel <= tolerances.max_abs_rel_range
+        cosine_mean = self.cosine_sum / self.samples if self.samples else 1.0
+        if tolerances.cosine_of not in ("worst", "mean"):
+            raise ValueError(f"cosine_of {tolerances.cosine_of!r}: worst or mean")
+        cosine = self.cosine_min if tolerances.cosine_of == "worst" else cosine_mean
         return OutputParity(
             name=self.name,
             max_abs=self.max_abs,
@@ -44,7 +50,9 @@ class ParityAccumulator:
             cosine_min=self.cosine_min,
             tolerance_max_abs=tolerances.max_abs,
             tolerance_cosine=tolerances.cosine,
-            passed=bool(close and self.cosine_min >= tolerances.cosine),
+            passed=bool(close and cosine >= tolerances.cosine),
+            cosine_mean=cosine_mean,
+            cosine_of=tolerances.cosine_of,
         )
 
 

@@ -124,6 +124,7 @@ def test_cli_prunes_a_detector_by_apoz_fine_tunes_it_with_ultralytics_and_ships_
     plan = PrunePlan.from_dict(json.loads(result.stdout))
     assert plan.criterion == "apoz" and len(plan.removed_blocks) == 2
     assert (out / "ultralytics" / "finetune" / "weights" / "best.pt").is_file()
+    assert json.loads((out / "finetune_recipe.json").read_text())["epochs"] == 1  # recorded beside the weights
 
     from ultralytics import YOLO
 

@@ -38,6 +38,24 @@ def test_a_flipped_sample_fails_on_cosine_and_max_abs():
     assert not result.passed and result.cosine_min == pytest.approx(-1.0)
 
 
+def test_a_mean_cosine_tolerance_forgives_one_hard_sample_but_not_a_broken_model():
+    from edgeprune.verify.parity import ParityAccumulator
+
+    quantized = Tolerances(max_abs=np.inf, max_abs_rel_range=np.inf, cosine=0.95, cosine_of="mean", metric=0.01,
+                           why="test")  # fmt: skip
+    ref = np.random.default_rng(0).standard_normal((50, 10))
+    out = ref.copy()
+    out[5] = -out[5]  # one of 50 samples: mean cosine (49 - 1) / 50 = 0.96
+    accumulator = ParityAccumulator("y")
+    for batch in range(0, 50, 16):  # accumulated over batches as verification feeds it
+        accumulator.update(ref[batch:batch + 16], out[batch:batch + 16])
+    result = accumulator.result(quantized)
+    assert result.cosine_min == pytest.approx(-1.0) and result.cosine_mean == pytest.approx(0.96)
+    assert result.passed and result.cosine_of == "mean"
+    assert not compare_output("y", ref, out, TOL).passed  # the same outputs judged on the worst sample
+    assert not compare_output("y", ref, -ref, quantized).passed  # every sample wrong: mean cosine -1
+
+
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match="differs"):
         compare_output("y", np.zeros((2, 3)), np.zeros((2, 4)), TOL)
