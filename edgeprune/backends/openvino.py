@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.backends._quantization import onnx_nodes_of_layers
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
+from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
@@ -44,8 +44,7 @@ _TOLERANCES = {
                        why="fp32 on CPU at INFERENCE_PRECISION_HINT f32: summation order differs (~1e-5 seen)"),
     "fp16": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
                        why="fp16 weights (rounding 2^-11 relative), f32 compute"),
-    "int8": Tolerances(max_abs=np.inf, max_abs_rel_range=np.inf, cosine=0.95, cosine_of="mean", metric=0.01,
-                       why="int8 weights and activations (nncf): judged by the task metric, within 1.0 pt"),
+    "int8": int8_tolerances("int8 weights and activations (nncf): judged by the task metric, within 1.0 pt"),
 }
 
 

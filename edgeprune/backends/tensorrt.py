@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.backends._quantization import onnx_nodes_of_layers
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
+from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
 from edgeprune.errors import ConfigError
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TargetProfile
@@ -35,8 +35,7 @@ _TOLERANCES = {
                        why="fp32 engine, TF32 on Ampere+ GPUs by TensorRT's default (10-bit mantissa)"),
     "fp16": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
                        why="fp16 weights and activations (rounding 2^-11 relative)"),
-    "int8": Tolerances(max_abs=np.inf, max_abs_rel_range=np.inf, cosine=0.95, cosine_of="mean", metric=0.01,
-                       why="int8 (entropy calibration on the user's images): judged by the task metric, within 1.0 pt"),
+    "int8": int8_tolerances("int8 (entropy calibration on the user's images): judged by the task metric, within 1.0 pt"),
 }
 ENGINE_FILE = "model.engine"
 ENGINE_INFO = "engine.json"
@@ -94,8 +93,7 @@ class TensorrtBackend(Backend):
             if built.get("calibration"):
                 shutil.move(agent.transport.fetch(built["calibration"]["cache"], Path(scratch)),
                             out_dir / "calibration.cache")  # fmt: skip
-        where = f"{agent.transport.label} ({device.hostname})" if getattr(device, "hostname", None) else \
-            agent.transport.label  # fmt: skip
+        where = f"{agent.transport.label} ({device.hostname})"
         info = {"device": where, "target": self.target.name if self.target else None, **built,
                 "float_layers": dict(zip(float_layers, float_nodes))}  # fmt: skip
         (out_dir / ENGINE_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -40,8 +40,6 @@ class ParityAccumulator:
         rel = self.max_abs / spread if spread > 0 else (0.0 if self.max_abs == 0 else float("inf"))
         close = self.max_abs <= tolerances.max_abs or rel <= tolerances.max_abs_rel_range
         cosine_mean = self.cosine_sum / self.samples if self.samples else 1.0
-        if tolerances.cosine_of not in ("worst", "mean"):
-            raise ValueError(f"cosine_of {tolerances.cosine_of!r}: worst or mean")
         cosine = self.cosine_min if tolerances.cosine_of == "worst" else cosine_mean
         return OutputParity(
             name=self.name,

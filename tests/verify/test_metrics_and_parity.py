@@ -54,6 +54,8 @@ def test_a_mean_cosine_tolerance_forgives_one_hard_sample_but_not_a_broken_model
     assert result.passed and result.cosine_of == "mean"
     assert not compare_output("y", ref, out, TOL).passed  # the same outputs judged on the worst sample
     assert not compare_output("y", ref, -ref, quantized).passed  # every sample wrong: mean cosine -1
+    with pytest.raises(ValueError, match="cosine_of 'median': worst or mean"):
+        Tolerances(max_abs=1, max_abs_rel_range=1, cosine=0.9, metric=0.01, why="test", cosine_of="median")
 
 
 def test_shape_mismatch_is_reported():
