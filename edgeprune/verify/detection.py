@@ -56,8 +56,9 @@ class DetectionScorer:
 
         self.metrics = DetMetrics(names=dict(enumerate(names)))
         # Only the validator's match_predictions is used (greedy matching at IoU 0.50:0.95, as `yolo val`).
-        self._matcher = DetectionValidator(save_dir=Path(tempfile.mkdtemp(prefix="edgeprune-val-")),
-                                           args={"plots": False})
+        # It writes nothing there, so the folder it insists on goes away at once instead of piling up in /tmp.
+        with tempfile.TemporaryDirectory(prefix="edgeprune-val-") as unused:
+            self._matcher = DetectionValidator(save_dir=Path(unused), args={"plots": False})
         self._matcher.iouv = torch.linspace(0.5, 0.95, 10)
         self.images = 0
 
