@@ -68,6 +68,7 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) 
         "latency": plan.latency.to_dict(),
         "unpruned_latency_median_ms": next(r for r in report.results if r.name == "unpruned").latency.median_ms,
         "speedup": report.speedup,
+        "speedup_relative_se": plan.speedup_se,
         "budget": report.budget.describe(),
         "budget_met": report.met,
         "energy": {"mj_per_inference": plan.latency.energy_mj, "how": plan.latency.energy,
@@ -90,9 +91,13 @@ def _results_table(report: BuildReport) -> str:
         metric = f"{r.metric} {r.metric_value:.4f}" if r.metric_value is not None else "—"
         energy = f"{lat.energy_mj:.3f} ({lat.energy})" if lat.energy_mj is not None else f"— ({lat.energy})"
         rows.append(f"<tr><td>{_e(r.name)}</td><td>{lat.median_ms:.3f}</td><td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
-                    f"<td>{r.speedup:.2f}×</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
+                    f"<td>{_speedup(r.speedup, r.speedup_se)}</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
                     f"<td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"
+
+
+def _speedup(value: float, se: float | None) -> str:
+    return f"{value:.2f}×" + (f" ± {100 * se:.1f} %" if se else "")
 
 
 def _rounds_table(report: BuildReport) -> str:
