@@ -90,7 +90,7 @@ class PlanRound(Record):
     budget_ms: float  # for a speedup budget: this round's unpruned median / speedup
     unpruned_ms: float  # the unpruned model's median, measured interleaved with this round's model
     met: bool
-    speedup: float | None = None  # over the unpruned model timed next to it (median of per-round ratios)
+    speedup: float | None = None  # over the unpruned model timed next to it (see Comparison)
     speedup_se: float | None = None  # the speedup's relative standard error (see Comparison)
 
 
@@ -120,7 +120,7 @@ class ModelResult(Record):
     metric_value: float | None  # on the target's runtime, held-out data
     macs: int
     params: int
-    speedup: float = 1.0  # over the unpruned model timed next to it (median of per-round ratios)
+    speedup: float = 1.0  # over the unpruned model timed next to it (see Comparison)
     speedup_se: float | None = None  # the speedup's relative standard error (see Comparison)
 
 
@@ -145,9 +145,9 @@ class BuildReport(Record):
         metric = ""
         if plan.metric_value is not None and base.metric_value is not None:
             metric = f"; {plan.metric} {base.metric_value:.4f} → {plan.metric_value:.4f}"
-        error = f" ± {100 * plan.speedup_se:.1f} %" if plan.speedup_se else ""
         return (f"{self.model} on {self.target.name}: {base.latency.median_ms:.3f} → {plan.latency.median_ms:.3f} ms "
-                f"median (speedup {self.speedup:.2f}×{error}, budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
+                f"median (speedup {format_speedup(self.speedup, plan.speedup_se)}, "
+                f"budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
                 f"{'met' if self.met else 'NOT met'}){metric}")  # fmt: skip
 
 
@@ -337,8 +337,9 @@ def _calibration(model: LoadedModel, options: BuildOptions, splits: DataSplits |
 def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration, out_dir,
           progress) -> PlanReport:  # fmt: skip
     """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
-    and loosen after a large overshoot, until the measured median is under the budget by at least MARGIN/2 (at most
-    MAX_ROUNDS). The met round that lost the least value is kept, one met with that headroom first."""
+    and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
+    standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
+    with that headroom first."""
     from edgeprune.pipeline import export_model
     from edgeprune.prune.io import save_pruned
 
@@ -520,9 +521,10 @@ def comparison_rounds(unpruned_ms: float, runs: int) -> int:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Models timed interleaved in one session. `speedup`: over the first model, the median over rounds of the
-    ratio of the two medians timed next to each other; `speedup_se`: its relative standard error, from the spread
-    of those per-round ratios (median absolute deviation, as a normal sd; 1.2533 sd/√n for a median)."""
+    """Models timed interleaved in one session. `speedup`: over the first model, from the ratio of the two medians
+    timed next to each other in a round, averaged (geometric mean) over each cycle of orders, median over cycles;
+    `speedup_se`: its relative standard error, from the spread of those cycle ratios (median absolute deviation as
+    a normal sd; 1.2533 sd/√n for a median)."""
 
     latency: dict[str, LatencyStats]
     speedup: dict[str, float]
@@ -582,6 +584,11 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
         for name, values in samples.items()
     }
     return Comparison(latency, speedup, speedup_se, rounds)
+
+
+def format_speedup(value: float, se: float | None) -> str:
+    """"2.31×", with " ± 1.5 %" (the relative standard error) when known."""
+    return f"{value:.2f}×" + (f" ± {100 * se:.1f} %" if se else "")
 
 
 def _cycle_log_ratios(reference_ms: list[float], model_ms: list[float], cycle: int) -> np.ndarray:

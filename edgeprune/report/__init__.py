@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeprune.backends.base import sha256_file
+from edgeprune.build import format_speedup
 
 if TYPE_CHECKING:
     from edgeprune.build import BuildReport
@@ -91,13 +92,9 @@ def _results_table(report: BuildReport) -> str:
         metric = f"{r.metric} {r.metric_value:.4f}" if r.metric_value is not None else "—"
         energy = f"{lat.energy_mj:.3f} ({lat.energy})" if lat.energy_mj is not None else f"— ({lat.energy})"
         rows.append(f"<tr><td>{_e(r.name)}</td><td>{lat.median_ms:.3f}</td><td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
-                    f"<td>{_speedup(r.speedup, r.speedup_se)}</td><td>{_e(metric)}</td><td>{r.macs / 1e6:.1f}</td>"
-                    f"<td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
+                    f"<td>{format_speedup(r.speedup, r.speedup_se)}</td><td>{_e(metric)}</td>"
+                    f"<td>{r.macs / 1e6:.1f}</td><td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"
-
-
-def _speedup(value: float, se: float | None) -> str:
-    return f"{value:.2f}×" + (f" ± {100 * se:.1f} %" if se else "")
 
 
 def _rounds_table(report: BuildReport) -> str:
