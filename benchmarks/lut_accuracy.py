@@ -1,6 +1,6 @@
 """LUT prediction accuracy on the host (ONNX Runtime, 2 threads): ResNet-56 and ultralytics yolov3-tiny.
 
-For each model: build (or reuse) the per-layer latency table, calibrate it on the unpruned model and 3 random
+For each model: build (or reuse) the per-layer latency table, calibrate it on the unpruned model and 8 random
 prunings, then predict and measure 10 more random prunings end to end (50 runs each). Prints each variant's
 predicted vs measured median and the MAPE; the issue's goal is MAPE <= 10 %.
 

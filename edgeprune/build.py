@@ -25,12 +25,14 @@ import numpy as np
 from edgeprune.errors import ConfigError
 from edgeprune.models.base import LoadedModel
 from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
+from edgeprune.plan.sensitivity import Sensitivity, measure_sensitivity, priced
 from edgeprune.plan.structure import Structure, read_structure, realize
 from edgeprune.progress import NoProgress, Progress, check_interrupt
 from edgeprune.types import Artifact, LatencyStats, PrunePlan, Record, TargetProfile, Verification
 
 STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
 BASELINES = ("uniform", "flops")
+VALUES = ("measured", "criterion")
 MAX_ROUNDS = 5  # solve → prune → measure rounds
 MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
 COMPARISON_S = 2.0  # seconds of timed runs of the unpruned model before a comparison checks its precision
@@ -106,6 +108,8 @@ class PlanReport(Record):
     prune_plan: PrunePlan
     baselines: dict[str, PlanChoice] = field(default_factory=dict)
     layer_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # table's layer latency before/after
+    value: str = "criterion"  # how items were valued: "measured (...)" or "criterion"
+    sensitivity: Sensitivity | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class BuildOptions(Record):
     data: str | None
     budget: Budget
     criterion: str = "l1"
+    value: str = "measured"  # what an item is worth: "measured" output damage on --data, or the criterion's scores
     step: int | None = None
     finetune_epochs: int = 0
     lr: float = 0.01
@@ -170,7 +175,7 @@ class BuildOptions(Record):
     threads: int | None = None
     baselines: tuple[str, ...] = ()
     lut_variants: int = 3
-    lut_calibration: int = 5
+    lut_calibration: int = 8
     seed: int = 0
 
 
@@ -269,6 +274,11 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
 
 
 def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> None:
+    if options.value not in VALUES:
+        raise ConfigError(f"unknown value {options.value!r}", expected=", ".join(VALUES))
+    if options.value == "measured" and not options.data:
+        raise ConfigError("--value measured needs --data (the images the damage is measured on)",
+                          fix="pass --data, or --value criterion")  # fmt: skip
     unknown = set(options.baselines) - set(BASELINES)
     if unknown:
         raise ConfigError(f"unknown baseline {sorted(unknown)[0]!r}", expected=", ".join(BASELINES))
@@ -320,10 +330,11 @@ def _split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
 
 
 def _calibration(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
+    """Batches from the fine-tuning split for a data-driven criterion and for measured values (None if neither)."""
     from edgeprune.pipeline import _calibration_batches, _classification_arrays
     from edgeprune.prune.importance import criterion as criterion_spec
 
-    if not criterion_spec(options.criterion).needs_data:
+    if not (criterion_spec(options.criterion).needs_data or options.value == "measured"):
         return None
     if splits is None:
         raise ConfigError(f"criterion {options.criterion} needs --data")
@@ -345,6 +356,11 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
 
     budget_ms = options.budget.latency_ms(base)
     structure = read_structure(model, options.criterion, step, data=calibration)
+    sensitivity = None
+    if options.value == "measured":
+        sensitivity = measure_sensitivity(model, structure, options.criterion, calibration, progress=progress,
+                                          data=calibration)  # fmt: skip
+        structure = priced(structure, sensitivity)
     cost = LatencyCost(table)
     base_predicted = cost.total(structure.uses)
     # the table's prediction and the measurement differ by a few percent; aim in the table's units
@@ -397,7 +413,8 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
     after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
     layer_ms = {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
     report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), kept is not None,
-                        prune_plan, baselines, layer_ms)  # fmt: skip
+                        prune_plan, baselines, layer_ms,
+                        sensitivity.summary() if sensitivity else f"criterion ({options.criterion})", sensitivity)
     report.save(out_dir / "plan" / "plan_report.json")
     return report
 

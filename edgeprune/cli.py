@@ -185,7 +185,7 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
               "its prediction error on randomly pruned variants.")
 @click.option("--lut-variants", type=click.IntRange(min=1), default=10, show_default=True,
               help="Held-out randomly pruned variants the table's prediction is checked on.")
-@click.option("--lut-calibration", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--lut-calibration", type=click.IntRange(min=0), default=8, show_default=True,
               help="Randomly pruned variants (besides the unpruned model) the table's calibration is fitted on.")
 @click.option("--step", type=click.IntRange(min=1), help="Channel step of the table's width grid (default: 8).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -265,7 +265,10 @@ def prune(model, weights, trust_pickle, input_shape, ratio, criterion, blocks, r
 @click.option("--energy-mj", type=float, help="Budget: energy per inference, in mJ (measured or the profile's estimate).")
 @click.option("--data", "-d", help="ImageFolder (classifiers; 20 %% per class held out for accuracy) or YOLO data yaml.")
 @click.option("--criterion", type=click.Choice(["l1", "bn", "taylor", "apoz"]), default="l1", show_default=True,
-              help="Channel importance the planner weighs against latency.")
+              help="Channel importance: which channels of a group go first.")
+@click.option("--value", type=click.Choice(["measured", "criterion"]),
+              help="What the planner weighs against latency: each block's and channel group's output damage measured "
+                   "on --data (the default with --data), or the criterion's scores alone (the default without).")
 @click.option("--step", type=click.IntRange(min=1), help="Channel step (default: the target's, else 8).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Fine-tune the plan (and baselines).")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (classifiers).")
@@ -277,7 +280,7 @@ def prune(model, weights, trust_pickle, input_shape, ratio, criterion, blocks, r
               help="Held-out random variants the latency table's prediction error is measured on.")
 @output_options
 def build(model, weights, trust_pickle, input_shape, target, threads, speedup, latency_ms, energy_mj, data, criterion,
-          step, finetune_epochs, lr, distill, baselines, runs, warmup, lut_variants, out, as_json) -> None:
+          value, step, finetune_epochs, lr, distill, baselines, runs, warmup, lut_variants, out, as_json) -> None:
     """Model → measured baseline → latency table → plan meeting the budget (measured) → fine-tune → export →
     verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the budget is not met."""
     from edgeprune.build import Budget, BuildOptions
@@ -294,7 +297,7 @@ def build(model, weights, trust_pickle, input_shape, target, threads, speedup, l
         out_dir = _out_dir(out, "build")
         options = BuildOptions(
             model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
-            step=step, finetune_epochs=finetune_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
+            value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants,
         )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,10 @@ from edgeprune.types import LatencyStats, Record, TargetProfile
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
 LAYER_PASSES = 2  # each layer timed twice, far apart in time; the faster median is kept (slow spells of shared machines)
-ROUNDS = 3  # end-to-end models are timed in this many interleaved rounds; the median round counts
+# End-to-end models are timed in interleaved rounds, at least ROUNDS, and more while they fit in ROUNDS_TIME_S (at
+# most MAX_ROUNDS); the median round counts. Sub-millisecond models vary by 50-200 % run to run on a shared 2-core
+# VM, so their few seconds per round buy precision cheaply; a 100 ms detector stays at ROUNDS.
+ROUNDS, MAX_ROUNDS, ROUNDS_TIME_S = 3, 15, 60.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def build_lut(
     threads: int | None = None,
     step: int | None = None,
     variants: int = 10,
-    calibration_variants: int = 3,
+    calibration_variants: int = 8,
     runs: int = 50,
     warmup: int = 10,
     cache_dir: Path | None = None,
@@ -159,8 +163,10 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
         meta = {}
         reference_runs = runs
+        started, r = time.monotonic(), 0
         with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
-            for r in range(ROUNDS):  # interleaved: a slow spell of the machine hits one round of several models
+            while r < ROUNDS or (r < MAX_ROUNDS and (time.monotonic() - started) * (r + 1) / r <= ROUNDS_TIME_S):
+                # interleaved: a slow spell of the machine hits one round of several models
                 for k, artifact in enumerate(artifacts):
                     if k:  # the unpruned model right before: a slow spell scales both, their ratio stays
                         reference = agent.bench(artifacts[0].path, target.runtime, threads=threads, warmup=2,
@@ -170,7 +176,8 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                     rounds[k].append(meta["timings_ms"])
                     if not k:
                         before[0].append(float(np.median(meta["timings_ms"])))
-                    update(r * len(models) + k + 1)
+                    update(min(r, ROUNDS - 1) * len(models) + k + 1)
+                r += 1
         label = agent.transport.label
     unpruned_ms = float(np.median([m for medians in before for m in medians]))
     measured = []
@@ -179,7 +186,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         stats = LatencyStats.from_samples(
             [t for samples in per_round for t in samples], warmup=warmup, runtime=meta["runtime"],
             runtime_version=meta["runtime_version"], threads=meta["threads"],
-            method=(f"measured: {label} agent, {ROUNDS} interleaved rounds of {runs} runs, pooled; judged as the "
+            method=(f"measured: {label} agent, {r} interleaved rounds of {runs} runs, pooled; judged as the "
                     "median over rounds of its median over the unpruned model's median timed just before it, "
                     "times the unpruned model's overall median"),
         )  # fmt: skip
@@ -206,7 +213,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         cache_file=str(cache.path),
         method=(f"single-layer ONNX models (conv/linear + fused activation), median of {LAYER_RUNS} runs after "
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
-                f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {ROUNDS} "
+                f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {r} "
                 f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
     )  # fmt: skip
     report.save(out_dir / "lut.json")

@@ -158,9 +158,9 @@ class _Greedy:
         inner = self.owner_of_block_groups[name]
         if not inner:
             return block.value
-        full = sum(self.s.groups[k].width for k in inner)
+        full = sum(self.s.groups[k].value_of(self.s.groups[k].width, 0) for k in inner)
         left = sum(self.s.groups[k].value_of(self.state.kept[k], 0) for k in inner)
-        return block.value * left / max(full, 1)
+        return block.value * left / max(full, 1e-12)
 
     def _channel_saving(self, key: str, kept: int, kept_after: int) -> float:
         group = self.s.groups[key]
