@@ -4,6 +4,10 @@ the same recipe (same epochs, schedule, augmentation, distillation from the unpr
 
     python benchmarks/resnet56_prune_finetune.py --mode baseline --out /tmp/r56
     python benchmarks/resnet56_prune_finetune.py --mode pruned --ratio 0.55 --blocks 4 --out /tmp/r56
+    python benchmarks/resnet56_prune_finetune.py --mode planned --macs-kept 0.48 --out /tmp/r56
+
+--mode planned lets the planner's solver choose per-group widths and blocks to keep that share of the conv MACs,
+each item valued by its output damage measured on 256 fine-tune images (edgeprune/plan/sensitivity.py).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ def macs(module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["baseline", "pruned"], required=True)
+    parser.add_argument("--mode", choices=["baseline", "pruned", "planned"], required=True)
+    parser.add_argument("--macs-kept", type=float, default=0.48, help="share of conv MACs kept, --mode planned")
+    parser.add_argument("--step", type=int, default=4, help="channel step, --mode planned")
     parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
     parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
     parser.add_argument("--criterion", default="l1")
@@ -65,13 +71,17 @@ def main() -> None:
         if args.blocks:
             remove_blocks(model, n=args.blocks)
         plan = prune_channels(model, args.ratio, args.criterion, data=[(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))])
+    elif args.mode == "planned":
+        plan = planned(model, args, [(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))])
     macs_after = macs(model.module)
     before = evaluate_top1(model.module, xh, yh)
     started = time.time()
     losses = finetune_classifier(model.module, xt, yt, RECIPE, mean=model.preprocessing.mean,
                                  std=model.preprocessing.std, teacher=teacher)
     result = {
-        "mode": args.mode, "ratio": args.ratio if plan else 0.0, "blocks": args.blocks if plan else 0,
+        "mode": args.mode, "ratio": args.ratio if args.mode == "pruned" else None,
+        "blocks": len(plan.removed_blocks) if plan else 0,
+        "macs_kept_target": args.macs_kept if args.mode == "planned" else None,
         "criterion": args.criterion if plan else None, "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": 1 - macs_after / macs_before, "held_out_top1_before_finetune": before,
         "held_out_top1": evaluate_top1(model.module, xh, yh), "finetune_s": round(time.time() - started, 1),
@@ -79,6 +89,20 @@ def main() -> None:
     }
     (args.out / f"{args.mode}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))
+
+
+def planned(model, args, batches):
+    """Solve for args.macs_kept of the conv MACs with measured values, then prune the model in place."""
+    from edgeprune.plan.planner import MacsCost, solve
+    from edgeprune.plan.sensitivity import measure_sensitivity, priced
+    from edgeprune.plan.structure import read_structure, realize
+
+    structure = read_structure(model, args.criterion, args.step, data=batches)
+    sensitivity = measure_sensitivity(model, structure, args.criterion, batches, data=batches)
+    cost = MacsCost()
+    choice = solve(priced(structure, sensitivity), cost, args.macs_kept * cost.total(structure.uses))
+    print(choice.summary(), flush=True)
+    return realize(model, structure, choice.state(), args.criterion, data=batches)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,12 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
     assert plan["macs"] < unpruned["macs"] and plan["metric"] == "top1"
     assert 0 <= plan["metric_value"] <= 1 and unpruned["metric_value"] > 0.5  # akamaster resnet20 on 20 images
 
+    # with --data, blocks and groups were valued by their measured damage (7 removable blocks in ResNet-20)
+    plan_report = json.loads((out / "plan" / "plan_report.json").read_text())
+    assert plan_report["value"].startswith("measured kl damage") and len(plan_report["sensitivity"]["blocks"]) == 7
+
     page = (out / "report.html").read_text()
+    assert "measured kl damage" in page
     assert len(re.findall(r"<img alt='plot' src='data:image/png;base64,", page)) == 3
     assert not re.search(r"(src|href)=['\"]?(https?:|//)|@import|url\(", page)  # nothing to fetch
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())

@@ -32,6 +32,8 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
         "<h2>Latency table: predicted vs measured</h2>", _img(_lut_plot(report, lut)),
         f"<p>Table: {_e(lut.summary())}</p><p>Method: {_e(lut.method)}</p>",
         "<h2>Plan rounds (solve → prune → measure)</h2>", _rounds_table(report),
+        f"<p>What the planner weighed against latency: {_e(report.plan.value)}; "
+        f"{len(report.plan.choice.removed_blocks)} blocks removed.</p>",
         "<h2>How the latencies were measured</h2>", f"<p>{_e(report.latency_method)}</p>",
         "<h2>Environment</h2>", _kv(report.environment), "<h2>Stage times (s)</h2>", _kv(report.stage_seconds),
     ]
