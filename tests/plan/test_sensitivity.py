@@ -4,6 +4,7 @@ one; a block that does nothing is worth nothing and goes first; priced groups ke
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from edgeprune.plan.planner import MacsCost, solve
 from edgeprune.plan.sensitivity import _damage, measure_sensitivity, priced
 from edgeprune.plan.structure import read_structure
 from edgeprune.prune.depth import remove_blocks
-from edgeprune.verify.data import ImageFolder
+from edgeprune.verify.data import ImageFolder, load_image
+from tests.conftest import asset
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,18 @@ def test_detector_outputs_are_compared_relative_to_their_spread():
     moved = _damage("relative-mse", reference, [[boxes + rng.normal(0, 10, boxes.shape), scores]])
     also = _damage("relative-mse", reference, [[boxes, scores + rng.normal(0, 0.01, scores.shape)]])
     assert moved == pytest.approx(also, rel=0.1) and moved == pytest.approx(0.005, rel=0.1)
+
+
+def test_a_detector_is_measured_on_its_raw_outputs():
+    cfg = asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")
+    model = load_model(f"darknet:{cfg}", LoadOptions(weights=str(cfg.with_suffix(".weights"))))
+    full = read_structure(model, "l1", 8)
+    # two blocks and two groups are enough to show the plumbing; measuring all of them takes minutes
+    prunable = sorted((k, g) for k, g in full.groups.items() if g.width - g.min_width >= g.unit)
+    structure = replace(full, blocks=dict(sorted(full.blocks.items())[:2]), groups=dict(prunable[:2]))
+    image = load_image(asset("datasets/coco128/images/train2017/000000000009.jpg"), model.preprocessing)
+    sensitivity = measure_sensitivity(model, structure, "l1", [(torch.from_numpy(image[None]), None)])
+    assert sensitivity.metric == "relative-mse" and sensitivity.images == 1
+    assert set(sensitivity.blocks) == set(structure.blocks) and len(sensitivity.groups) == 2
+    # a trained detector's raw outputs move when a block or a quarter of a layer's channels goes
+    assert all(1e-4 < v < 10 for v in (*sensitivity.blocks.values(), *sensitivity.groups.values()))
