@@ -123,3 +123,5 @@ def test_build_refuses_bad_budgets_and_mixed_options(tmp_path, resnet20_weights)
     result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", "--out", tmp_path / "b")
     assert result.code == 2 and "other options" in result.stderr
     assert os.path.exists(tmp_path / "b" / "build.json")
+    result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", "--value", "measured", "--out", tmp_path / "c")
+    assert result.code == 2 and "--value measured needs --data" in result.stderr and "Traceback" not in result.stderr
