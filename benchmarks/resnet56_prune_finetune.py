@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=["baseline", "pruned", "planned"], required=True)
     parser.add_argument("--macs-kept", type=float, default=0.48, help="share of conv MACs kept, --mode planned")
     parser.add_argument("--step", type=int, default=4, help="channel step, --mode planned")
+    parser.add_argument("--stages", type=int, default=1,
+                        help="--mode planned: reach --macs-kept in this many equal steps, measuring again after each")
     parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
     parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
     parser.add_argument("--criterion", default="l1")
@@ -92,17 +94,26 @@ def main() -> None:
 
 
 def planned(model, args, batches):
-    """Solve for args.macs_kept of the conv MACs with measured values, then prune the model in place."""
+    """Solve for args.macs_kept of the conv MACs with measured values and prune the model in place; with
+    args.stages > 1, in equal steps, the damages measured again on the partly pruned model before each (one
+    removal changes what the next one costs). Returns the last stage's plan with every stage's removed blocks."""
+    from dataclasses import replace
+
     from edgeprune.plan.planner import MacsCost, solve
     from edgeprune.plan.sensitivity import measure_sensitivity, priced
     from edgeprune.plan.structure import read_structure, realize
 
-    structure = read_structure(model, args.criterion, args.step, data=batches)
-    sensitivity = measure_sensitivity(model, structure, args.criterion, batches, data=batches)
-    cost = MacsCost()
-    choice = solve(priced(structure, sensitivity), cost, args.macs_kept * cost.total(structure.uses))
-    print(choice.summary(), flush=True)
-    return realize(model, structure, choice.state(), args.criterion, data=batches)
+    cost, removed, plan = MacsCost(), [], None
+    full = cost.total(read_structure(model, args.criterion, args.step).uses)
+    for stage in range(1, args.stages + 1):
+        structure = read_structure(model, args.criterion, args.step, data=batches)
+        sensitivity = measure_sensitivity(model, structure, args.criterion, batches, data=batches)
+        target = full * args.macs_kept ** (stage / args.stages)
+        choice = solve(priced(structure, sensitivity), cost, target)
+        print(f"stage {stage}: {choice.summary()}", flush=True)
+        plan = realize(model, structure, choice.state(), args.criterion, data=batches)
+        removed += plan.removed_blocks
+    return replace(plan, removed_blocks=tuple(removed))
 
 
 if __name__ == "__main__":
