@@ -297,7 +297,8 @@ def build(model, weights, trust_pickle, input_shape, target, threads, speedup, l
         out_dir = _out_dir(out, "build")
         options = BuildOptions(
             model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
-            value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
+            value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
+            lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants,
         )  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 from edgeprune.backends._export_rewrites import rewrite_for_export
 from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError
-from edgeprune.models.base import LoadedModel
+from edgeprune.models.base import LoadedModel, flatten_outputs
 from edgeprune.types import Artifact, TensorSpec
 
 _PROTOBUF_LIMIT = 2 * 1024**3
@@ -48,7 +48,7 @@ class OnnxRuntimeBackend(Backend):
         example = model.example_inputs(_EXPORT_BATCH)
         module, rewrites = rewrite_for_export(model.module)
         with torch.inference_mode():
-            n_outputs = len(_flatten(module(*example)))
+            n_outputs = len(flatten_outputs(module(*example)))
         output_names = ["output"] if n_outputs == 1 else [f"output{i}" for i in range(n_outputs)]
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} if isinstance(spec.shape[0], str) else None for spec in model.inputs)
@@ -119,14 +119,6 @@ def _spec(value) -> TensorSpec:
     shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in tensor_type.shape.dim)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     return TensorSpec(value.name, shape, dtype)
-
-
-def _flatten(outputs) -> list:
-    if isinstance(outputs, (list, tuple)):
-        return [leaf for item in outputs for leaf in _flatten(item)]
-    if isinstance(outputs, dict):
-        return [leaf for item in outputs.values() for leaf in _flatten(item)]
-    return [outputs]
 
 
 def _tool_versions() -> dict[str, str]:

@@ -66,3 +66,12 @@ def seeded_init(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def flatten_outputs(outputs) -> list:
+    """A module's output (a tensor, or nested lists/tuples/dicts of them) as a flat list of its leaves, in order."""
+    if isinstance(outputs, (list, tuple)):
+        return [leaf for item in outputs for leaf in flatten_outputs(item)]
+    if isinstance(outputs, dict):
+        return [leaf for item in outputs.values() for leaf in flatten_outputs(item)]
+    return [outputs]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edgeprune.models.base import LoadedModel
+from edgeprune.models.base import LoadedModel, flatten_outputs
 from edgeprune.plan.structure import PlanState, Structure, realize
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import Record
@@ -79,9 +79,7 @@ def priced(structure: Structure, sensitivity: Sensitivity) -> Structure:
     floor = FLOOR_SHARE * float(np.median(values)) if values else 1e-12
     groups = dict(structure.groups)
     for key, damage in sensitivity.groups.items():
-        group = groups.get(key)
-        if group is None:
-            continue
+        group = groups[key]
         chunk_value = group.value_of(group.width, group.width - sensitivity.chunk[key])
         groups[key] = replace(group, scores=group.scores * max(damage, floor) / max(chunk_value, 1e-12))
     blocks = {name: replace(b, value=max(sensitivity.blocks[name], floor)) for name, b in structure.blocks.items()}
@@ -104,19 +102,8 @@ def _outputs(module, images: Iterable) -> list[list[np.ndarray]]:
 
     module.eval()
     with torch.no_grad():
-        return [[t.detach().float().cpu().numpy() for t in _tensors(module(x))] for x in images]
-
-
-def _tensors(output) -> list:
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        return [t for item in output for t in _tensors(item)]
-    return []
+        return [[t.detach().float().cpu().numpy() for t in flatten_outputs(module(x)) if isinstance(t, torch.Tensor)]
+                for x in images]  # fmt: skip
 
 
 def _damage(metric: str, reference: list[list[np.ndarray]], pruned: list[list[np.ndarray]]) -> float:
