@@ -50,11 +50,11 @@ def main() -> None:
                                threads=args.threads, baselines=("flops",), runs=50)  # fmt: skip
         report = build(model, target, options, args.out / f"speedup-{speedup:g}")
         print(report.summary(), flush=True)
+        choices = {"plan": report.plan.choice, **report.plan.baselines}
         for result in report.results:
             name = result.name if result.name == "unpruned" else f"{result.name}@{speedup:g}"
             artifacts[name], top1[name] = result.artifact, result.metric_value
-            blocks[name] = len(report.plan.choice.removed_blocks if result.name == "plan" else
-                               report.plan.baselines[result.name].removed_blocks) if result.name != "unpruned" else 0
+            blocks[name] = len(choices[result.name].removed_blocks) if result.name in choices else 0
     options = BuildOptions(model="cifar:resnet56", weights=None, target="host", data=None,
                            budget=Budget("speedup", 2.0), threads=args.threads, runs=50)  # fmt: skip
     timed = compare_latency(artifacts, target, options, NoProgress(), CYCLES * len(artifacts))
