@@ -5,9 +5,13 @@ the same recipe (same epochs, schedule, augmentation, distillation from the unpr
     python benchmarks/resnet56_prune_finetune.py --mode baseline --out /tmp/r56
     python benchmarks/resnet56_prune_finetune.py --mode pruned --ratio 0.55 --blocks 4 --out /tmp/r56
     python benchmarks/resnet56_prune_finetune.py --mode planned --macs-kept 0.48 --out /tmp/r56
+    python benchmarks/resnet56_prune_finetune.py --mode gradual --macs-kept 0.48 --prune-epochs 0,2,4,6 --out /tmp/r56
 
 --mode planned lets the planner's solver choose per-group widths and blocks to keep that share of the conv MACs,
 each item valued by its output damage measured on 256 fine-tune images (edgeprune/plan/sensitivity.py).
+--mode gradual does the same in steps at the start of the listed epochs of the same 20-epoch recipe, measuring the
+damages again on the partly fine-tuned model each time (gradual pruning, Zhu & Gupta 2017): the pruned model gets
+exactly the unpruned model's epochs, schedule and data, and reaches its final width at the last listed epoch.
 """
 
 from __future__ import annotations
@@ -49,11 +53,12 @@ def macs(module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["baseline", "pruned", "planned"], required=True)
+    parser.add_argument("--mode", choices=["baseline", "pruned", "planned", "gradual"], required=True)
     parser.add_argument("--macs-kept", type=float, default=0.48, help="share of conv MACs kept, --mode planned")
     parser.add_argument("--step", type=int, default=4, help="channel step, --mode planned")
     parser.add_argument("--stages", type=int, default=1,
                         help="--mode planned: reach --macs-kept in this many equal steps, measuring again after each")
+    parser.add_argument("--prune-epochs", default="0,2,4,6", help="--mode gradual: epochs that start with a pruning step")
     parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
     parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
     parser.add_argument("--criterion", default="l1")
@@ -65,26 +70,30 @@ def main() -> None:
     teacher = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS))).module
     (xt, yt), (xh, yh) = load_split(model.preprocessing, args.out / "split.npz")
     macs_before = macs(model.module)
-    plan = None
+    plan, before_epoch, steps = None, None, []
+    batches = [(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))]
     if args.mode == "pruned":
         from edgeprune.prune.channels import prune_channels
         from edgeprune.prune.depth import remove_blocks
 
         if args.blocks:
             remove_blocks(model, n=args.blocks)
-        plan = prune_channels(model, args.ratio, args.criterion, data=[(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))])
+        plan = prune_channels(model, args.ratio, args.criterion, data=batches)
     elif args.mode == "planned":
-        plan = planned(model, args, [(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))])
-    macs_after = macs(model.module)
+        plan = planned(model, args, batches)
+    elif args.mode == "gradual":
+        before_epoch = gradual(model, args, batches, steps)
     before = evaluate_top1(model.module, xh, yh)
     started = time.time()
     losses = finetune_classifier(model.module, xt, yt, RECIPE, mean=model.preprocessing.mean,
-                                 std=model.preprocessing.std, teacher=teacher)
+                                 std=model.preprocessing.std, teacher=teacher, before_epoch=before_epoch)
+    macs_after = macs(model.module)
+    blocks = sum(len(step["removed_blocks"]) for step in steps) if steps else len(plan.removed_blocks) if plan else 0
     result = {
-        "mode": args.mode, "ratio": args.ratio if args.mode == "pruned" else None,
-        "blocks": len(plan.removed_blocks) if plan else 0,
-        "macs_kept_target": args.macs_kept if args.mode == "planned" else None,
-        "criterion": args.criterion if plan else None, "macs_before": macs_before, "macs_after": macs_after,
+        "mode": args.mode, "ratio": args.ratio if args.mode == "pruned" else None, "blocks": blocks,
+        "macs_kept_target": args.macs_kept if args.mode in ("planned", "gradual") else None,
+        "prune_steps": steps or None,
+        "criterion": None if args.mode == "baseline" else args.criterion, "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": 1 - macs_after / macs_before, "held_out_top1_before_finetune": before,
         "held_out_top1": evaluate_top1(model.module, xh, yh), "finetune_s": round(time.time() - started, 1),
         "epoch_losses": losses, "recipe": RECIPE.to_dict(), "n_finetune": len(yt), "n_held_out": len(yh),
@@ -93,25 +102,54 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))
 
 
+def gradual(model, args, batches, steps: list):
+    """A before_epoch hook that prunes toward args.macs_kept in equal MACs ratios at the listed epochs, solving on
+    damages measured on the model as fine-tuned so far; each step's record is appended to `steps`."""
+    from edgeprune.plan.planner import MacsCost
+    from edgeprune.plan.structure import read_structure
+
+    epochs = sorted(int(e) for e in args.prune_epochs.split(","))
+    full = MacsCost().total(read_structure(model, args.criterion, args.step).uses)
+
+    def before_epoch(epoch: int) -> bool:
+        if epoch not in epochs:
+            return False
+        model.module.eval()
+        target = full * args.macs_kept ** ((epochs.index(epoch) + 1) / len(epochs))
+        plan = prune_step(model, args, batches, target, label=f"epoch {epoch}")
+        steps.append({"epoch": epoch, "macs_target": target, "macs": macs(model.module),
+                      "removed_blocks": list(plan.removed_blocks)})
+        return True
+
+    return before_epoch
+
+
+def prune_step(model, args, batches, target: float, label: str):
+    """Measure every item's damage on the model as it is now, solve for `target` conv MACs, prune in place."""
+    from edgeprune.plan.planner import MacsCost, solve
+    from edgeprune.plan.sensitivity import measure_sensitivity, priced
+    from edgeprune.plan.structure import read_structure, realize
+
+    structure = read_structure(model, args.criterion, args.step, data=batches)
+    sensitivity = measure_sensitivity(model, structure, args.criterion, batches, data=batches)
+    choice = solve(priced(structure, sensitivity), MacsCost(), target)
+    print(f"{label}: {choice.summary()}", flush=True)
+    return realize(model, structure, choice.state(), args.criterion, data=batches)
+
+
 def planned(model, args, batches):
     """Solve for args.macs_kept of the conv MACs with measured values and prune the model in place; with
     args.stages > 1, in equal steps, the damages measured again on the partly pruned model before each (one
     removal changes what the next one costs). Returns the last stage's plan with every stage's removed blocks."""
     from dataclasses import replace
 
-    from edgeprune.plan.planner import MacsCost, solve
-    from edgeprune.plan.sensitivity import measure_sensitivity, priced
-    from edgeprune.plan.structure import read_structure, realize
+    from edgeprune.plan.planner import MacsCost
+    from edgeprune.plan.structure import read_structure
 
-    cost, removed, plan = MacsCost(), [], None
-    full = cost.total(read_structure(model, args.criterion, args.step).uses)
+    removed, plan = [], None
+    full = MacsCost().total(read_structure(model, args.criterion, args.step).uses)
     for stage in range(1, args.stages + 1):
-        structure = read_structure(model, args.criterion, args.step, data=batches)
-        sensitivity = measure_sensitivity(model, structure, args.criterion, batches, data=batches)
-        target = full * args.macs_kept ** (stage / args.stages)
-        choice = solve(priced(structure, sensitivity), cost, target)
-        print(f"stage {stage}: {choice.summary()}", flush=True)
-        plan = realize(model, structure, choice.state(), args.criterion, data=batches)
+        plan = prune_step(model, args, batches, full * args.macs_kept ** (stage / args.stages), f"stage {stage}")
         removed += plan.removed_blocks
     return replace(plan, removed_blocks=tuple(removed))
 

@@ -3,6 +3,7 @@ teacher, optional L1 sparsity on BatchNorm γ (network slimming, Liu et al. 2017
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +47,13 @@ def finetune_classifier(
     std: tuple[float, ...],
     teacher: nn.Module | None = None,
     progress: Progress | None = None,
+    before_epoch: Callable[[int], bool] | None = None,
 ) -> list[float]:
     """Train `model` in place on preprocessed NCHW `images`; returns the mean loss of each epoch.
 
     `mean`/`std` are the normalisation the images went through, so crop padding is black like the raw image's.
+    `before_epoch(epoch)` runs before each epoch and returns True when it changed the model's parameters (gradual
+    pruning): training then goes on with the new ones, the schedule unchanged, momentum kept where a tensor survived.
     """
     recipe.check()
     if recipe.distill_alpha > 0 and teacher is None:
@@ -67,6 +71,8 @@ def finetune_classifier(
     losses = []
     with progress.task("fine-tune", recipe.epochs * steps_per_epoch) as update:
         for epoch in range(recipe.epochs):
+            if before_epoch is not None and before_epoch(epoch):
+                _rebind(optimizer, model)
             model.train()
             order = torch.randperm(len(x_all), generator=generator)
             total = 0.0
@@ -85,6 +91,15 @@ def finetune_classifier(
             losses.append(total / len(x_all))
     model.eval()
     return losses
+
+
+def _rebind(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Point the optimizer at the model's current parameters (pruning replaces them), dropping stale state."""
+    params = list(model.parameters())
+    alive = set(params)
+    optimizer.param_groups[0]["params"] = params
+    for param in [p for p in optimizer.state if p not in alive]:
+        del optimizer.state[param]
 
 
 def _loss(model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, recipe: FinetuneRecipe):

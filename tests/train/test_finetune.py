@@ -83,3 +83,48 @@ def test_bad_recipes_are_config_errors():
         FinetuneRecipe(epochs=-1).check()
     with pytest.raises(ConfigError):
         FinetuneRecipe(epochs=1, distill_alpha=2).check()
+
+
+
+def test_a_model_pruned_between_epochs_trains_on_with_its_new_parameters():
+    import torch_pruning as tp
+
+    images, labels = _data()
+    model = _net()
+    at_prune = {}
+
+    def before_epoch(epoch: int) -> bool:
+        if epoch != 2:
+            return False
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, 8, 8))
+        graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[0, 1, 2, 3]).prune()
+        at_prune.update(conv=model[0].weight.detach().clone(), head=model[5].weight.detach().clone())
+        return True
+
+    recipe = FinetuneRecipe(epochs=6, batch_size=32, lr=0.05)
+    losses = finetune_classifier(model, images, labels, recipe, mean=MEAN, std=STD, before_epoch=before_epoch)
+    assert model[0].weight.shape[0] == 4 and model[5].weight.shape == (2, 4)
+    # the tensors pruning put in place were the ones trained afterwards (not the optimizer's stale originals)
+    assert not torch.equal(model[0].weight.detach(), at_prune["conv"])
+    assert not torch.equal(model[5].weight.detach(), at_prune["head"])
+    assert losses[-1] < losses[2] and evaluate_top1(model, *_data(seed=1)) > 0.95
+
+
+def test_without_a_rebind_the_pruned_tensors_would_not_train():
+    """The counterfactual for the test above: a hook that prunes but says it did not leaves the new tensors frozen."""
+    import torch_pruning as tp
+
+    images, labels = _data()
+    model = _net()
+    at_prune = {}
+
+    def silent_prune(epoch: int) -> bool:
+        if epoch == 1:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, 8, 8))
+            graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[0, 1]).prune()
+            at_prune["conv"] = model[0].weight.detach().clone()
+        return False
+
+    finetune_classifier(model, images, labels, FinetuneRecipe(epochs=3, batch_size=32, lr=0.05), mean=MEAN, std=STD,
+                        before_epoch=silent_prune)
+    assert torch.equal(model[0].weight.detach(), at_prune["conv"])
