@@ -89,9 +89,19 @@ def _run_isolated(name: str, timeout: float) -> dict:
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
         return {**json.loads(lines[-1]), "seconds": seconds}
-    error = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    reason = error[-1][:300] if error else f"exit status {proc.returncode} (killed: out of memory?)"
-    return {"status": "failed", "reason": reason, "seconds": seconds}
+    return {"status": "failed", "reason": _failure_reason(proc.returncode, proc.stderr), "seconds": seconds}
+
+
+def _failure_reason(returncode: int, stderr: str) -> str:
+    """The exception line of the last traceback (not a warning printed after it), or how the process died."""
+    if returncode < 0:
+        return f"killed by signal {-returncode} (out of memory?)"
+    tail = stderr.rsplit("Traceback (most recent call last):", 1)
+    if len(tail) == 2:
+        raised = [line for line in tail[1].splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+        if raised:
+            return raised[0][:300]
+    return f"exit status {returncode}, no traceback"
 
 
 def main() -> None:

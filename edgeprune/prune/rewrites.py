@@ -360,3 +360,14 @@ def _merged_convolutional(block: PartsConvolutional) -> L.Convolutional:
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(bn, name).data.copy_(torch.cat([getattr(part.bn, name).detach() for part in block.parts]))
     return merged
+
+
+# --- torchvision ShuffleNetV2 channel shuffles (in their own module) ----------------------------------------------
+
+from edgeprune.prune import rewrite_shufflenet  # noqa: E402  (it needs nothing from here, so no import cycle)
+
+register(Rewrite(
+    "shufflenet-v2-shuffle-free",
+    "ShuffleNetV2 channel shuffles folded into the convolutions that read the channels (branch ends split by reader)",
+    rewrite_shufflenet.find,
+))  # fmt: skip

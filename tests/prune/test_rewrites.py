@@ -64,6 +64,22 @@ def test_cifar_option_a_shortcut_rewrite_is_exact():
     assert sum(isinstance(m, rewrites.PartsBasicBlock) for m in model.module.modules()) == 2
 
 
+def test_shufflenet_rewrite_removes_every_shuffle_and_is_exact():
+    from edgeprune.prune.rewrite_shufflenet import ShuffleFreeStages
+
+    model = load_model("torchvision:shufflenet_v2_x1_0")
+    recalibrate_bn(model.module, 224)
+    names, before, after = _outputs_before_and_after(model, 224)
+    assert names == ("shufflenet-v2-shuffle-free",)
+    assert (after - before).abs().max() <= 1e-5 * (before.max() - before.min())  # summation order only
+    stages = model.module.stage2
+    assert isinstance(stages, ShuffleFreeStages) and isinstance(model.module.conv5, torch.nn.Identity)
+    # stage3's first (stride-2) block reads the whole of stage2's output from parts of its last 4 blocks' ends
+    assert len(stages.reads[4]) == 5 and stages.n_slots > 16
+    params = sum(p.numel() for p in model.module.parameters())
+    assert params == sum(p.numel() for p in load_model("torchvision:shufflenet_v2_x1_0").module.parameters())
+
+
 def test_models_without_chunks_are_left_alone():
     model = load_model("torchvision:resnet18")
     fingerprint = model.fingerprint
