@@ -1,7 +1,8 @@
 """Coverage sweep (not run in CI): 30 % channel pruning (l1) of every torchvision classification model.
 
 For each model of `torchvision.models.list_models(module=torchvision.models)` (random init, offline; batch-norm
-statistics recalibrated on three random batches, since several random-init models otherwise output constants):
+statistics recalibrated on three random batches, since several random-init models otherwise output constants, and
+an all-zero linear layer — ViT's classifier — drawn from N(0, 0.02²) for the same reason):
 prune 30 % of the channels with `prune_channels`, run a forward pass, export with the ONNX Runtime backend and
 compare ONNX Runtime with PyTorch on two random inputs (the backend's tolerances). Where the network has only
 batch norms (no LayerNorm/GroupNorm, which mix channels), it also checks that the pruned model computes what
@@ -41,6 +42,10 @@ def check_one(name: str) -> dict:
 
     model = load_model(f"torchvision:{name}")
     recalibrate_bn(model.module, model.inputs[0].shape[-1])
+    generator = torch.Generator().manual_seed(0)
+    for layer in model.module.modules():  # torchvision zero-inits ViT's classifier: its output would be constant
+        if isinstance(layer, torch.nn.Linear) and not layer.weight.any():
+            torch.nn.init.normal_(layer.weight, std=0.02, generator=generator)
     mixes_channels = any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in model.module.modules())
     unpruned = None if mixes_channels else rewritten_copy(model)
     plan = prune_channels(model, 0.3, "l1")

@@ -109,12 +109,13 @@ def prune_channels_to(
             key = next((name for name in named if name in widths), None)
             if key is None or width is None:
                 continue
-            target = max(widths[key], min_channels(width, round_to))
+            full = graph.get_pruning_group(root, handler, list(range(width)))
+            heads = attention_heads(full)
+            target = min(width, math.ceil(max(widths[key], min_channels(width, round_to)) / heads) * heads)
             removable += width
             kept += min(target, width)
             if target >= width:
                 continue
-            full = graph.get_pruning_group(root, handler, list(range(width)))
             n_groups = pruner._get_channel_groups(full)
             size = width // n_groups
             scores = pruner.estimate_importance(full).view(n_groups, size).mean(0)
@@ -140,6 +141,7 @@ class _Before:
     def plan(self, loaded: LoadedModel, pruner, criterion: str, channel_ratio: float, round_to: int | None,
              global_ranking: bool) -> PrunePlan:  # fmt: skip
         loaded._fingerprint = None
+        sync_widths(loaded.module)
         macs_after, params_after = count_macs_params(loaded)
         return PrunePlan(
             base_model=loaded.spec, base_fingerprint=self.fingerprint, criterion=criterion,
@@ -159,7 +161,25 @@ def replay_channels(loaded: LoadedModel, history: History) -> None:
             f"the plan's channel history does not fit {loaded.spec} ({str(exc).splitlines()[0][:160]})",
             fix="replay the plan on its base_model, after replaying its rewrites and removed blocks",
         ) from exc
+    sync_widths(loaded.module)
     loaded._fingerprint = None
+
+
+def sync_widths(module: nn.Module) -> None:
+    """Set the widths some models keep as plain attributes and read in forward, which pruning does not update
+    (torchvision's VisionTransformer reshapes its patches to `hidden_dim`)."""
+    from torchvision.models import VisionTransformer
+
+    for m in module.modules():
+        if isinstance(m, VisionTransformer):
+            m.hidden_dim = m.conv_proj.out_channels
+
+
+def attention_heads(group) -> int:
+    """The width step a dependency group must keep: the least common multiple of the head counts of the
+    multi-head attentions whose embedding it prunes (1 without any), so every head keeps equal width."""
+    return math.lcm(1, *(dep.target.module.num_heads for dep, _ in group
+                         if isinstance(dep.target.module, nn.MultiheadAttention)))  # fmt: skip
 
 
 def _check_options(ratio: float, round_to: int | None, global_ranking: bool) -> None:
@@ -216,9 +236,24 @@ class _ChannelPruner(tp.pruner.BasePruner):
             self.scores[root] = score
         return score
 
+    def _whole_heads(self, group):
+        """The group pruning fewer channels (its highest-scored back) where attention needs the kept width to be a
+        multiple of its head count; None when that leaves nothing to prune."""
+        heads = attention_heads(group)
+        dep, idxs = group[0]
+        surplus = (self.DG.get_out_channels(dep.target.module) - len(idxs)) % heads
+        if not surplus:
+            return group
+        scores = self.scores[dep.target.module]
+        idxs = sorted((int(i) for i in idxs), key=lambda i: float(scores[i]))[: len(idxs) - (heads - surplus)]
+        return self.DG.get_pruning_group(dep.target.module, dep.handler, idxs) if idxs else None
+
     def within_minimum(self, group):
         """The group, or one pruning fewer channels (the lowest-scored) so the root keeps its minimum width;
         None when nothing is left to prune."""
+        group = self._whole_heads(group)
+        if group is None:
+            return None
         dep, idxs = group[0]
         module, handler = dep.target.module, dep.handler
         width = self.DG.get_out_channels(module)

@@ -204,3 +204,36 @@ def test_a_channel_split_torch_pruning_would_map_wrongly_is_refused():
                         inputs=image_input(4, 4), preprocessing=None)  # fmt: skip
     with pytest.raises(ModelError, match="conv1 is split along channels"):
         prune_channels(model, 0.5, "l1")
+
+
+def _tiny_vit():
+    from torchvision.models import VisionTransformer
+
+    from edgeprune.models.base import LoadedModel, image_input
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
+                            num_classes=10)  # fmt: skip
+    torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision zero-inits it: the output would be constant
+    return LoadedModel(module=net.eval(), spec="python:tiny_vit", task="classification", inputs=image_input(32, 32),
+                       preprocessing=None)  # fmt: skip
+
+
+def test_vision_transformer_keeps_whole_heads_and_its_hidden_dim(tmp_path):
+    model = _tiny_vit()
+    plan = prune_channels(model, 0.3, "l1")
+    net = model.module
+    widths = {layer.self_attention.embed_dim for layer in net.encoder.layers}
+    assert widths == {net.hidden_dim} == {net.conv_proj.out_channels} and net.hidden_dim < 48
+    assert net.hidden_dim % 3 == 0 and net.encoder.layers[0].mlp[0].out_features < 96  # 3 heads of equal width
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (2, 10) and relative_error(out[0], out[1]) > 1e-3
+    assert _runtime_error(model, tmp_path, x) <= 1e-4
+
+    fresh = _tiny_vit()
+    replay_channels(fresh, plan.channel_history)
+    assert fresh.module.hidden_dim == net.hidden_dim
+    with torch.no_grad():
+        assert torch.equal(fresh.module(x), out)
