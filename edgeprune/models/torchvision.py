@@ -28,10 +28,13 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
             f"--weights {options.weights} asks for pretrained weights from the hub, and edgeprune never downloads",
             fix=f"download {url} on a connected machine and pass --weights <that file>",
         )
-    module = seeded_init(lambda: models.get_model(name, weights=None))
+    preprocessing = _preprocessing(weights_enum)
+    # a ViT's position embedding is sized for its input: built for the published weights' crop (vit_h_14: 518),
+    # as torchvision's builder does when it loads them, so that those weights load and the input shape is right
+    size = {"image_size": preprocessing.crop[0]} if name.startswith("vit_") else {}
+    module = seeded_init(lambda: models.get_model(name, weights=None, **size))
     if options.weights:
         load_into(module, read_state_dict(options.weights, trust_pickle=options.trust_pickle), options.weights)
-    preprocessing = _preprocessing(weights_enum)
     categories = weights_enum.DEFAULT.meta.get("categories") if options.weights else None
     return LoadedModel(
         module=module.eval(),

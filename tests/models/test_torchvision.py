@@ -39,3 +39,10 @@ def test_local_weights_file_loads(tmp_path, suffix):
 def test_missing_weights_file():
     with pytest.raises(ModelError, match="weights file not found"):
         load_model("torchvision:resnet18", LoadOptions(weights="/nonexistent/resnet18.pth"))
+
+
+def test_a_vit_is_built_for_its_published_input_size():
+    """vit_h_14's published weights are for 518² inputs; built at torchvision's 224² default they would not load."""
+    model = load_model("torchvision:vit_h_14")
+    assert model.inputs[0].shape[-2:] == (518, 518) == (model.module.image_size,) * 2
+    assert model.module.encoder.pos_embedding.shape[1] == (518 // 14) ** 2 + 1
