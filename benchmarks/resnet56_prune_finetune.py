@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
     parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
     parser.add_argument("--criterion", default="l1")
+    parser.add_argument("--epochs", type=int, default=RECIPE.epochs, help="fine-tuning epochs (both models must match)")
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,8 @@ def main() -> None:
         before_epoch = gradual(model, args, batches, steps)
     before = evaluate_top1(model.module, xh, yh)
     started = time.time()
-    losses = finetune_classifier(model.module, xt, yt, RECIPE, mean=model.preprocessing.mean,
+    recipe = replace(RECIPE, epochs=args.epochs)
+    losses = finetune_classifier(model.module, xt, yt, recipe, mean=model.preprocessing.mean,
                                  std=model.preprocessing.std, teacher=teacher, before_epoch=before_epoch)
     macs_after = macs(model.module)
     blocks = sum(len(step["removed_blocks"]) for step in steps) if steps else len(plan.removed_blocks) if plan else 0
@@ -96,20 +100,18 @@ def main() -> None:
         "criterion": None if args.mode == "baseline" else args.criterion, "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": 1 - macs_after / macs_before, "held_out_top1_before_finetune": before,
         "held_out_top1": evaluate_top1(model.module, xh, yh), "finetune_s": round(time.time() - started, 1),
-        "epoch_losses": losses, "recipe": RECIPE.to_dict(), "n_finetune": len(yt), "n_held_out": len(yh),
+        "conv_widths": [m.out_channels for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)],
+        "epoch_losses": losses, "recipe": recipe.to_dict(), "n_finetune": len(yt), "n_held_out": len(yh),
     }
-    (args.out / f"{args.mode}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{args.mode}{args.tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))
 
 
 def gradual(model, args, batches, steps: list):
     """A before_epoch hook that prunes toward args.macs_kept in equal MACs ratios at the listed epochs, solving on
     damages measured on the model as fine-tuned so far; each step's record is appended to `steps`."""
-    from edgeprune.plan.planner import MacsCost
-    from edgeprune.plan.structure import read_structure
-
     epochs = sorted(int(e) for e in args.prune_epochs.split(","))
-    full = MacsCost().total(read_structure(model, args.criterion, args.step).uses)
+    full = conv_macs(model, args)
 
     def before_epoch(epoch: int) -> bool:
         if epoch not in epochs:
@@ -122,6 +124,14 @@ def gradual(model, args, batches, steps: list):
         return True
 
     return before_epoch
+
+
+def conv_macs(model, args) -> float:
+    """The conv MACs the planner's structure counts for the model as it is now."""
+    from edgeprune.plan.planner import MacsCost
+    from edgeprune.plan.structure import read_structure
+
+    return MacsCost().total(read_structure(model, args.criterion, args.step).uses)
 
 
 def prune_step(model, args, batches, target: float, label: str):
@@ -141,13 +151,8 @@ def planned(model, args, batches):
     """Solve for args.macs_kept of the conv MACs with measured values and prune the model in place; with
     args.stages > 1, in equal steps, the damages measured again on the partly pruned model before each (one
     removal changes what the next one costs). Returns the last stage's plan with every stage's removed blocks."""
-    from dataclasses import replace
-
-    from edgeprune.plan.planner import MacsCost
-    from edgeprune.plan.structure import read_structure
-
     removed, plan = [], None
-    full = MacsCost().total(read_structure(model, args.criterion, args.step).uses)
+    full = conv_macs(model, args)
     for stage in range(1, args.stages + 1):
         plan = prune_step(model, args, batches, full * args.macs_kept ** (stage / args.stages), f"stage {stage}")
         removed += plan.removed_blocks

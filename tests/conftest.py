@@ -26,6 +26,21 @@ def asset(relative: str) -> Path:
     return path
 
 
+def tiny_vit():
+    """A two-layer torchvision VisionTransformer with 3 heads of width 16 on 32² inputs, classifier drawn at random."""
+    import torch
+    from torchvision.models import VisionTransformer
+
+    from edgeprune.models.base import LoadedModel, image_input
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
+                            num_classes=10)  # fmt: skip
+    torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision zero-inits it: the output would be constant
+    return LoadedModel(module=net.eval(), spec="python:tiny_vit", task="classification", inputs=image_input(32, 32),
+                       preprocessing=None)  # fmt: skip
+
+
 @dataclass
 class CliResult:
     code: int

@@ -26,6 +26,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.latency.microbench import LayerUse, layer_uses
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
+from edgeprune.prune.channels import attention_heads
 from edgeprune.prune.groups import min_channels
 
 _OUT = {tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_depthwise_conv_out_channels}
@@ -153,10 +154,11 @@ def read_structure(
             # a channel's worth grows with the layers it feeds: a residual stream channel runs through every block
             # of its stage, an ordinary one through two layers (normalised scores alone rate them the same)
             scores = scores * (len(members) / 2)
-            unit = step * n_groups if n_groups > 1 else step
+            heads = attention_heads(group)  # realize keeps multiples of it; so must the plan
+            unit = math.lcm(step * n_groups if n_groups > 1 else step, heads)
             groups[names[root]] = ChannelGroup(
                 key=names[root], width=width, unit=unit,
-                min_width=max(min_channels(width, step), n_groups, _keeps_every_member(members, width)),
+                min_width=max(min_channels(width, step), n_groups, heads, _keeps_every_member(members, width)),
                 members=members, scores=scores[order],
             )  # fmt: skip
     groups = _tie(groups, pruner.tied, names)

@@ -109,11 +109,14 @@ def prune_channels_to(
             key = next((name for name in named if name in widths), None)
             if key is None or width is None:
                 continue
+            removable += width
+            if widths[key] >= width:
+                kept += width
+                continue
             full = graph.get_pruning_group(root, handler, list(range(width)))
             heads = attention_heads(full)
             target = min(width, math.ceil(max(widths[key], min_channels(width, round_to)) / heads) * heads)
-            removable += width
-            kept += min(target, width)
+            kept += target
             if target >= width:
                 continue
             n_groups = pruner._get_channel_groups(full)

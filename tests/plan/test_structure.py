@@ -10,7 +10,7 @@ import pytest
 from edgeprune.latency.microbench import layer_uses
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.plan.structure import read_structure, realize
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, tiny_vit
 
 CFG = ASSETS / "darknet"
 CFGS = {"yolo-fastest-1.1.cfg": CFG / "yolo-fastest", "yolov4-tiny.cfg": CFG / "alexeyab"}
@@ -59,3 +59,10 @@ def test_ultralytics_layers_after_a_plan_are_the_pruned_models(yaml):
     structure, _ = _check(load_model(yaml, LoadOptions(input_shape=(1, 3, 160, 160))), step=8, seed=3)
     # C2f bottlenecks fold into the next conv when removed; the planner leaves them to `prune --blocks`
     assert not any(".m." in name for name in structure.blocks)
+
+
+def test_vit_plans_keep_whole_heads_as_pruning_does():
+    structure, state = _check(tiny_vit(), step=4, seed=4)
+    embedding = [g for g in structure.groups.values() if g.width == 48 and g.unit % 3 == 0]
+    assert embedding and all(g.unit == 12 and g.min_width >= 3 for g in embedding)
+    assert any(state.kept[g.key] < 48 for g in embedding)

@@ -9,7 +9,7 @@ from edgeprune.models import LoadOptions, load_model
 from edgeprune.prune.channels import prune_channels, replay_channels
 from edgeprune.prune.rewrites import replay_rewrites, tied_parts
 from edgeprune.types import PrunePlan
-from tests.conftest import asset
+from tests.conftest import asset, tiny_vit
 from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn
 from tests.prune.masking import masked_copy, relative_error, rewritten_copy
 
@@ -206,21 +206,8 @@ def test_a_channel_split_torch_pruning_would_map_wrongly_is_refused():
         prune_channels(model, 0.5, "l1")
 
 
-def _tiny_vit():
-    from torchvision.models import VisionTransformer
-
-    from edgeprune.models.base import LoadedModel, image_input
-
-    torch.manual_seed(0)
-    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
-                            num_classes=10)  # fmt: skip
-    torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision zero-inits it: the output would be constant
-    return LoadedModel(module=net.eval(), spec="python:tiny_vit", task="classification", inputs=image_input(32, 32),
-                       preprocessing=None)  # fmt: skip
-
-
 def test_vision_transformer_keeps_whole_heads_and_its_hidden_dim(tmp_path):
-    model = _tiny_vit()
+    model = tiny_vit()
     plan = prune_channels(model, 0.3, "l1")
     net = model.module
     widths = {layer.self_attention.embed_dim for layer in net.encoder.layers}
@@ -232,7 +219,7 @@ def test_vision_transformer_keeps_whole_heads_and_its_hidden_dim(tmp_path):
     assert out.shape == (2, 10) and relative_error(out[0], out[1]) > 1e-3
     assert _runtime_error(model, tmp_path, x) <= 1e-4
 
-    fresh = _tiny_vit()
+    fresh = tiny_vit()
     replay_channels(fresh, plan.channel_history)
     assert fresh.module.hidden_dim == net.hidden_dim
     with torch.no_grad():
