@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ModelError
+from edgeprune.prune.slicing import bn_rows, conv_rows
 
 Channel = tuple[str, int]  # (the part-producing layer, its output channel)
 
@@ -125,33 +126,17 @@ def _columns(conv: nn.Conv2d, columns: list[int]) -> nn.Conv2d:
 
 def _depthwise(conv: nn.Conv2d, bn: nn.BatchNorm2d, order: list[int]) -> nn.Sequential:
     """A depthwise conv and its BN with their channels reordered."""
-    new = _like(conv, len(order), len(order), len(order))
-    new.weight = nn.Parameter(conv.weight.detach()[order].clone())
-    return nn.Sequential(new, _bn_rows(bn, order))
+    return nn.Sequential(conv_rows(conv, order), bn_rows(bn, order))
 
 
 def _rows(conv: nn.Conv2d, bn: nn.BatchNorm2d, act: nn.Module, rows: list[int]) -> nn.Sequential:
     """A 1×1 conv → BN → ReLU computing only output channels `rows`."""
-    new = _like(conv, conv.in_channels, len(rows), conv.groups)
-    new.weight = nn.Parameter(conv.weight.detach()[rows].clone())
-    if conv.bias is not None:
-        new.bias = nn.Parameter(conv.bias.detach()[rows].clone())
-    return nn.Sequential(new, _bn_rows(bn, rows), type(act)())
+    return nn.Sequential(conv_rows(conv, rows), bn_rows(bn, rows), type(act)())
 
 
 def _like(conv: nn.Conv2d, cin: int, cout: int, groups: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups,
                      bias=conv.bias is not None)  # fmt: skip
-
-
-def _bn_rows(bn: nn.BatchNorm2d, rows: list[int]) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(len(rows), eps=bn.eps, momentum=bn.momentum)
-    with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(new, name).copy_(getattr(bn, name).detach()[rows])
-        new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    new.train(bn.training)
-    return new
 
 
 def find(root: nn.Module) -> dict:

@@ -25,6 +25,7 @@ from torch import nn
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel
 from edgeprune.models.darknet import layers as L
+from edgeprune.prune.slicing import output_slice
 
 
 Replacements = dict[str, Callable[[nn.Module], nn.Module]]  # qualified module name -> makes its replacement
@@ -82,30 +83,6 @@ def _apply(loaded: LoadedModel, rewrite: Rewrite) -> bool:
     if targets:
         loaded._fingerprint = None  # the parameters are regrouped under new names
     return bool(targets)
-
-
-def output_slice(block: nn.Module, start: int, stop: int) -> nn.Module:
-    """A copy of a conv → batch norm → activation block (attributes `conv`, `bn`) computing only output
-    channels start:stop."""
-    part = copy.deepcopy(block)
-    conv = part.conv
-    conv.weight = _sliced(conv.weight, start, stop)
-    if conv.bias is not None:
-        conv.bias = _sliced(conv.bias, start, stop)
-    conv.out_channels = stop - start
-    bn = getattr(part, "bn", None)
-    if bn is not None:
-        if bn.affine:
-            bn.weight, bn.bias = _sliced(bn.weight, start, stop), _sliced(bn.bias, start, stop)
-        if bn.track_running_stats:
-            bn.running_mean = bn.running_mean[start:stop].clone()
-            bn.running_var = bn.running_var[start:stop].clone()
-        bn.num_features = stop - start
-    return part
-
-
-def _sliced(parameter: nn.Parameter, start: int, stop: int) -> nn.Parameter:
-    return nn.Parameter(parameter.detach()[start:stop].clone(), requires_grad=parameter.requires_grad)
 
 
 def _check_splittable(block: nn.Module, where: str) -> None:
