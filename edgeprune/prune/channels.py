@@ -14,8 +14,8 @@ from edgeprune.errors import ConfigError, ModelError
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
 from edgeprune.prune.groups import (
-    TRACING_ERRORS, check_channel_splits, dependency_graph, example_inputs, kept_layers, min_channels, output_layers,
-    untraceable,
+    TRACING_ERRORS, check_channel_splits, check_traceable, dependency_graph, example_inputs, kept_layers, min_channels,
+    output_layers, untraceable,
 )  # fmt: skip
 from edgeprune.prune.rewrites import apply_rewrites, tied_parts
 from edgeprune.types import PrunePlan
@@ -37,6 +37,7 @@ def channel_pruner(
     """The pruner of `loaded` (its rewrites already applied) ranking by `criterion`; `options` go to torch-pruning.
     Tracing errors inside the block become a ModelError naming the model; taylor's gradients are dropped after."""
     spec = imp.criterion(criterion)
+    check_traceable(loaded)
     if spec.needs_loss and loss_fn is None and loaded.task == "classification":
         loss_fn = imp.classification_loss
     module = loaded.module.eval()

@@ -23,6 +23,12 @@ _PARAMETRIC = (nn.modules.conv._ConvNd, nn.Linear)
 TRACING_ERRORS = (RuntimeError, IndexError, KeyError, ValueError, TypeError, ZeroDivisionError, AssertionError)
 # blocks kept whole: (module that defines the class, class name)
 _KEPT_WHOLE = (("ultralytics.nn.modules.block", "Attention"),)
+# torchvision architectures torch-pruning 1.6 cannot trace (benchmarks/RESULTS.md, coverage sweep): its graph build
+# fails ("int + NoneType") or grows to 13-23 GB of memory at 224² until the kernel kills the process
+_UNTRACEABLE = {
+    ("torchvision.models.swin_transformer", "SwinTransformer"): "shifted-window attention",
+    ("torchvision.models.maxvit", "MaxVit"): "block and grid attention",
+}
 
 
 def example_inputs(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
@@ -30,8 +36,21 @@ def example_inputs(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
     return loaded.example_inputs(1)
 
 
+def check_traceable(loaded: LoadedModel) -> None:
+    """Refuse, before tracing, an architecture whose trace is known to fail or exhaust memory."""
+    for module in loaded.module.modules():
+        why = _UNTRACEABLE.get((type(module).__module__, type(module).__name__))
+        if why is not None:
+            raise ModelError(
+                f"{loaded.spec}: torch-pruning cannot trace torchvision's {type(module).__name__} ({why}): its "
+                "dependency graph fails to build or needs 13-23 GB of memory",
+                fix="prune another architecture; channel pruning of this one needs an exact rewrite edgeprune lacks",
+            )
+
+
 def dependency_graph(loaded: LoadedModel) -> tp.DependencyGraph:
     """The model's dependency graph, traced once with `example_inputs`."""
+    check_traceable(loaded)
     with warnings.catch_warnings(), torch.enable_grad():  # the graph is traced through autograd
         warnings.simplefilter("ignore")  # torch-pruning warns about every op it treats as element-wise
         try:

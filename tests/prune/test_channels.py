@@ -224,3 +224,16 @@ def test_vision_transformer_keeps_whole_heads_and_its_hidden_dim(tmp_path):
     assert fresh.module.hidden_dim == net.hidden_dim
     with torch.no_grad():
         assert torch.equal(fresh.module(x), out)
+
+
+@pytest.mark.parametrize("name", ["swin_t", "maxvit_t"])
+def test_architectures_torch_pruning_cannot_trace_are_refused_before_tracing(name):
+    import torchvision
+
+    from edgeprune.models.base import LoadedModel, image_input
+
+    net = torchvision.models.get_model(name)
+    model = LoadedModel(module=net.eval(), spec=f"torchvision:{name}", task="classification",
+                        inputs=image_input(224, 224), preprocessing=None)  # fmt: skip
+    with pytest.raises(ModelError, match=f"torchvision:{name}: torch-pruning cannot trace torchvision's"):
+        prune_channels(model, 0.3, "l1")
