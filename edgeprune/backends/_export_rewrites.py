@@ -4,7 +4,8 @@ ZeroPad2d → concatenation with zeros. ONNX Runtime 1.31's level-1 optimiser (`
 value 0 into a following MaxPool's `pads`. MaxPool pads with −∞, so every window that holds only negative
 values changes; ultralytics' yolov3-tiny (ZeroPad2d + stride-1 MaxPool after SiLU) moved boxes by 6.9 px. The
 same fold is a known bug in onnx-optimizer (onnxsim#290). A Concat cannot be folded, and it computes the same
-numbers.
+numbers. ONNX Runtime 1.32.0 no longer folds it (measured, tests/backends/test_export_rewrites.py); the rewrite
+stays because an artifact runs on the device's runtime, often an older one (JetPack ships its own build).
 """
 
 from __future__ import annotations
