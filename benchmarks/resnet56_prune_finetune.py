@@ -2,6 +2,13 @@
 images: prune ≥ 50 % of the MACs, fine-tune, and compare held-out top-1 with the unpruned model fine-tuned with
 the same recipe (same epochs, schedule, augmentation, distillation from the unpruned checkpoint).
 
+The acceptance result (benchmarks/RESULTS.md) is the 40-epoch pair:
+
+    python benchmarks/resnet56_prune_finetune.py --mode baseline --epochs 40 --tag _e40 --out /tmp/r56
+    python benchmarks/resnet56_prune_finetune.py --mode planned --macs-kept 0.48 --epochs 40 --tag _macs48_e40 --out /tmp/r56
+
+Other modes, with the default 20 epochs:
+
     python benchmarks/resnet56_prune_finetune.py --mode baseline --out /tmp/r56
     python benchmarks/resnet56_prune_finetune.py --mode pruned --ratio 0.55 --blocks 4 --out /tmp/r56
     python benchmarks/resnet56_prune_finetune.py --mode planned --macs-kept 0.48 --out /tmp/r56
@@ -9,7 +16,7 @@ the same recipe (same epochs, schedule, augmentation, distillation from the unpr
 
 --mode planned lets the planner's solver choose per-group widths and blocks to keep that share of the conv MACs,
 each item valued by its output damage measured on 256 fine-tune images (edgeprune/plan/sensitivity.py).
---mode gradual does the same in steps at the start of the listed epochs of the same 20-epoch recipe, measuring the
+--mode gradual does the same in steps at the start of the listed epochs of the same recipe, measuring the
 damages again on the partly fine-tuned model each time (gradual pruning, Zhu & Gupta 2017): the pruned model gets
 exactly the unpruned model's epochs, schedule and data, and reaches its final width at the last listed epoch.
 """
