@@ -38,14 +38,19 @@ def example_inputs(loaded: LoadedModel) -> tuple[torch.Tensor, ...]:
 
 def check_traceable(loaded: LoadedModel) -> None:
     """Refuse, before tracing, an architecture whose trace is known to fail or exhaust memory."""
-    for module in loaded.module.modules():
-        why = _UNTRACEABLE.get((type(module).__module__, type(module).__name__))
-        if why is not None:
+    for (module_name, class_name), why in _UNTRACEABLE.items():
+        if _instances(loaded.module, module_name, class_name):
             raise ModelError(
-                f"{loaded.spec}: torch-pruning cannot trace torchvision's {type(module).__name__} ({why}): its "
+                f"{loaded.spec}: torch-pruning cannot trace torchvision's {class_name} ({why}): its "
                 "dependency graph fails to build or needs 13-23 GB of memory",
                 fix="prune another architecture; channel pruning of this one needs an exact rewrite edgeprune lacks",
             )
+
+
+def _instances(root: nn.Module, module_name: str, class_name: str) -> list[nn.Module]:
+    """The submodules of `root` that are instances of that class; none when its library was never imported."""
+    cls = getattr(sys.modules.get(module_name), class_name, None)
+    return [] if cls is None else [m for m in root.modules() if isinstance(m, cls)]
 
 
 def dependency_graph(loaded: LoadedModel) -> tp.DependencyGraph:
@@ -85,11 +90,8 @@ def kept_layers(loaded: LoadedModel) -> list[nn.Module]:
         kept += [blocks[j].conv for head in loaded.module.yolo_layers for j in head.inputs
                  if isinstance(blocks[j], L.Convolutional)]  # fmt: skip
     for module_name, class_name in _KEPT_WHOLE:
-        cls = getattr(sys.modules.get(module_name), class_name, None)
-        if cls is not None:
-            kept += [m for m in loaded.module.modules() if isinstance(m, cls)]
-    detect = getattr(sys.modules.get("ultralytics.nn.modules.head"), "Detect", None)
-    for head in (m for m in loaded.module.modules() if detect is not None and isinstance(m, detect)):
+        kept += _instances(loaded.module, module_name, class_name)
+    for head in _instances(loaded.module, "ultralytics.nn.modules.head", "Detect"):
         # the walk from the outputs stops at the DFL convolution, before the box branch's last convolutions
         kept += [branch[-1] for branch in (*head.cv2, *head.cv3)] + [head.dfl]
     return kept
