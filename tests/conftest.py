@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -51,11 +52,11 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> CliResult:
-    """Run `edgeprune ARGS` as a user would, in a fresh interpreter."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict[str, str] | None = None) -> CliResult:
+    """Run `edgeprune ARGS` as a user would, in a fresh interpreter (`env` is added to this process's environment)."""
     proc = subprocess.run(
         [sys.executable, "-m", "edgeprune.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**os.environ, **env} if env else None,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -1,0 +1,142 @@
+"""One bad-input corpus: every malformed file, wrong layout, hostile value and full disk a user can hand edgeprune.
+
+A row is one command as a user types it, the exit code it must end with (2 user error, 3 gate failed, 130
+interrupted), a phrase its one-line message must contain, and the paths it must not leave behind. Every row
+also checks what holds for all of them: no traceback, the error is one `edgeprune: error:` line, and no
+half-written `*.tmp` file is left under the run's folder. Full-disk rows write to a real small tmpfs, which needs
+root (CI runs as root); elsewhere they skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ASSETS, run_cli
+
+
+@dataclass(frozen=True)
+class Row:
+    """One bad input. `argv` may hold {tmp} (this row's private folder), {assets} (../shared/assets) and {disk}
+    (a tmpfs of `disk_mib` MiB, filled to its last `disk_free_kib` KiB before the command runs)."""
+
+    id: str
+    argv: tuple[str, ...]
+    code: int
+    phrase: str
+    setup: Callable[[Path], None] | None = None  # writes the bad input under {tmp} before the command runs
+    absent: tuple[str, ...] = ()  # globs under {tmp} (or {disk}) that must match nothing afterwards
+    disk_mib: int | None = None
+    disk_free_kib: int = 0
+    needs: tuple[str, ...] = ()  # paths under ../shared/assets the row reads
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 600
+
+
+def _write(relative: str, text: str | bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        path = tmp / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return setup
+
+
+# --- rows: command line and budgets ------------------------------------------------------------------------------------
+
+CLI_ROWS = [
+    Row("unknown-target", ("profile", "--model", "cifar:resnet20", "--target", "hots", "--out", "{tmp}/out"),
+        2, "did you mean 'host'?"),
+    Row("two-budgets", ("build", "--model", "cifar:resnet20", "--speedup", "2", "--latency-ms", "1",
+                        "--out", "{tmp}/out"), 2, "exactly one budget", absent=("out",)),
+    Row("out-is-a-file", ("export", "--model", "cifar:resnet20", "--out", "{tmp}/file"), 2, "is a file",
+        setup=_write("file", "x")),
+]
+
+# --- rows: model files --------------------------------------------------------------------------------------------------
+
+MODEL_ROWS = [
+    Row("cfg-unknown-option", ("export", "--model", "{tmp}/bad.cfg", "--out", "{tmp}/out"), 2, "line 3",
+        setup=_write("bad.cfg", "[net]\nwidth=32\nheigth=32\nchannels=3\n"), absent=("out/model.onnx",)),
+]
+
+# --- rows: data ---------------------------------------------------------------------------------------------------------
+
+DATA_ROWS = [
+    Row("verify-data-missing", ("verify", "--model", "cifar:resnet20", "--data", "{tmp}/nowhere", "--out", "{tmp}/out"),
+        2, "nowhere"),
+]
+
+# --- rows: verification gates -------------------------------------------------------------------------------------------
+
+VERIFY_ROWS: list[Row] = []
+
+# --- rows: full, read-only and over-quota disks -------------------------------------------------------------------------
+
+DISK_ROWS: list[Row] = []
+
+# --- rows: devices and what a user is told to paste ---------------------------------------------------------------------
+
+DEVICE_ROWS: list[Row] = []
+
+ROWS = CLI_ROWS + MODEL_ROWS + DATA_ROWS + VERIFY_ROWS + DISK_ROWS + DEVICE_ROWS
+
+
+@pytest.fixture
+def disk(tmp_path, request):
+    """A real tmpfs of the row's size, filled up to its last `disk_free_kib` KiB; unmounted afterwards."""
+    row: Row = request.param
+    if row.disk_mib is None:
+        yield None
+        return
+    if os.geteuid() != 0:
+        pytest.skip("a full-disk row mounts a real tmpfs, which needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={row.disk_mib}m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        stats = os.statvfs(mount)
+        filler = stats.f_bavail * stats.f_frsize - row.disk_free_kib * 1024
+        if filler > 0:
+            with open(mount / "filler", "wb") as f:
+                f.truncate(0)
+                chunk = b"\0" * (1 << 20)
+                while filler > 0:
+                    filler -= f.write(chunk[: min(len(chunk), filler)])
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _format(text: str, tmp: Path, disk: Path | None) -> str:
+    return text.format(tmp=tmp, assets=ASSETS, disk=disk)
+
+
+@pytest.mark.parametrize("disk", ROWS, ids=[r.id for r in ROWS], indirect=True)
+def test_bad_input_is_one_line_with_its_exit_code_and_leaves_nothing_half_written(disk, tmp_path, request):
+    row: Row = request.node.callspec.params["disk"]
+    for relative in row.needs:
+        if not (ASSETS / relative).exists():
+            pytest.skip(f"needs ../shared/assets/{relative}")
+    if row.setup:
+        row.setup(tmp_path)
+    argv = [_format(a, tmp_path, disk) for a in row.argv]
+    result = run_cli(*argv, timeout=row.timeout, env=row.env or None)
+    stderr = result.stderr
+    assert result.code == row.code, f"exit {result.code}, expected {row.code}:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("edgeprune: ")]
+    assert len(errors) == 1, f"expected one edgeprune: line, got {errors}"
+    assert row.phrase in errors[0], f"{row.phrase!r} not in {errors[0]!r}"
+    roots = [tmp_path] + ([disk] if disk else [])
+    for pattern in row.absent:
+        for root in roots:
+            assert not list(root.glob(pattern)), f"{pattern} was left under {root}"
+    for root in roots:
+        half_written = [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+        assert not half_written, f"half-written files left behind: {half_written}"
