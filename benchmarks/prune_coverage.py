@@ -7,7 +7,10 @@ prune 30 % of the channels with `prune_channels`, run a forward pass, export wit
 compare ONNX Runtime with PyTorch on two random inputs (the backend's tolerances). Where the network has only
 batch norms (no LayerNorm/GroupNorm, which mix channels), it also checks that the pruned model computes what
 the unpruned one computes with the removed channels zeroed (tests/prune/masking.py): wrong wiring through a
-concatenation or split would show there, and not in the runtime parity.
+concatenation or split would show there, and not in the runtime parity. Last, it saves the pruned model with
+`save_pruned` and reloads that folder in a fresh process, as `--model DIR` does, and compares the reloaded model's
+outputs with the pruned model's (`reload_max_abs`; a reload passes at ≤ RELOAD_TOLERANCE of the output range,
+and is expected to be bit-identical: same tensors, same ops, same thread count).
 
 Each model runs in its own subprocess, so a crash or an out-of-memory kill in one is a failure of that model
 only. Prints "N passed / N tried" and one line per failure; `--json FILE` writes every result.
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RELOAD_TOLERANCE = 1e-6  # of the output's range
 
 
 def check_one(name: str) -> dict:
@@ -36,6 +40,7 @@ def check_one(name: str) -> dict:
     from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
     from edgeprune.models import load_model
     from edgeprune.prune.channels import prune_channels
+    from edgeprune.prune.io import save_pruned
     from edgeprune.verify.parity import compare_output
     from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn
     from tests.prune.masking import masked_copy, relative_error, rewritten_copy
@@ -68,6 +73,10 @@ def check_one(name: str) -> dict:
         runtime = session.run(None, {artifact.inputs[0].name: x.numpy()})[0]
     parity = compare_output("output", reference.numpy(), runtime, backend.tolerances("fp32"))
     result.update(parity_rel=parity.max_abs_rel_range, parity_cosine=parity.cosine_min)
+    with tempfile.TemporaryDirectory() as work:
+        save_pruned(model, plan, Path(work) / "pruned")
+        del model  # the fresh process builds the model again: hold one copy at a time
+        result.update(_reload_in_fresh_process(Path(work), x.numpy(), reference.numpy()))
     problems = []
     if float(reference.max() - reference.min()) == 0:
         problems.append("the output is constant, so the checks prove nothing")
@@ -78,9 +87,43 @@ def check_one(name: str) -> dict:
                         f"cosine {parity.cosine_min:.6f})")  # fmt: skip
     if result["exact"] is not None and result["exact"] > 1e-4:
         problems.append(f"pruned model differs from the masked one by {result['exact']:.2e} of the range")
+    if result["reload"] != "passed":
+        problems.append(f"reload from the saved folder: {result['reload_reason']}")
     result["status"] = "failed" if problems else "passed"
     result["reason"] = "; ".join(problems)
     return result
+
+
+def _reload_in_fresh_process(work: Path, x, reference) -> dict:
+    """Reload `work/pruned` in a new interpreter (as `--model DIR`) and compare its outputs on `x` with `reference`."""
+    import numpy as np
+
+    np.save(work / "x.npy", x)
+    proc = subprocess.run([sys.executable, __file__, "--reload", str(work)], capture_output=True, text=True,
+                          cwd=REPO, timeout=1200)  # fmt: skip
+    if proc.returncode != 0:
+        return {"reload": "failed", "reload_max_abs": None, "reload_reason": _failure_reason(proc.returncode, proc.stderr)}
+    reloaded = np.load(work / "reloaded.npy")
+    if reloaded.shape != reference.shape:
+        return {"reload": "failed", "reload_max_abs": None,
+                "reload_reason": f"output shape {reloaded.shape}, pruned model's {reference.shape}"}  # fmt: skip
+    max_abs = float(np.abs(reloaded.astype(np.float64) - reference).max())
+    allowed = RELOAD_TOLERANCE * float(reference.max() - reference.min())
+    return {"reload": "passed" if max_abs <= allowed else "failed", "reload_max_abs": max_abs,
+            "reload_identical": bool(np.array_equal(reloaded, reference)),
+            "reload_reason": "" if max_abs <= allowed else f"outputs differ by {max_abs:.2e} (allowed {allowed:.2e})"}
+
+
+def reload_one(work: Path) -> None:
+    """The fresh process of `_reload_in_fresh_process`: load the saved folder as `--model DIR` does, run `x`."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+    import torch
+    from edgeprune.models import load_model
+
+    model = load_model(str(work / "pruned"))
+    with torch.inference_mode():
+        np.save(work / "reloaded.npy", model.module(torch.from_numpy(np.load(work / "x.npy"))).numpy())
 
 
 def _run_isolated(name: str, timeout: float) -> dict:
@@ -112,6 +155,7 @@ def _failure_reason(returncode: int, stderr: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--reload", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--only", default="", help="comma-separated model names (default: all)")
     parser.add_argument("--skip", default="", help="comma-separated model names to leave out")
     parser.add_argument("--max-params", type=float, default=None, help="leave out models with more parameters")
@@ -121,6 +165,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         print(json.dumps(check_one(args.one)))
+        return
+    if args.reload:
+        reload_one(args.reload)
         return
 
     from torchvision import models
@@ -143,6 +190,8 @@ def main() -> None:
         exact = "n/a" if r.get("exact") is None else f"{r['exact']:.1e}"
         detail = (f"params {r['params_before'] / 1e6:.2f}M -> {r['params_after'] / 1e6:.2f}M, "
                   f"parity {r['parity_rel']:.1e}, exact {exact}" if "params_before" in r else r.get("reason", ""))
+        if "reload" in r:
+            detail += f", reload {r['reload']} (max |diff| {r['reload_max_abs']})"
         if r["status"] == "failed" and "params_before" in r:
             detail += f"; {r['reason']}"
         print(f"{name:28s} {r['status']:7s} {r.get('seconds', 0):6.0f} s  {detail}", flush=True)
@@ -150,7 +199,10 @@ def main() -> None:
             args.json.write_text(json.dumps(results, indent=1))
     tried = [n for n, r in results.items() if r["status"] != "skipped"]
     passed = [n for n in tried if results[n]["status"] == "passed"]
-    print(f"\n{len(passed)} passed / {len(tried)} tried ({len(results) - len(tried)} skipped)")
+    reloaded = [n for n in tried if results[n].get("reload") == "passed"]
+    identical = [n for n in reloaded if results[n].get("reload_identical")]
+    print(f"\n{len(passed)} passed / {len(tried)} tried ({len(results) - len(tried)} skipped); "
+          f"{len(reloaded)} reloaded in a fresh process with the same outputs ({len(identical)} bit-identical)")
     for name in tried:
         if results[name]["status"] != "passed":
             print(f"  FAILED {name}: {results[name]['reason']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -93,4 +94,9 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: s
             f"weights {source} do not fit the model: " + ", ".join(problems),
             fix="check that --weights belongs to this --model (architecture and number of classes)",
         )
+    if getattr(state, "_metadata", None) is None:
+        # safetensors keeps only tensors; modules that check the version of what they load (torchvision's MNASNet)
+        # need the per-module versions a state dict carries, which for this module's own layout are its own
+        state = OrderedDict(state)
+        state._metadata = own._metadata
     module.load_state_dict(state, strict=True)
