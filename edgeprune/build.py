@@ -306,6 +306,9 @@ def _split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
     """Classification: an ImageFolder is split per class (the first 80 % to fine-tune, the rest held out), as
     symlink trees under `where`. Detection: the YOLO yaml's own train/val splits."""
     if model.task != "classification":
+        from edgeprune.verify.yolo_data import YoloDataset
+
+        YoloDataset.from_yaml(data, split="val").checked()  # its labels decide the gate: refuse bad ones before building
         return DataSplits(data, data)
     from edgeprune.verify.data import ImageFolder
 

@@ -162,7 +162,9 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
         result = verify_artifact(loaded, profile, data, out_dir, artifact_path=artifact, threads=threads,
                                  limit=limit, batch_size=batch_size, progress=RichProgress())
     lines = [f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
-             f"({result.target}, {result.threads} threads), {result.n_samples} images"]
+             f"({result.target}, {result.threads} threads), {result.n_samples} images"
+             + (f" ({result.unlabelled_images} without a label file, scored as background)"
+                if result.unlabelled_images else "")]
     lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
               for m in result.metrics]
     lines += [f"  output {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), cosine min "

@@ -132,6 +132,7 @@ def verify_artifact(
         metrics=metrics,
         passed=all(p.passed for p in parities) and all(m.passed for m in metrics),
         sensitive_layers=_sensitive_layers(model, artifact, data, out_dir, parities, metrics),
+        unlabelled_images=scoring.unlabelled_images,
     )
     verification.save(out_dir / "verification.json")
     return verification
@@ -245,6 +246,10 @@ def prune_model(
         raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
                           fix="use --criterion l1, bn or apoz for detectors")  # fmt: skip
     finetune = _finetuner(model) if finetuning else None
+    if finetuning and model.task == "detection":  # the labels it trains on: refused before pruning, not after it
+        from edgeprune.verify.yolo_data import YoloDataset
+
+        YoloDataset.from_yaml(data, split="train").checked()
     classification = _classification_arrays(model, data) if data and model.task == "classification" else None
     teacher = copy.deepcopy(model.module).eval() if finetuning and recipe.distill_alpha > 0 else None
     base_fingerprint = model.fingerprint

@@ -475,6 +475,7 @@ class Verification(Record):
     latency: LatencyStats | None = None
     predicted_latency_ms: float | None = None
     sensitive_layers: tuple[LayerSensitivity, ...] = ()  # a failed int8 verification: the worst layers first
+    unlabelled_images: int = 0  # detection: images without a label file, scored as background (as YOLO does)
 
     def __bool__(self) -> bool:
         return self.passed

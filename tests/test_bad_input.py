@@ -10,6 +10,7 @@ root (CI runs as root); elsewhere they skip and say why.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +68,67 @@ MODEL_ROWS = [
 
 # --- rows: data ---------------------------------------------------------------------------------------------------------
 
+YOLO_FASTEST = "darknet/yolo-fastest/yolo-fastest-1.1.cfg"
+COCO8 = "datasets/coco8"
+COCO_NAMES = "[" + ", ".join(f"c{i}" for i in range(80)) + "]"  # Yolo-Fastest predicts 80 classes
+COCO8_YAML = "path: {root}\ntrain: images/val\nval: images/val\nnames: " + COCO_NAMES + "\n"
+
+
+def _coco8(yaml_text: str = COCO8_YAML, *, labels: bool | str = True, first_label: str | None = None):
+    """coco8's 4 val images copied to {tmp}/data with their labels (none if `labels` is false; if it is a string,
+    every label file holds it), and {tmp}/data.yaml (`{root}` in `yaml_text` is that folder); `first_label`
+    replaces the first image's label file."""
+
+    def setup(tmp: Path) -> None:
+        root = tmp / "data"
+        shutil.copytree(ASSETS / COCO8 / "images" / "val", root / "images" / "val")
+        if labels is not False:
+            shutil.copytree(ASSETS / COCO8 / "labels" / "val", root / "labels" / "val")
+        for label_file in (root / "labels" / "val").glob("*.txt") if isinstance(labels, str) else ():
+            label_file.write_text(labels)
+        if first_label is not None:
+            (root / "labels" / "val" / "000000000036.txt").write_text(first_label)
+        (tmp / "data.yaml").write_text(yaml_text.replace("{root}", str(root)))
+
+    return setup
+
+
+def _verify_detector(row_id: str, phrase: str, setup) -> Row:
+    """`verify` of a random-init Yolo-Fastest on {tmp}/data.yaml: the data is refused before anything is exported."""
+    argv = ("verify", "--model", "{assets}/" + YOLO_FASTEST, "--data", "{tmp}/data.yaml", "--limit", "2",
+            "--out", "{tmp}/out")
+    return Row(row_id, argv, 2, phrase, setup=setup, absent=("out/model.onnx",), needs=(YOLO_FASTEST, COCO8))
+
+
+BOX_OUTSIDE = "0 0.5 0.5 0.2 0.2\n0 1.5 0.5 0.2 0.2\n"
+
 DATA_ROWS = [
     Row("verify-data-missing", ("verify", "--model", "cifar:resnet20", "--data", "{tmp}/nowhere", "--out", "{tmp}/out"),
         2, "nowhere"),
+    _verify_detector("yaml-names-int", "'names' is 5 (int)", _coco8("path: {root}\nval: images/val\nnames: 5\n")),
+    _verify_detector("yaml-names-str-keys", "'names' has keys ['a', 'b']",
+                     _coco8("path: {root}\nval: images/val\nnames: {a: cat, b: dog}\n")),
+    _verify_detector("yaml-path-number", "'path' is 5 (int)", _coco8("path: 5\nval: images/val\nnames: [a]\n")),
+    _verify_detector("yaml-split-number", "'val' holds 2017",
+                     _coco8("path: {root}\nval: 2017\nnames: " + COCO_NAMES + "\n")),
+    _verify_detector("yaml-nc-disagrees", "nc is 3 but 'names' has 80 classes", _coco8(COCO8_YAML + "nc: 3\n")),
+    _verify_detector("split-without-labels", "has a label file", _coco8(labels=False)),
+    _verify_detector("split-without-boxes", "hold no box", _coco8(labels="")),
+    _verify_detector("label-box-outside", "000000000036.txt line 2: coordinate 1.5 is outside 0..1",
+                     _coco8(first_label=BOX_OUTSIDE)),
+    _verify_detector("label-wrong-field-count", "000000000036.txt line 1 has 4 values",
+                     _coco8(first_label="0 0.5 0.5 0.2\n")),
+    _verify_detector("label-not-numbers", "000000000036.txt line 1 is not numbers",
+                     _coco8(first_label="person 0.5 0.5 0.2 0.2\n")),
+    _verify_detector("label-class-outside-names", "000000000036.txt line 1: class 80 is not one of the 80 names",
+                     _coco8(first_label="80 0.5 0.5 0.2 0.2\n")),
+    Row("build-split-without-labels", ("build", "--model", "{assets}/" + YOLO_FASTEST, "--data", "{tmp}/data.yaml",
+                                       "--speedup", "1.5", "--out", "{tmp}/out"),
+        2, "has a label file", setup=_coco8(labels=False), absent=("out/unpruned",), needs=(YOLO_FASTEST, COCO8)),
+    Row("prune-finetune-box-outside", ("prune", "--model", "{assets}/" + YOLO_FASTEST, "--data", "{tmp}/data.yaml",
+                                       "--ratio", "0.1", "--finetune-epochs", "1", "--out", "{tmp}/out"),
+        2, "000000000036.txt line 2: coordinate 1.5", setup=_coco8(first_label=BOX_OUTSIDE),
+        absent=("out/prune_plan.json",), needs=(YOLO_FASTEST, COCO8)),
 ]
 
 # --- rows: verification gates -------------------------------------------------------------------------------------------

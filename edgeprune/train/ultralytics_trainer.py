@@ -243,8 +243,9 @@ def _absolute_data_yaml(data: Path, out_dir: Path, *, num_classes: int) -> Path:
     looks for a relative path in its settings' datasets_dir) reads the same images."""
     from edgeprune.verify.yolo_data import YoloDataset
 
-    train = YoloDataset.from_yaml(data, split="train")
-    YoloDataset.from_yaml(data, split="val")  # ultralytics validates each epoch
+    # checked here: ultralytics would drop an image with a bad label line with only a warning
+    train = YoloDataset.from_yaml(data, split="train").checked()
+    YoloDataset.from_yaml(data, split="val").checked()  # ultralytics validates each epoch
     if len(train.names) != num_classes:
         raise DataError(
             f"{data} has {len(train.names)} classes and the model predicts {num_classes}",

@@ -26,6 +26,7 @@ class Batch:
 class Scoring(Protocol):
     default_batch_size: int
     size: int
+    unlabelled_images: int  # samples scored without a label (detection: background images)
 
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
 
@@ -50,6 +51,7 @@ class ClassificationScoring:
     """top-1 / top-5 on an ImageFolder directory."""
 
     default_batch_size = 100
+    unlabelled_images = 0
 
     def __init__(self, model: LoadedModel, data: str, limit: int | None):
         import torch
@@ -89,7 +91,8 @@ class DetectionScoring:
             raise ConfigError(f"{model.spec} declares no detection head, so its outputs cannot be decoded")
         if not str(data).endswith((".yaml", ".yml")):
             raise DataError(f"--data {data} is not a data yaml", expected="a YOLO data yaml (path, val, names) for a detector")
-        self.dataset = YoloDataset.from_yaml(data).subset(limit)
+        self.dataset = YoloDataset.from_yaml(data).subset(limit).checked()
+        self.unlabelled_images = self.dataset.unlabelled
         if len(self.dataset.names) != model.detection.num_classes:
             raise DataError(
                 f"{data} names {len(self.dataset.names)} classes but {model.spec} predicts {model.detection.num_classes}",
