@@ -7,13 +7,12 @@ exit status of `adb shell` is the device command's on Android 7+ (adb's shell pr
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeprune.devices.transport import Transport
+from edgeprune.devices.transport import Transport, shell_line
 from edgeprune.errors import ConfigError, DeviceError
 
 DEVICE_DIR = "/data/local/tmp/edgeprune"  # writable by the shell user and executable on every Android version
@@ -107,8 +106,12 @@ class AdbTransport(Transport):
 
     def shell(self, args: Sequence[str], *, timeout_s: float | None = None) -> tuple[int, str, str]:
         """Run one command on the device: (exit status, stdout, stderr). Every word is quoted for the device shell."""
-        proc = self._adb(["shell", _shell_line(args)], what=f"shell {args[0] if args else ''}", timeout_s=timeout_s)
+        proc = self._adb(["shell", shell_line(args)], what=f"shell {args[0] if args else ''}", timeout_s=timeout_s)
         return proc.returncode, proc.stdout, proc.stderr
+
+    def pasteable(self, args: Sequence[str]) -> str:
+        """The command a user pastes to run `args` on this device as `shell` runs them."""
+        return shell_line(["adb", "-s", self.serial(), "shell", shell_line(args)])
 
     def check_shell(self, args: Sequence[str], *, what: str, timeout_s: float | None = None) -> str:
         """`shell`, raising DeviceError unless the command exits 0; its stdout."""
@@ -144,10 +147,6 @@ class AdbTransport(Transport):
                 f"adb {what} on {self.label} took longer than {timeout_s:.0f} s",
                 fix="check the device responds (`adb shell true`); replug it or run `adb reconnect`",
             ) from None
-
-
-def _shell_line(args: Sequence[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def _last_line(text: str) -> str:

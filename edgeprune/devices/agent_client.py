@@ -7,6 +7,7 @@ import json
 import os
 import selectors
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from edgeprune.types import DeviceInfo
 
 ProgressCallback = Callable[[int, int], None]
 _START_TIMEOUT_S = 60.0
+_TRACEBACK_LINES = 40  # of the agent's stderr, shown with an internal error
+
+
+class AgentBug(RuntimeError):
+    """The agent failed in a way no input of the user's explains (error_type "internal"): a bug, which the CLI
+    shows with its traceback (the agent's own is in the message)."""
 
 
 class AgentSession:
@@ -29,10 +36,11 @@ class AgentSession:
         self.timeout_s = timeout_s
         self._scratch = scratch_dir()
         self._stderr_log = self._scratch / "agent-stderr.log"
-        self._proc = transport.start_agent(self._stderr_log)
+        self._proc: subprocess.Popen | None = None
         self._buffer = b""
         self._next_id = 0
-        try:
+        try:  # a failed start (refused, no Python on the device) leaves no scratch folder, here or there
+            self._proc = transport.start_agent(self._stderr_log)
             ready = self._read_message(_START_TIMEOUT_S)
             if ready.get("event") != "ready":
                 raise DeviceError(f"the agent on {transport.label} did not start: {ready}")
@@ -48,7 +56,7 @@ class AgentSession:
         self.close()
 
     def close(self) -> None:
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             try:
                 self._send({"id": -1, "cmd": "quit"})
                 self._proc.wait(timeout=10)
@@ -140,6 +148,9 @@ class AgentSession:
             if message.get("id") != request_id:
                 continue
             if not message.get("ok"):
+                if message.get("error_type") == "internal":
+                    raise AgentBug(f"the agent on {self.transport.label} failed {cmd} with an internal error: "
+                                   f"{message.get('error')}\n{self._stderr_tail(_TRACEBACK_LINES)}")
                 raise DeviceError(f"agent on {self.transport.label} failed {cmd}: {message.get('error')}")
             return message["result"]
 
@@ -173,8 +184,10 @@ class AgentSession:
 
     def _died(self) -> DeviceError:
         code = self._proc.wait(timeout=10)
-        tail = ""
-        if self._stderr_log.exists():
-            lines = self._stderr_log.read_text(errors="replace").strip().splitlines()
-            tail = lines[-1][:200] if lines else ""
-        return self.transport.agent_died(code, tail)
+        return self.transport.agent_died(code, self._stderr_tail(1)[:200])
+
+    def _stderr_tail(self, lines: int) -> str:
+        """The last `lines` lines the agent wrote to its stderr."""
+        if not self._stderr_log.exists():
+            return ""
+        return "\n".join(self._stderr_log.read_text(errors="replace").strip().splitlines()[-lines:])

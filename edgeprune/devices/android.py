@@ -173,7 +173,7 @@ def profile_android(
         result = parse_benchmark_model_output(text)
     except BenchmarkOutputError as exc:
         raise DeviceError(f"benchmark_model on {serial} failed (code {code}): {exc}",
-                          fix=f"run it by hand: adb -s {serial} shell {' '.join(argv)}") from None
+                          fix=f"run it by hand: {transport.pasteable(argv)}") from None
     run = AndroidRun(serial=serial, binary=binary, graph=graph, argv=tuple(argv), threads=used_threads, warmup=warmup,
                      runs=runs, result=result, output=text)
     latency = latency_from_run(run, runtime_version=version, batch=batch)

@@ -13,7 +13,6 @@ known_hosts all apply as they do in the user's shell.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from edgeprune._resources import resource_dir
 from edgeprune.backends.base import sha256_file
-from edgeprune.devices.transport import Transport
+from edgeprune.devices.transport import Transport, shell_line
 from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.types import Connection
 
@@ -99,7 +98,7 @@ class SshTransport(Transport):
                 for name in AGENT_FILES:
                     self._upload(resource_dir("targets") / name, f"{remote_dir}/{name}")
                 self._agent_present = True
-            line = "exec " + _shell_line([self.python, "-u", f"{remote_dir}/agent.py"])
+            line = "exec " + shell_line([self.python, "-u", f"{remote_dir}/agent.py"])
             command = [*self._ssh(), "--", self.connection.host, line]
             return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=open(stderr_log, "wb"))
@@ -143,7 +142,7 @@ class SshTransport(Transport):
             return DeviceError(
                 f"lost the ssh connection to {self.where} while the agent ran"
                 + (f" ({last_words})" if last_words else ""),
-                fix=f"check that the device is powered and reachable (`ssh {self.connection.host} true`), then rerun",
+                fix=f"check that the device is powered and reachable (`{self.pasteable('true')}`), then rerun",
             )
         return super().agent_died(code, last_words)
 
@@ -235,7 +234,7 @@ class SshTransport(Transport):
     def _run(self, remote: Sequence[str], *, what: str, stdin=None, stdout=None,
              timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         """Run one remote command over the master connection; its stdout (unless redirected) as text."""
-        command = [*self._ssh(), "--", self.connection.host, _shell_line(remote)]
+        command = [*self._ssh(), "--", self.connection.host, shell_line(remote)]
         try:
             proc = subprocess.run(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                   stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
@@ -265,7 +264,7 @@ class SshTransport(Transport):
         if "host key verification failed" in text or "identification has changed" in text:
             return DeviceError(
                 f"the host key of {self.where} is unknown or has changed, and ssh refused it",
-                fix=f"connect once with `ssh {self.connection.host}` to check and accept it (edgeprune keeps your "
+                fix=f"connect once with `{self.pasteable()}` to check and accept it (edgeprune keeps your "
                     "StrictHostKeyChecking setting)",
             )
         if "permission denied" in text or "too many authentication failures" in text:
@@ -278,7 +277,18 @@ class SshTransport(Transport):
 
     @property
     def _reach_fix(self) -> str:
-        return f"check that the device is powered and on the network and that `ssh {self.connection.host} true` works"
+        return f"check that the device is powered and on the network and that `{self.pasteable('true')}` works"
+
+    def pasteable(self, *remote: str) -> str:
+        """The ssh command a user pastes to reach the device as edgeprune does (same config file, key, port, user)."""
+        connection, command = self.connection, ["ssh"]
+        for flag, value in (("-F", connection.ssh_config), ("-i", connection.key)):
+            if value:
+                command += [flag, str(Path(value).expanduser())]
+        for flag, value in (("-p", connection.port), ("-l", connection.user)):
+            if value:
+                command += [flag, str(value)]
+        return shell_line([*command, connection.host, *remote])
 
     def _digest(self, path: Path) -> str:
         stat = path.stat()
@@ -296,11 +306,6 @@ def _stop_master(command: list[str], control_dir: Path) -> None:
         except (subprocess.TimeoutExpired, OSError):
             pass
     shutil.rmtree(control_dir, ignore_errors=True)
-
-
-def _shell_line(args: Sequence[str]) -> str:
-    """One command line for the remote shell; every word quoted."""
-    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def _last_line(text: str) -> str:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,12 @@ def _check(connection: Connection, target: str) -> None:
     if connection.kind == "adb" and connection.serial is not None and connection.serial.startswith("-"):
         raise ConfigError(f"adb serial {connection.serial!r} of target {target} starts with '-'",
                           fix="pass the serial `adb devices` lists")
+
+
+def shell_line(args: Sequence[object]) -> str:
+    """One POSIX shell command line with every word quoted: what a device's shell runs, and what a user is told to
+    paste (a hostile host, serial or file name stays one word and runs nothing)."""
+    return shlex.join(str(a) for a in args)
 
 
 def scratch_dir() -> Path:

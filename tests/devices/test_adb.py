@@ -59,6 +59,20 @@ def test_shell_words_arrive_literally_with_the_exit_code(fake_adb):
     assert "['-s', 'R58M', 'shell'," in (fake_adb / "adb.log").read_text()
 
 
+def test_the_command_a_user_is_told_to_paste_runs_what_edgeprune_ran_and_nothing_else(fake_adb, monkeypatch):
+    marker = fake_adb / f"pwned-{uuid.uuid4().hex[:8]}"
+    serial = f"x;touch {marker}"
+    monkeypatch.setenv("FAKE_ADB_DEVICES", f"{serial}\tdevice")
+    phone = AdbTransport(serial)
+    argv = ["echo", f"$(touch {marker})", f"`touch {marker}`; touch {marker}"]
+    _, ran, _ = phone.shell(argv)
+    pasted = subprocess.run(["bash", "-c", phone.pasteable(argv)], capture_output=True, text=True, cwd=fake_adb)
+    assert pasted.stdout == ran == f"$(touch {marker}) `touch {marker}`; touch {marker}\n"
+    assert not marker.exists()
+    calls = (fake_adb / "adb.log").read_text().splitlines()
+    assert calls[-1] == calls[-2]  # the pasted `adb -s SERIAL shell LINE` is the call edgeprune made
+
+
 def test_put_and_fetch_round_trip(fake_adb):
     local = fake_adb / "model one.tflite"
     local.write_bytes(b"\x00tflite")

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeprune._resources import resource_dir
-from edgeprune.devices.agent_client import AgentSession
+from edgeprune.devices.agent_client import AgentBug, AgentSession
 from edgeprune.devices.transport import LocalTransport
 from edgeprune.errors import DeviceError
 
@@ -58,6 +58,22 @@ def test_a_bad_request_is_an_error_and_the_session_survives(tiny_onnx, tmp_path)
         with pytest.raises(DeviceError, match=r"inputs \['wrong'\] given"):
             agent.run(tiny_onnx, "onnxruntime", {"wrong": np.zeros((1, 3, 32, 32), np.float32)}, threads=1)
         assert agent.info("host", "onnxruntime").runtime == "onnxruntime"
+
+
+def test_an_internal_agent_error_is_a_bug_with_the_agents_traceback_not_a_device_error():
+    with AgentSession(LocalTransport()) as agent:
+        # args must be an object: a list reaches code that no user input reaches, and fails there
+        with pytest.raises(AgentBug, match=r"(?s)failed bench with an internal error: AttributeError.*Traceback") as bug:
+            agent.request("bench", ["not", "an", "object"])
+        assert not isinstance(bug.value, DeviceError)  # so the CLI shows it as a bug, not as exit 2
+        assert agent.info("host", "onnxruntime").runtime == "onnxruntime"  # the session goes on
+
+
+def test_a_failed_start_leaves_no_scratch_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # a private temp dir: the check below is exact
+    with pytest.raises(DeviceError, match="cannot start the local agent"):
+        AgentSession(LocalTransport(python=str(tmp_path / "no-python")))
+    assert not list(tmp_path.glob("edgeprune-*"))
 
 
 class _DyingTransport(LocalTransport):

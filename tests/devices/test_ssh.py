@@ -3,8 +3,11 @@ reached through OpenSSH, with the venv's Python as the device's Python."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -103,6 +106,33 @@ def test_an_unreachable_port_is_one_line_naming_host_and_port(sshd, tiny_onnx, t
     assert "Traceback" not in result.stderr
     where = f"{sshd.keys.user}@127.0.0.1:{closed}"
     assert lines[-1].startswith(f"edgeprune: error: cannot reach {where}: connection refused")
+
+
+needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client: apt-get install openssh-client")
+
+
+@needs_ssh
+@pytest.mark.parametrize("host", ["x;touch {marker}", "$(touch {marker})", "`touch {marker}`"])
+def test_the_ssh_command_a_user_is_told_to_paste_runs_no_injected_command(host, tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(DeviceError) as caught:  # ssh refuses the name itself; the fix names the command to try
+        AgentSession(SshTransport(Connection(kind="ssh", host=host.format(marker=marker))))
+    pasted = re.search(r"`(ssh .*)` works$", str(caught.value)).group(1)
+    subprocess.run(["bash", "-c", pasted], cwd=tmp_path, capture_output=True, timeout=30)
+    assert not marker.exists(), pasted
+
+
+@needs_ssh
+def test_a_refused_connection_leaves_no_temp_folder():
+    private = Path(tempfile.mkdtemp(prefix="ep15-", dir="/tmp"))  # short: ssh's control socket lives in it
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(private))
+            with pytest.raises(DeviceError, match="connection refused"):
+                AgentSession(SshTransport(Connection(kind="ssh", host="127.0.0.1", port=_free_port())))
+        assert not list(private.iterdir())
+    finally:
+        shutil.rmtree(private)
 
 
 def test_paths_and_names_reach_the_device_literally(sshd, tiny_onnx, tmp_path):
