@@ -27,7 +27,7 @@ from edgeprune.latency.microbench import LayerUse, layer_uses
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
 from edgeprune.prune.channels import attention_heads
-from edgeprune.prune.groups import min_channels
+from edgeprune.prune.groups import _instances, min_channels
 
 _OUT = {tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_depthwise_conv_out_channels}
 _IN = {tp.prune_conv_in_channels, tp.prune_linear_in_channels, tp.prune_depthwise_conv_in_channels}
@@ -232,11 +232,11 @@ def _folds_into_concatenation(module, name: str) -> bool:
     input is folded, prune/depth_ultralytics.py), which `Structure.layers` does not model, so the planner leaves
     these blocks to `prune --blocks`."""
     owner_name = name.rpartition(".")[0].rpartition(".")[0]
-    try:
-        from ultralytics.nn.modules.block import C2f
-    except ImportError:
+    if not owner_name:
         return False
-    return bool(owner_name) and isinstance(module.get_submodule(owner_name), C2f)
+    owner = module.get_submodule(owner_name)
+    # looked up, not imported: importing ultralytics writes its settings, and only its own models hold a C2f
+    return any(m is owner for m in _instances(module, "ultralytics.nn.modules.block", "C2f"))
 
 
 def _priced_blocks(found, uses: list[LayerUse], groups: dict[str, ChannelGroup]) -> dict[str, Block]:
