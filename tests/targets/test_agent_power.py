@@ -48,14 +48,20 @@ def _bench(tiny_onnx, sensor, runs=300, interval_ms=20.0, idle_s=0.5):
     return result, figure
 
 
+def _rapl_zone(root: Path, max_uj: int) -> Path:
+    """A powercap package zone, less its energy_uj counter, beside a core subzone (which must not be summed)."""
+    zone = root / "sys/class/powercap/intel-rapl:0"
+    _write(zone / "name", "package-0")
+    _write(zone / "max_energy_range_uj", str(max_uj))
+    _write(root / "sys/class/powercap/intel-rapl:0:0/name", "core")
+    return zone
+
+
 class RaplWriter:
     """A powercap tree whose package counter advances at `watts`, wrapping at 1 J (5 wraps a second at 5 W)."""
 
     def __init__(self, root: Path, watts: float, max_uj: int = 1_000_000):
-        self.zone = root / "sys/class/powercap/intel-rapl:0"
-        _write(self.zone / "name", "package-0")
-        _write(self.zone / "max_energy_range_uj", str(max_uj))
-        _write(root / "sys/class/powercap/intel-rapl:0:0/name", "core")  # a subzone: not summed
+        self.zone = _rapl_zone(root, max_uj)
         self.watts, self.max_uj, self.stop = watts, max_uj, threading.Event()
         self.t0 = time.perf_counter()  # CLOCK_MONOTONIC, the clock the agent stamps samples with
         self.tick()
@@ -78,18 +84,71 @@ class RaplWriter:
         self.thread.join()
 
 
+class RaplPipe:
+    """A package zone whose energy_uj is a named pipe that answers each open with the next reading: the counter
+    advances `step_uj` per read, so it wraps every few samples however fast or loaded the machine is (a counter
+    advancing with wall time wraps inside the timed loop only if enough work fits in it). `served` is the true,
+    unwrapped counter at every read, in order: the ground truth for what the host computes."""
+
+    def __init__(self, root: Path, step_uj: int, max_uj: int):
+        self.path = _rapl_zone(root, max_uj) / "energy_uj"
+        self.step_uj, self.max_uj, self.served, self.stop = step_uj, max_uj, [], threading.Event()
+        os.mkfifo(self.path)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self):
+        while True:
+            pipe = os.open(self.path, os.O_WRONLY)  # blocks until a reader opens the pipe
+            if self.stop.is_set():
+                os.close(pipe)
+                return
+            fresh = self.path.with_name("energy_uj.next")  # the next open finds a new pipe, so this reader gets
+            os.mkfifo(fresh)  # one reading and then end of file, however soon the next open comes
+            os.replace(fresh, self.path)
+            energy_uj = len(self.served) * self.step_uj
+            self.served.append(energy_uj)
+            try:
+                os.write(pipe, b"%d\n" % (energy_uj % self.max_uj))
+            except BrokenPipeError:  # the reader went away (the agent died): the test fails on its own
+                pass
+            os.close(pipe)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        wake = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # releases the server's blocking open
+        self.thread.join(timeout=10)
+        os.close(wake)
+
+
 def test_rapl_counter_sampled_through_the_agent(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
-    with RaplWriter(tmp_path, watts=5.0):
+    # 0.1 J a read (5 W at the 20 ms interval asked) on a 0.35 J range: a wrap every 3.5 reads.
+    with RaplPipe(tmp_path, step_uj=100_000, max_uj=350_000) as counter:
         result, figure = _bench(tiny_onnx, "rapl")
     power, d = result["power"], figure.detail
-    assert power["meta"]["zones"] == [{"zone": "intel-rapl:0", "name": "package-0", "max_energy_range_uj": "1000000"}]
+    assert power["meta"]["zones"] == [{"zone": "intel-rapl:0", "name": "package-0", "max_energy_range_uj": "350000"}]
     assert figure.energy == "measured" and d.rails == ("package-0",) and d.method == "difference of energy counters"
-    assert d.run_s * 5.0 > 1.0, "the counter must have wrapped during the timed loop"
-    assert d.power_w == pytest.approx(5.0, rel=0.15) and d.idle_power_w == pytest.approx(5.0, rel=0.15)
-    assert abs(d.net_mj) < 0.2 * d.gross_mj  # same power idle and loaded: net of idle is ~0
-    assert d.gross_mj == pytest.approx(d.power_w * d.run_s * 1000 / 300)
     assert d.n_samples_run >= 10 and d.n_samples_idle >= 10 and d.achieved_interval_ms == pytest.approx(20, rel=0.5)
+    # The samples are the pipe's last reads (the first was the agent's check that the file is readable).
+    times = np.array([t for t, _ in power["samples"]])
+    true_uj = np.array(counter.served[-len(times):], dtype=np.float64)
+    assert power["errors"] == [] and [raw for _, raw in power["samples"]] == [[str(int(e) % 350_000)] for e in true_uj]
+    (run0, run1), (idle0, idle1) = power["windows"]["run"], power["windows"]["idle"]
+    in_run = true_uj[(times >= run0) & (times <= run1)] % 350_000
+    assert np.sum(np.diff(in_run) < 0) >= 1, "the counter must have wrapped during the timed loop"
+
+    def true_j(t0, t1):
+        e0, e1 = np.interp([t0, t1], times, true_uj)
+        return (e1 - e0) * 1e-6
+
+    run_j = true_j(run0, run1)
+    assert d.gross_mj == pytest.approx(run_j * 1000 / 300) and d.power_w == pytest.approx(run_j / d.run_s)
+    assert d.idle_power_w == pytest.approx(true_j(idle0, idle1) / (idle1 - idle0))
+    assert d.net_mj == pytest.approx((run_j - d.idle_power_w * d.run_s) * 1000 / 300)
 
 
 def _hwmon(root: Path) -> None:
@@ -169,31 +228,34 @@ def test_unreadable_sensor_is_unavailable_with_the_reason(tiny_onnx, tmp_path, m
 
 
 class _AsNobody(LocalTransport):
-    """The agent as an unprivileged user (uid 65534), as on a device where the agent is not run as root."""
+    """The agent as an unprivileged user (uid 65534), as on a device where the agent is not run as root, started
+    from `agent_dir`: a copy of targets/ it can read wherever the checkout lives (a clone under a 0700 folder)."""
+
+    def __init__(self, agent_dir: Path):
+        super().__init__()
+        self.agent_dir = agent_dir
 
     def start_agent(self, stderr_log):
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", self.python, "-u",
-                   str(resource_dir("targets") / "agent.py")]
+                   str(self.agent_dir / "agent.py")]
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to uid 65534")
 def test_root_only_energy_counter_says_why(monkeypatch):
     # Since Linux 5.10 energy_uj is mode 0400 root (CVE-2020-8694); the agent must say so, not crash.
-    root = Path(tempfile.mkdtemp(prefix="edgeprune-sysfs-"))
+    root = Path(tempfile.mkdtemp(prefix="edgeprune-as-nobody-"))  # not tmp_path: pytest's basetemp is 0700
     try:
-        root.chmod(0o755)
-        zone = root / "sys/class/powercap/intel-rapl:0"
-        _write(zone / "name", "package-0")
-        _write(zone / "max_energy_range_uj", "262143328850")
+        shutil.copytree(resource_dir("targets"), root / "targets", ignore=shutil.ignore_patterns("__pycache__"))
+        zone = _rapl_zone(root / "sysfs", max_uj=262143328850)
         _write(zone / "energy_uj", "123456")
-        for folder in (root / "sys", root / "sys/class", root / "sys/class/powercap", zone):
-            folder.chmod(0o755)
-        (zone / "name").chmod(0o444)
-        (zone / "max_energy_range_uj").chmod(0o444)
+        for folder, _, files in os.walk(root):  # everything readable by uid 65534 but the counter
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o444)
         (zone / "energy_uj").chmod(0o400)
-        monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(root))
-        with AgentSession(_AsNobody()) as agent:
+        monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(root / "sysfs"))
+        with AgentSession(_AsNobody(root / "targets")) as agent:
             info = agent.info("dev", "onnxruntime")
     finally:
         shutil.rmtree(root)
