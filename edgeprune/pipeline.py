@@ -20,6 +20,7 @@ from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
 from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
+from edgeprune.verify.finite import refuse_nonfinite_outputs
 from edgeprune.verify.parity import ParityAccumulator
 from edgeprune.verify.scoring import scoring_for
 
@@ -40,6 +41,7 @@ def export_model(model: LoadedModel, fmt: str, out_dir: Path, precision: str | N
         raise ConfigError(f"--keep-float {keep_float} is negative")
     if keep_float and resolved not in backend.calibrated:
         raise ConfigError(f"--keep-float applies to int8 exports, not {fmt} {resolved}", fix="drop --keep-float")
+    refuse_nonfinite_outputs(model)  # a NaN/Inf reference makes any parity meaningless: refuse before writing
     calibration = calibration_images(model, data) if data and resolved in backend.calibrated else None
     if data and calibration is None:
         raise ConfigError(f"--data calibrates int8 exports; {fmt} {resolved} takes no calibration", fix="drop --data")
@@ -100,6 +102,8 @@ def verify_artifact(
         raise ConfigError("--batch-size and --limit must be positive")
     progress = progress or NoProgress()
     scoring = scoring_for(model, data, limit)  # checks the data before any export work
+    if artifact_path:  # a fresh export checks this itself
+        refuse_nonfinite_outputs(model)
     artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
     parity = ParityAccumulator(artifact.outputs[0].name)

@@ -430,6 +430,18 @@ class OutputParity(Record):
     passed: bool
     cosine_mean: float | None = None  # mean per-sample cosine similarity
     cosine_of: str = "worst"  # which of the two the tolerance applies to: worst | mean
+    # NaN/Inf values seen in each side's output; any fails parity (max-abs and cosine cover the finite values only)
+    nonfinite_reference: int = 0
+    nonfinite_runtime: int = 0
+
+    def failure(self) -> str:
+        """Why this output failed parity, in one clause."""
+        if self.nonfinite_runtime or self.nonfinite_reference:
+            return (f"output {self.name}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
+                    f"{self.nonfinite_reference} from PyTorch")
+        cosine = self.cosine_min if self.cosine_of == "worst" else self.cosine_mean
+        return (f"output {self.name}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
+                f"{self.cosine_of} cosine {cosine:.6f} (tol {self.tolerance_cosine})")
 
 
 @dataclass(frozen=True)
@@ -481,13 +493,7 @@ class Verification(Record):
         return self.passed
 
     def failures(self) -> list[str]:
-        out = [
-            f"output {p.name}: max-abs {p.max_abs:.3g} (tol {p.tolerance_max_abs:.3g}), "
-            f"{p.cosine_of} cosine {p.cosine_min if p.cosine_of == 'worst' else p.cosine_mean:.6f} "
-            f"(tol {p.tolerance_cosine})"
-            for p in self.parity
-            if not p.passed
-        ]
+        out = [p.failure() for p in self.parity if not p.passed]
         out += [
             f"{m.name}: {m.runtime:.4f} on {self.runtime} vs {m.reference:.4f} on PyTorch (tol {m.tolerance})"
             for m in self.metrics

@@ -133,7 +133,45 @@ DATA_ROWS = [
 
 # --- rows: verification gates -------------------------------------------------------------------------------------------
 
-VERIFY_ROWS: list[Row] = []
+YOLO_FASTEST = "darknet/yolo-fastest/yolo-fastest-1.1"
+
+
+def _nan_weights(tmp: Path) -> None:
+    """Yolo-Fastest's .weights of the real size, every parameter NaN (header: version 0.2.5, 0 images seen)."""
+    import struct
+
+    parameters = ((ASSETS / f"{YOLO_FASTEST}.weights").stat().st_size - struct.calcsize("<3iQ")) // 4
+    (tmp / "nan.weights").write_bytes(struct.pack("<3iQ", 0, 2, 5, 0) + struct.pack("<f", float("nan")) * parameters)
+
+
+def _one_nan_onnx(tmp: Path) -> None:
+    """resnet20's own ONNX export with one output element (sample 0, class 3) made NaN: PyTorch stays finite."""
+    from tests.verify.nonfinite_onnx import with_one_nonfinite_output
+
+    exported = run_cli("export", "--model", "cifar:resnet20", "--out", tmp / "export")
+    assert exported.code == 0, exported.stderr[-2000:]
+    with_one_nonfinite_output(tmp / "export" / "model.onnx", tmp / "nan.onnx")
+
+
+_NAN_MODEL = ("--model", f"{{assets}}/{YOLO_FASTEST}.cfg", "--weights", "{tmp}/nan.weights")
+_NAN_NEEDS = (f"{YOLO_FASTEST}.cfg", f"{YOLO_FASTEST}.weights", "datasets/yaml/coco128.yaml")
+_FIRST_NAN_LAYER = "the first layer to produce them is blocks.0.conv (Conv2d)"
+
+VERIFY_ROWS = [
+    # NaN weights: refused at the PyTorch check, before anything is exported (verify used to print PASSED)
+    Row("nan-weights-verify", ("verify", *_NAN_MODEL, "--data", "{assets}/datasets/yaml/coco128.yaml",
+                               "--out", "{tmp}/out"), 2, _FIRST_NAN_LAYER, setup=_nan_weights,
+        absent=("out/*.onnx", "out/verification.json"), needs=_NAN_NEEDS),
+    Row("nan-weights-export", ("export", *_NAN_MODEL, "--out", "{tmp}/out"), 2, _FIRST_NAN_LAYER,
+        setup=_nan_weights, absent=("out/*",), needs=_NAN_NEEDS),
+    Row("nan-weights-build", ("build", *_NAN_MODEL, "--speedup", "1.5", "--out", "{tmp}/out"), 2, _FIRST_NAN_LAYER,
+        setup=_nan_weights, absent=("out/**/*.onnx", "out/**/profile.json"), needs=_NAN_NEEDS),
+    # PyTorch finite, one NaN in the runtime's output: the parity gate fails naming the output and the count
+    Row("runtime-one-nan", ("verify", "--model", "cifar:resnet20", "--data", "{assets}/datasets/cifar10_test_jpg/test",
+                            "--artifact", "{tmp}/nan.onnx", "--limit", "20", "--out", "{tmp}/out"),
+        3, "output output: 1 NaN/Inf value(s) from the runtime, 0 from PyTorch", setup=_one_nan_onnx,
+        needs=("datasets/cifar10_test_jpg/test",)),
+]
 
 # --- rows: full, read-only and over-quota disks -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeprune.errors import ConfigError, ExportError, UnknownName
 from edgeprune.models.base import LoadedModel
+from edgeprune.verify.finite import nonfinite_count, refuse_nonfinite_outputs
 
 CALIBRATION_IMAGES = 256  # nncf's subset_size default is 300; ai-edge-quantizer has none. 256 is plenty for min/max
 SENSITIVITY_IMAGES = 64
@@ -87,12 +88,16 @@ def layer_sensitivity(model: LoadedModel, images: np.ndarray, limit: int = SENSI
         finally:
             for handle in handles:
                 handle.remove()
+        if nonfinite_count(reference):  # every error below would be NaN, and NaN sorts anywhere
+            refuse_nonfinite_outputs(model, (x,), on=f"{len(x)} calibration images")
         norm = float(reference.norm()) or 1.0
         result = []
         for name in names:
             with _int8_alone(layers[name], *ranges[name]):
                 out = _first(model.module(x)).float()
-            result.append(Layer(name, float((out - reference).norm()) / norm))
+            # a layer whose int8 rounding alone makes the output NaN/Inf is as sensitive as a layer can be
+            error = float((out - reference).norm()) / norm if not nonfinite_count(out) else float("inf")
+            result.append(Layer(name, error))
     return sorted(result, key=lambda layer: -layer.error)
 
 

@@ -6,10 +6,12 @@ import numpy as np
 
 from edgeprune.backends.base import Tolerances
 from edgeprune.types import OutputParity
+from edgeprune.verify.finite import nonfinite_count
 
 
 class ParityAccumulator:
-    """Running max-abs, reference range, worst and mean per-sample cosine, so outputs need not be kept in memory."""
+    """Running max-abs, reference range, worst and mean per-sample cosine and non-finite counts, so outputs need not
+    be kept in memory."""
 
     def __init__(self, name: str):
         self.name = name
@@ -18,6 +20,7 @@ class ParityAccumulator:
         self.cosine_min = 1.0
         self.cosine_sum = 0.0
         self.samples = 0
+        self.nonfinite_reference = self.nonfinite_runtime = 0
 
     def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
         if reference.shape != runtime.shape:
@@ -26,8 +29,17 @@ class ParityAccumulator:
             return
         ref = reference.astype(np.float64).reshape(len(reference), -1)
         out = runtime.astype(np.float64).reshape(len(runtime), -1)
+        self.nonfinite_reference += nonfinite_count(ref)
+        self.nonfinite_runtime += nonfinite_count(out)
+        # NaN would fold away in max()/min() below (max(x, nan) is x), so non-finite values are counted above, fail
+        # the result on their own, and are left out of max-abs, range and cosine, which describe the finite rest
+        finite = np.isfinite(ref) & np.isfinite(out)
+        if not finite.all():
+            ref, out = np.where(finite, ref, 0.0), np.where(finite, out, 0.0)
         self.max_abs = max(self.max_abs, float(np.abs(ref - out).max()))
-        self.ref_min, self.ref_max = min(self.ref_min, float(ref.min())), max(self.ref_max, float(ref.max()))
+        if finite.any():
+            kept = ref[finite]
+            self.ref_min, self.ref_max = min(self.ref_min, float(kept.min())), max(self.ref_max, float(kept.max()))
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
         both_zero = norms == 0
         cosine = np.where(both_zero, 1.0, (ref * out).sum(axis=1) / np.where(both_zero, 1.0, norms))
@@ -36,11 +48,12 @@ class ParityAccumulator:
         self.samples += len(ref)
 
     def result(self, tolerances: Tolerances) -> OutputParity:
-        spread = self.ref_max - self.ref_min if self.samples else 0.0
+        spread = self.ref_max - self.ref_min if self.ref_max >= self.ref_min else 0.0
         rel = self.max_abs / spread if spread > 0 else (0.0 if self.max_abs == 0 else float("inf"))
         close = self.max_abs <= tolerances.max_abs or rel <= tolerances.max_abs_rel_range
         cosine_mean = self.cosine_sum / self.samples if self.samples else 1.0
         cosine = self.cosine_min if tolerances.cosine_of == "worst" else cosine_mean
+        all_finite = self.nonfinite_reference == self.nonfinite_runtime == 0
         return OutputParity(
             name=self.name,
             max_abs=self.max_abs,
@@ -48,9 +61,11 @@ class ParityAccumulator:
             cosine_min=self.cosine_min,
             tolerance_max_abs=tolerances.max_abs,
             tolerance_cosine=tolerances.cosine,
-            passed=bool(close and cosine >= tolerances.cosine),
+            passed=bool(close and cosine >= tolerances.cosine and all_finite),
             cosine_mean=cosine_mean,
             cosine_of=tolerances.cosine_of,
+            nonfinite_reference=self.nonfinite_reference,
+            nonfinite_runtime=self.nonfinite_runtime,
         )
 
 
