@@ -310,5 +310,9 @@ def test_pruned_yolo_fastest_recovers_with_finetuning():
     print(f"\npruned 30% l1: loss/image {pruned_loss:.2f} -> {loss:.2f} (training {losses}), "
           f"mAP50 {pruned_map['mAP50']:.4f} -> {tuned_map['mAP50']:.4f}, "
           f"mAP50-95 {pruned_map['mAP50-95']:.4f} -> {tuned_map['mAP50-95']:.4f}")
+    # Recovery is asserted on the loss, which moves far beyond its run-to-run spread. Measured (issue 15), loss/image
+    # after pruning 33.72; after these 3 epochs 14.48-15.98 (ratio 0.43-0.47) over seeds 0-2 at 1 and 2 threads;
+    # with lr 1e-9 (batch-norm recalibration only) 32.46 (0.96); with 0 epochs unchanged (1.0). mAP on 16 images
+    # is noise at this budget, so it is printed, not asserted: mAP50 0.003-0.037 over the same runs around the
+    # pruned model's 0.021 (mAP50-95 0.0005-0.0099 around 0.0064; a strict "better than pruned" failed by 0.00003).
     assert loss < 0.7 * pruned_loss
-    assert tuned_map["mAP50"] > pruned_map["mAP50"] and tuned_map["mAP50-95"] > pruned_map["mAP50-95"]
