@@ -472,7 +472,7 @@ def _finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_di
         staging = target_dir.with_name(target_dir.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         if options.finetune_epochs:
-            pruned = load_pruned(source)
+            pruned = load_pruned(source, named_base=model.spec)
             if arrays is None and model.task == "classification":
                 arrays = _classification_arrays(model, splits.finetune)
             teacher = copy.deepcopy(model.module).eval() if options.distill else None
@@ -501,7 +501,7 @@ def _export_all(model, target: TargetProfile, plan: PlanReport, out_dir: Path) -
 
     artifacts = {}
     for name in _names(plan):
-        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True))
+        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True), named_base=model.spec)
         artifacts[name] = export_model(loaded, _format(target), out_dir / "export" / name, target.precision,
                                        target=target)  # fmt: skip
     return artifacts
@@ -518,7 +518,7 @@ def _verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, 
                                comparison_rounds(plan.base_latency.median_ms, options.runs))  # fmt: skip
     results = []
     for name, artifact in artifacts.items():
-        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True))
+        loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True), named_base=model.spec)
         verification = metric = value = None
         if splits is not None:
             verification = verify_artifact(loaded, target, splits.holdout, out_dir / "verify" / name,

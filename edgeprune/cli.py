@@ -46,6 +46,11 @@ model_options = _options(
     click.option("--weights", "-w", help="Weights file for the model (.pth/.th/.pt/.safetensors)."),
     click.option("--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."),
     click.option("--input-shape", help="N,C,H,W for python: models that do not declare it."),
+    # the command gets --trust-code through `_load`, not as a parameter
+    click.option("--trust-code", is_flag=True, expose_value=False, callback=lambda ctx, _, value: ctx.meta.update(
+        {"edgeprune.trust_code": value}),
+        help="Allow running Python code that a model file names: a saved plan's python: base (imports that module), "
+             "expressions in an ultralytics model yaml."),
 )
 
 
@@ -356,7 +361,8 @@ def _load(spec: str, weights: str | None, trust_pickle: bool, input_shape: str |
             shape = tuple(int(d) for d in input_shape.split(","))
         except ValueError:
             raise ConfigError(f"--input-shape {input_shape!r} is not a list of integers", expected="N,C,H,W e.g. 1,3,224,224") from None
-    return load_model(spec, LoadOptions(weights=weights, trust_pickle=trust_pickle, input_shape=shape))
+    trust_code = click.get_current_context().meta.get("edgeprune.trust_code", False)  # from model_options
+    return load_model(spec, LoadOptions(weights=weights, trust_pickle=trust_pickle, input_shape=shape, trust_code=trust_code))
 
 
 def _load_target(name: str):

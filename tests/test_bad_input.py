@@ -61,9 +61,64 @@ CLI_ROWS = [
 
 # --- rows: model files --------------------------------------------------------------------------------------------------
 
+def _saved(base: str, folder: str = "saved", *, plan_text: str | None = None, weights: bool = True,
+           beside: dict[str, str] | None = None) -> Callable[[Path], None]:  # fmt: skip
+    """Writes {tmp}/FOLDER, a saved pruned model whose plan names `base`, with files beside the plan ({tmp} filled
+    in). The tensors file is empty: every row below is refused before it is read."""
+    from edgeprune.prune.io import PLAN_FILE, WEIGHTS_FILE
+    from edgeprune.types import PrunePlan
+
+    def setup(tmp: Path) -> None:
+        saved = tmp / folder
+        saved.mkdir()
+        plan = PrunePlan(base.replace("{tmp}", str(tmp)), "0" * 16, "l1", 0.3, None, False).to_json()
+        (saved / PLAN_FILE).write_text(plan if plan_text is None else plan_text)
+        if weights:
+            (saved / WEIGHTS_FILE).write_bytes(b"")
+        for name, text in (beside or {}).items():
+            (saved / name).write_text(text.replace("{tmp}", str(tmp)))
+
+    return setup
+
+
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    return lambda tmp: [setup(tmp) for setup in setups] and None
+
+
+_PAYLOAD = {"payload.py": "import pathlib\npathlib.Path('{tmp}/PAYLOAD_RAN').touch()\nmake = None\n"}
+# an ultralytics model yaml: ultralytics eval()s `activation` and calls any name in its module namespace as a layer
+_YOLO_YAML = "nc: 2\nactivation: {act}\nbackbone:\n  - [-1, 1, {layer}, [16, 3, 2]]\nhead:\n  - [[0], 1, Detect, [nc]]\n"
+
+
+def _yolo_yaml(act: str = "nn.SiLU()", layer: str = "Conv") -> Callable[[Path], None]:
+    return lambda tmp: (tmp / "model.yaml").write_text(_YOLO_YAML.format(act=act, layer=layer).replace("{tmp}", str(tmp)))
+
+
 MODEL_ROWS = [
     Row("cfg-unknown-option", ("export", "--model", "{tmp}/bad.cfg", "--out", "{tmp}/out"), 2, "line 3",
         setup=_write("bad.cfg", "[net]\nwidth=32\nheigth=32\nchannels=3\n"), absent=("out/model.onnx",)),
+    Row("plan-python-base-needs-trust-code", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
+        "names python:payload:make as its base model, and loading it imports and runs that Python module; "
+        "fix: pass --trust-code", setup=_saved("python:payload:make", beside=_PAYLOAD), absent=("PAYLOAD_RAN", "out")),
+    Row("plan-on-a-plan-python-base-needs-trust-code", ("profile", "--model", "edgeprune:{tmp}/outer", "--out",
+                                                        "{tmp}/out"), 2, "pass --trust-code",
+        setup=_both(_saved("python:payload:make", beside=_PAYLOAD), _saved("edgeprune:{tmp}/saved", "outer")),
+        absent=("PAYLOAD_RAN",)),
+    Row("plan-base-leads-back-to-itself", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
+        "leads back to", setup=_saved("edgeprune:{tmp}/saved")),
+    Row("plan-truncated", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2, "is not valid JSON",
+        setup=_saved("torchvision:resnet18", plan_text='{"schema_version": 1, "kind": "PrunePlan", "base_mo')),
+    Row("plan-not-a-plan", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
+        "is not a prune plan edgeprune can replay", setup=_saved("torchvision:resnet18", plan_text='{"base_model": 5}')),
+    Row("plan-without-its-tensors", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
+        "holds prune_plan.json but not model.safetensors", setup=_saved("torchvision:resnet18", weights=False)),
+    Row("plan-tensors-truncated", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
+        "not a readable checkpoint", setup=_saved("torchvision:resnet18")),
+    Row("yaml-activation-runs-code", ("export", "--model", "{tmp}/model.yaml", "--out", "{tmp}/out"), 2,
+        "runs as Python code when it builds the model; fix: pass --trust-code",
+        setup=_yolo_yaml(act="__import__('pathlib').Path('{tmp}/PWNED').touch() or nn.SiLU()"), absent=("PWNED",)),
+    Row("yaml-layer-runs-code", ("export", "--model", "{tmp}/model.yaml", "--out", "{tmp}/out"), 2,
+        "names 'torch_safe_load' as a layer", setup=_yolo_yaml(layer="torch_safe_load")),
 ]
 
 # --- rows: data ---------------------------------------------------------------------------------------------------------

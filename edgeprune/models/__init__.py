@@ -23,7 +23,7 @@ SPEC_FORMS = (
     "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml, or a saved pruned model directory"
 )
 
-__all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model"]
+__all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model", "saved_directory"]
 
 
 def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
@@ -33,9 +33,12 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
         if not name:
             raise ModelError(f"model spec {spec!r} names no model", expected=f"one of {SPEC_FORMS}")
         return importlib.import_module(FAMILIES[family]).load(name, options)
+    directory = saved_directory(spec)
+    if directory is not None:
+        from edgeprune.prune.io import load_pruned
+
+        return load_pruned(directory, options)
     path = Path(spec)
-    if family == "edgeprune" or (not sep and path.is_dir()):
-        return _load_saved(name if family == "edgeprune" else spec, options)
     if not sep and path.suffix in SUFFIX_FAMILIES:
         return importlib.import_module(FAMILIES[SUFFIX_FAMILIES[path.suffix]]).load(spec, options)
     if path.exists():
@@ -48,9 +51,9 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
     raise ModelError(f"model file not found: {spec}", fix=f"check the path, or use a model spec ({SPEC_FORMS})")
 
 
-def _load_saved(directory: str, options: LoadOptions) -> LoadedModel:
-    from edgeprune.prune.io import PLAN_FILE, is_saved_pruned, load_pruned
-
-    if not is_saved_pruned(directory):
-        raise ModelError(f"{directory} is not a saved edgeprune model", expected=f"a directory with {PLAN_FILE}")
-    return load_pruned(directory, options)
+def saved_directory(spec: str) -> str | None:
+    """The folder a spec names as a saved pruned model (`edgeprune:DIR`, or a directory), else None."""
+    family, sep, name = spec.partition(":")
+    if family == "edgeprune":
+        return name
+    return spec if not sep and Path(spec).is_dir() else None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeprune.errors import ModelError
 from edgeprune.types import DetectionHead, Preprocessing, TensorSpec
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ class LoadOptions:
     weights: str | None = None
     trust_pickle: bool = False
     input_shape: tuple[int, ...] | None = None
+    trust_code: bool = False  # run Python code a model file names (a saved plan's python: base, a yaml's eval)
 
 
 @dataclass
@@ -53,6 +56,11 @@ class LoadedModel:
 
         generator = torch.Generator().manual_seed(0)
         return tuple(torch.randn(spec.concrete_shape(batch), generator=generator) for spec in self.inputs)
+
+
+def untrusted_code(what: str, source: str | Path) -> ModelError:
+    """The refusal for a model file that would run Python code the user did not name on the command line."""
+    return ModelError(what, fix=f"pass --trust-code only if you trust where {source} came from")
 
 
 def image_input(height: int, width: int, channels: int = 3) -> tuple[TensorSpec, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgeprune._ultralytics import import_ultralytics
 from edgeprune.errors import ModelError, UnknownName
-from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init
+from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init, untrusted_code
 from edgeprune.models.weights import load_into, read_state_dict
 from edgeprune.types import DetectionHead, Preprocessing
 
@@ -103,10 +103,61 @@ def _build_from_yaml(path: Path, options: LoadOptions):
         if path.name not in packaged or path.parent != Path("."):
             raise UnknownName("ultralytics model yaml", str(path), packaged,
                               fix="give an existing .yaml path or a yaml packaged with ultralytics")
+    code = _code_in_yaml(path) if path.is_file() and not options.trust_code else None
+    if code:
+        raise untrusted_code(f"{path} {code}, which ultralytics runs as Python code when it builds the model", path)
     model = seeded_init(lambda: YOLO(str(path)).model)
     if options.weights:
         load_into(model, read_state_dict(options.weights, trust_pickle=options.trust_pickle), options.weights)
     return model
+
+
+def _code_in_yaml(path: Path) -> str | None:
+    """What in a model yaml ultralytics would run as code, or None. ultralytics eval()s `activation`, and calls
+    whatever its module namespace holds under a layer's name with the yaml's arguments (a checkpoint loader
+    included); the layers and activations of a real model are torch.nn / torchvision.ops / ultralytics layers."""
+    import ast
+
+    import torch
+    import torchvision
+    import yaml
+    from ultralytics.nn import tasks
+
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None  # not readable as a model yaml: ultralytics says so, running nothing
+    if not isinstance(spec, dict):
+        return None
+
+    def is_layer(obj) -> bool:
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+
+    act = spec.get("activation")
+    if act is not None:
+        try:
+            call = ast.parse(str(act).strip(), mode="eval").body
+            func = ast.unparse(call.func) if isinstance(call, ast.Call) else ""
+            for argument in [*call.args, *(k.value for k in call.keywords)]:
+                ast.literal_eval(argument)  # raises on anything but a literal
+        except (SyntaxError, ValueError, TypeError, AttributeError):
+            func = ""
+        name = func.removeprefix("torch.").removeprefix("nn.")
+        if func not in (f"nn.{name}", f"torch.nn.{name}") or not is_layer(getattr(torch.nn, name, None)):
+            return f"sets activation {act!r}"
+    for entry in [*(spec.get("backbone") or []), *(spec.get("head") or [])]:
+        layer = entry[2] if isinstance(entry, (list, tuple)) and len(entry) > 2 and isinstance(entry[2], str) else None
+        if layer is None:
+            continue
+        if layer.startswith("nn."):
+            obj = getattr(torch.nn, layer[3:], None)
+        elif layer.startswith("torchvision.ops."):
+            obj = getattr(torchvision.ops, layer[16:], None)
+        else:
+            obj = getattr(tasks, layer, None)
+        if obj is not None and not is_layer(obj):
+            return f"names {layer!r} as a layer"
+    return None
 
 
 def _imgsz(model) -> int:

@@ -6,6 +6,7 @@ import torch
 
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models import LoadOptions, load_model
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -54,3 +55,50 @@ def test_bad_python_specs(user_package):
         load_model("python:usernets.declared:not_a_model")
     with pytest.raises(ModelError, match="incomplete"):
         load_model("python:usernets.declared")
+
+
+PAYLOAD = textwrap.dedent("""
+    import pathlib
+    import torch
+    pathlib.Path("PAYLOAD_RAN").touch()  # what a hostile module would do on import: here, leave a mark
+    edgeprune_input = {"shape": (1, 3, 16, 16)}
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+""")
+
+
+@pytest.fixture
+def payload_folder(tmp_path):
+    """A pruned model saved by `prune --model python:payload:make`, with payload.py beside its plan."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "payload.py").write_text(PAYLOAD)
+    result = run_cli("prune", "--model", "python:payload:make", "--ratio", "0.3", "--out", ".", cwd=saved)
+    assert result.code == 0, result.stderr
+    (saved / "PAYLOAD_RAN").unlink()  # the user named it there: it ran
+    yield saved
+    sys.modules.pop("payload", None)
+
+
+def test_a_saved_plan_imports_its_python_base_only_with_trust_code(payload_folder):
+    refused = run_cli("export", "--model", ".", "--out", "../out", cwd=payload_folder)
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "names python:payload:make as its base model" in refused.stderr and "--trust-code" in refused.stderr
+    assert not (payload_folder / "PAYLOAD_RAN").exists() and not (payload_folder.parent / "out").exists()
+
+    trusted = run_cli("export", "--model", ".", "--trust-code", "--out", "../out", cwd=payload_folder)
+    assert trusted.code == 0, trusted.stderr
+    assert (payload_folder / "PAYLOAD_RAN").exists() and (payload_folder.parent / "out" / "model.onnx").is_file()
+
+
+def test_the_base_a_user_named_reloads_without_trust_code(payload_folder, monkeypatch):
+    from edgeprune.prune.io import load_pruned
+
+    monkeypatch.chdir(payload_folder)
+    with pytest.raises(ModelError, match="--trust-code"):
+        load_pruned(".", named_base="python:payload:other")  # a build reloads only the base its user named
+    assert not (payload_folder / "PAYLOAD_RAN").exists()
+    reloaded = load_pruned(".", named_base="python:payload:make")
+    assert reloaded.module(torch.zeros(1, 3, 16, 16)).shape == (1, 4)

@@ -2,6 +2,7 @@
 (and, for Darknet, as cfg + weights), each reload computing the pruned model's outputs, and ONNX Runtime matching."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -143,3 +144,52 @@ def test_detectors_refuse_a_criterion_without_a_loss(tmp_path, coco16_yaml):
     result = run_cli("prune", "--model", "yolov8n.yaml", "--ratio", "0.3", "--criterion", "taylor", "--data",
                      coco16_yaml, "--out", tmp_path)  # fmt: skip
     assert result.code == 2 and "needs a loss" in result.stderr and "Traceback" not in result.stderr
+
+
+# one model of each kind of structure the coverage sweep saves: torchvision MNASNet (its modules check the version
+# of what they load, which safetensors does not keep), a residual net, squeeze-excite + hardswish, channel shuffle
+# (rewritten before pruning), and attention (a tiny ViT, a python: model: reloaded with --trust-code)
+FRESH_RELOAD = ["mnasnet0_5", "resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "tiny_vit"]
+TINY_VIT_MODULE = "from tests.conftest import tiny_vit\nedgeprune_input = {'shape': (1, 3, 32, 32)}\n" \
+                  "def build():\n    return tiny_vit().module\n"  # fmt: skip
+
+
+def test_pruned_models_reload_in_a_fresh_process_with_identical_outputs(tmp_path):
+    """What the coverage sweep checks for every model, on a few small ones: prune, save, reload the folder in a new
+    interpreter as `--model DIR` does, and get bit-identical outputs."""
+    import subprocess
+    import sys
+
+    from edgeprune.prune.channels import prune_channels
+    from edgeprune.prune.io import save_pruned
+    from tests.conftest import REPO, tiny_vit
+
+    (tmp_path / "tinyvit_model.py").write_text(TINY_VIT_MODULE)
+    expected = {}
+    for name in FRESH_RELOAD:
+        if name == "tiny_vit":
+            model, size = tiny_vit(), 32
+            model.spec = "python:tinyvit_model:build"  # what the fresh process imports
+        else:
+            model, size = load_model(f"torchvision:{name}"), 64
+            recalibrate_bn(model.module, size)  # random init: make the outputs depend on the input
+        plan = prune_channels(model, 0.3, "l1")
+        assert plan.params_after < plan.params_before
+        save_pruned(model, plan, tmp_path / name)
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+        np.save(tmp_path / f"{name}.x.npy", x.numpy())
+        expected[name] = run(model, x)
+        assert np.ptp(expected[name]) > 0
+
+    script = (
+        "import sys, numpy as np, torch; from edgeprune.models import LoadOptions, load_model\n"
+        "for name in sys.argv[1:]:\n"
+        "    model = load_model(name, LoadOptions(trust_code=True))\n"
+        "    with torch.inference_mode():\n"
+        "        np.save(f'{name}.out.npy', model.module(torch.from_numpy(np.load(f'{name}.x.npy'))).numpy())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, *FRESH_RELOAD], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in FRESH_RELOAD:
+        assert np.array_equal(np.load(tmp_path / f"{name}.out.npy"), expected[name]), name
