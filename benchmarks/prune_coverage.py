@@ -177,8 +177,9 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     results: dict[str, dict] = json.loads(args.json.read_text()) if args.resume and args.json.exists() else {}
     for name in names:
-        if name in results and results[name]["status"] != "skipped":
-            continue
+        done = results.get(name, {})
+        if done.get("status") not in (None, "skipped") and not (done["status"] == "passed" and "reload" not in done):
+            continue  # a pass recorded before the sweep reloaded its models runs again
         params = models.get_model_weights(name).DEFAULT.meta.get("num_params", 0)
         if (only and name not in only) or name in skip:
             continue
