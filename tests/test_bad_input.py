@@ -94,9 +94,36 @@ def _yolo_yaml(act: str = "nn.SiLU()", layer: str = "Conv") -> Callable[[Path], 
     return lambda tmp: (tmp / "model.yaml").write_text(_YOLO_YAML.format(act=act, layer=layer).replace("{tmp}", str(tmp)))
 
 
+def _cfg_row(row_id: str, body: str, phrase: str, net: str = "width=32\nheight=32\n") -> Row:
+    """`export` of {tmp}/x.cfg: "[net]" on line 1, `net` from line 2, "channels=3", then `body`."""
+    return Row(row_id, ("export", "--model", "{tmp}/x.cfg", "--out", "{tmp}/out"), 2, phrase,
+               setup=_write("x.cfg", f"[net]\n{net}channels=3\n{body}"), absent=("out/model.onnx",))
+
+
 MODEL_ROWS = [
     Row("cfg-unknown-option", ("export", "--model", "{tmp}/bad.cfg", "--out", "{tmp}/out"), 2, "line 3",
         setup=_write("bad.cfg", "[net]\nwidth=32\nheigth=32\nchannels=3\n"), absent=("out/model.onnx",)),
+    # absurd sizes: refused before allocating, against the memory this machine has available
+    _cfg_row("cfg-filters-too-many", "[convolutional]\nsize=9\npad=1\nfilters=2000000000\n",
+             "line 8: [convolutional] (layer 0) needs"),
+    _cfg_row("cfg-net-too-large", "[convolutional]\nfilters=4\n", "line 2: [net] input needs",
+             net="width=100000\nheight=100000\n"),
+    _cfg_row("cfg-connected-too-large", "[convolutional]\nfilters=4\n[connected]\noutput=2000000000\n",
+             "line 8: [connected] (layer 1) needs"),
+    _cfg_row("cfg-upsample-too-large", "[convolutional]\nfilters=4\n[upsample]\nstride=100000\n",
+             "line 8: [upsample] (layer 1) needs"),
+    _cfg_row("cfg-maxpool-too-large", "[convolutional]\nfilters=4\n[maxpool]\nsize=100000000\n",
+             "line 8: [maxpool] (layer 1) needs"),
+    _cfg_row("cfg-filters-zero", "[convolutional]\nfilters=0\n", "line 6: [convolutional] filters=0 must be positive"),
+    _cfg_row("cfg-filters-negative", "[convolutional]\nfilters=-8\n", "line 6: [convolutional] filters=-8 must be"),
+    _cfg_row("cfg-size-zero", "[convolutional]\nsize=0\n", "line 6: [convolutional] size=0 must be positive"),
+    _cfg_row("cfg-stride-negative", "[convolutional]\nstride=-2\n", "line 6: [convolutional] stride=-2 must be"),
+    _cfg_row("cfg-padding-negative", "[convolutional]\nsize=3\npadding=-5\n", "line 7: [convolutional] padding=-5"),
+    _cfg_row("cfg-integer-overflow", "[convolutional]\nfilters=99999999999\n",
+             "line 6: [convolutional] filters=99999999999 is outside the 32-bit"),
+    _cfg_row("cfg-width-zero", "[convolutional]\n", "line 2: [net] width=0 must be positive", net="width=0\nheight=32\n"),
+    _cfg_row("cfg-height-negative", "[convolutional]\n", "line 3: [net] height=-32 must be positive",
+             net="width=32\nheight=-32\n"),
     Row("plan-python-base-needs-trust-code", ("export", "--model", "{tmp}/saved", "--out", "{tmp}/out"), 2,
         "names python:payload:make as its base model, and loading it imports and runs that Python module; "
         "fix: pass --trust-code", setup=_saved("python:payload:make", beside=_PAYLOAD), absent=("PAYLOAD_RAN", "out")),

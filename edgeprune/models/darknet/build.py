@@ -1,13 +1,18 @@
 """A torch module from parsed cfg sections: `model.blocks[i]` is Darknet's layer i (the i-th section after [net]).
 
 Shapes are followed through the network while building, so a wrong cfg fails here, naming its line, rather
-than inside a forward pass.
+than inside a forward pass. Each layer is first built on the meta device (sizes, no memory) and refused, naming
+its line, when its parameters and its output cannot fit in the memory this machine has available; only then is
+it allocated, so an absurd filters= or width= is one line instead of an allocator failure or the OOM killer.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,21 +21,69 @@ from edgeprune.models.darknet import layers as L
 from edgeprune.models.darknet.cfg import Section
 
 Shape = tuple[int, int, int]  # (channels, height, width) of one layer's output
+FLOAT_BYTES = 4  # parameters and activations are float32
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """The memory a model built here may take, and where that figure comes from."""
+
+    bytes: int
+    source: str
+
+    @classmethod
+    def of_this_machine(cls) -> MemoryLimit | None:
+        """The kernel's estimate of memory available without swapping, or the cgroup's remaining room when that
+        is smaller (a container sees the host's MemAvailable); None where neither can be read."""
+        limits = []
+        try:
+            meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+            limits.append(cls(int(meminfo["MemAvailable"].split()[0]) * 1024, "MemAvailable in /proc/meminfo"))
+        except (OSError, KeyError, ValueError):
+            try:
+                limits.append(cls(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free physical pages"))
+            except (OSError, ValueError, AttributeError):
+                pass
+        for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                                       ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):  # fmt: skip
+            try:
+                room = int((_CGROUP / limit_file).read_text()) - int((_CGROUP / usage_file).read_text())
+            except (OSError, ValueError):  # absent, or "max" (no limit)
+                continue
+            limits.append(cls(max(room, 0), f"the cgroup's room ({_CGROUP / limit_file} minus usage)"))
+            break
+        return min(limits, key=lambda limit: limit.bytes, default=None)
+
+
+_CGROUP = Path("/sys/fs/cgroup")
 
 
 class DarknetModel(nn.Module):
     """The network of a cfg. Detection cfgs return (N, boxes, 5 + C) from all [yolo] layers in cfg order,
     classification cfgs the last layer's output flattened to (N, features) (after [softmax]: probabilities)."""
 
-    def __init__(self, sections: list[Section]):
+    def __init__(self, sections: list[Section], memory: MemoryLimit | None = None):
+        """`memory`: what the layers may take (default: what this machine has available now)."""
         super().__init__()
         self.sections = list(sections)
         net = sections[0]
         self.input_shape: Shape = (_positive(net, "channels"), _positive(net, "height"), _positive(net, "width"))
+        memory = memory or MemoryLimit.of_this_machine()
+        if memory:
+            _require_memory(net, None, 0, ("input", self.input_shape), memory)
         blocks: list[L.Block] = []
         shapes: list[Shape] = []
+        parameters = 0  # of the layers built so far
         for index, section in enumerate(sections[1:]):
-            block, shape = _BUILDERS[section.kind](section, index, shapes, self.input_shape)
+            build = _BUILDERS[section.kind]
+            if memory and section.kind in _ALLOCATING:
+                with torch.device("meta"):  # sizes only: the parameters are allocated once they are known to fit
+                    planned, shape = build(section, index, shapes, self.input_shape)
+                _require_memory(section, index, parameters + _values(planned), planned.largest_tensor(shape), memory)
+            block, shape = build(section, index, shapes, self.input_shape)
+            parameters += _values(block)
+            if memory:  # before any forward makes its activations
+                _require_memory(section, index, parameters, block.largest_tensor(shape), memory)
             blocks.append(block)
             shapes.append(shape)
         self.blocks = nn.ModuleList(blocks)
@@ -79,6 +132,41 @@ class DarknetModel(nn.Module):
                 )
 
 
+# Layers whose construction allocates memory that grows with their options (other layers' buffers are no larger
+# than their input, already checked). Only these are built on the meta device first: composite ops on meta
+# (torch.stack in [yolo]) import torch._dynamo, which costs seconds.
+_ALLOCATING = frozenset({"convolutional", "connected"})
+
+
+def _values(block: nn.Module) -> int:
+    """float32 values a block holds: its parameters and buffers."""
+    return sum(t.numel() for t in (*block.parameters(), *block.buffers()))
+
+
+def _require_memory(section: Section, index: int | None, parameters: int, tensor: tuple[str, Shape],
+                    memory: MemoryLimit) -> None:  # fmt: skip
+    """Refuse a layer (index None: the input) when the parameters up to it and its largest tensor at batch 1 cannot
+    fit in `memory` (a lower bound of what building and running it takes), naming the line of its largest size
+    option."""
+    what, (c, h, w) = tensor
+    need = (parameters + c * h * w) * FLOAT_BYTES
+    if need <= memory.bytes:
+        return
+    sizes = ("width", "height", "channels") if index is None else ("filters", "size", "output", "stride")
+    given = [key for key in sizes if key in section.options]
+    key = max(given, key=lambda k: section.integer(k)) if given else None
+    parts = ([f"{parameters:,} parameters up to it"] if parameters else []) + [f"a {c}x{h}x{w} {what}"]
+    raise section.error(
+        f"{'input' if index is None else f'(layer {index})'} needs {_gib(need)} at batch 1 in float32 "
+        f"({' and '.join(parts)}), more than the {_gib(memory.bytes)} this machine has available ({memory.source})",
+        key, fix="use smaller filters=/size=/output= or [net] width=/height=, or a machine with more memory",
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
 def _positive(section: Section, key: str, default: int | None = None) -> int:
     value = section.integer(key, default)
     if value <= 0:
@@ -116,6 +204,8 @@ def _convolutional(section: Section, index: int, shapes: list[Shape], net: Shape
     stride = _positive(section, "stride", 1)
     groups = _positive(section, "groups", 1)
     padding = size // 2 if section.integer("pad", 0) else section.integer("padding", 0)
+    if padding < 0:
+        raise section.error(f"padding={padding} is negative", "padding")
     if c % groups or filters % groups:
         raise section.error(
             f"(layer {index}) groups={groups} does not divide its {c} input channels and filters={filters}", "groups"
@@ -161,11 +251,17 @@ def _softmax(section: Section, index: int, shapes: list[Shape], net: Shape):
     if (c * h * w) % groups:
         raise section.error(f"(layer {index}) groups={groups} does not divide its {c * h * w} inputs", "groups")
     temperature = section.number("temperature", 1.0)
+    if not temperature > 0:
+        raise section.error(f"temperature={temperature:g} must be positive", "temperature")
     return L.Softmax(index, groups, temperature), (c * h * w, 1, 1)
 
 
 def _dropout(section: Section, index: int, shapes: list[Shape], net: Shape):
-    return L.Dropout(index, section.number("probability", 0.2)), _input(index, shapes, net)
+    probability = section.number("probability", 0.2)
+    if not 0 <= probability < 1:
+        raise section.error(f"probability={probability:g} is not a probability of dropping", "probability",
+                            expected="0 <= probability < 1")
+    return L.Dropout(index, probability), _input(index, shapes, net)
 
 
 def _route(section: Section, index: int, shapes: list[Shape], net: Shape):

@@ -130,9 +130,12 @@ class Section:
 
     def _number(self, key: str, raw: str, kind: type, expected: str):
         try:
-            return kind(raw)
+            value = kind(raw)
         except ValueError:
             raise self.error(f"{key}={self.options.get(key, raw)} is not {expected}", key) from None
+        if kind is int and not -(2**31) <= value < 2**31:
+            raise self.error(f"{key}={raw} is outside the 32-bit integers Darknet reads", key)
+        return value
 
 
 def parse_cfg(path: str | Path) -> list[Section]:

@@ -27,6 +27,11 @@ class Block(nn.Module):
         self.index = index
         self.inputs = (index - 1,) if inputs is None else inputs
 
+    def largest_tensor(self, output: tuple[int, int, int]) -> tuple[str, tuple[int, int, int]]:
+        """The largest tensor a forward makes at batch 1, as (what, (C, H, W)): the output unless a layer
+        makes a larger one on the way."""
+        return "output", output
+
 
 class Convolutional(Block):
     """conv → batch norm (whose beta is Darknet's bias) or conv bias → activation."""
@@ -79,6 +84,12 @@ class MaxPool(Block):
         else:
             self.pad = (before, after[1], before, after[0])
             self.pool = nn.MaxPool2d(size, stride)
+        self.padded_hw = (in_hw[0] + before + after[0], in_hw[1] + before + after[1])
+
+    def largest_tensor(self, output: tuple[int, int, int]) -> tuple[str, tuple[int, int, int]]:
+        padded = (output[0], *self.padded_hw)
+        bigger = self.pad is not None and padded[1] * padded[2] > output[1] * output[2]
+        return ("padded input", padded) if bigger else ("output", output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,8 @@ from torch import nn
 from edgeprune.errors import ModelError
 from edgeprune.models import LoadOptions
 from edgeprune.models.darknet import layers as L
-from edgeprune.models.darknet import load
+from edgeprune.models.darknet import load, parse_cfg
+from edgeprune.models.darknet.build import DarknetModel, MemoryLimit
 from edgeprune.types import DetectionHead, Preprocessing
 from tests.conftest import asset
 
@@ -205,3 +208,46 @@ def test_real_cfg_layout_follows_darknet_numbering():
     assert [b.index for b in model.yolo_layers] == [30, 37]
     assert isinstance(model.blocks[29], L.Convolutional) and model.blocks[29].conv.out_channels == 255
     assert [s.kind for s in model.sections[1:]] == [type(b).__name__.lower() for b in model.blocks]
+
+
+def test_layers_that_cannot_fit_in_memory_are_refused_before_allocating_naming_the_line(make_cfg):
+    sections = parse_cfg(make_cfg("""
+        [convolutional]
+        filters=64
+        size=3
+        pad=1
+        [convolutional]
+        filters=64
+        size=3
+        pad=1
+        [maxpool]
+        size=64
+        """))  # fmt: skip
+    first, both = (64 * 3 * 9 + 64) * 4, (64 * 3 * 9 + 64 + 64 * 64 * 9 + 64) * 4  # bytes of parameters
+    output = 64 * 8 * 8 * 4
+    with pytest.raises(ModelError, match=r"tiny.cfg line 7: \[convolutional\] \(layer 0\) needs .* MiB .*"
+                                         r"\(1,792 parameters up to it and a 64x8x8 output\).*\(a test\)"):
+        DarknetModel(sections, MemoryLimit(first + output - 1, "a test"))
+    with pytest.raises(ModelError, match=r"line 11: \[convolutional\] \(layer 1\).*38,720 parameters up to it"):
+        DarknetModel(sections, MemoryLimit(both + output - 1, "a test"))  # each layer fits alone, not both
+    padded = 64 * (8 + 63) ** 2 * 4  # the pool pads its input by size - 1 = 63 before pooling
+    with pytest.raises(ModelError, match=r"line 15: \[maxpool\] \(layer 2\).*a 64x71x71 padded input"):
+        DarknetModel(sections, MemoryLimit(both + padded - 1, "a test"))
+    DarknetModel(sections, MemoryLimit(both + padded, "a test"))
+    with pytest.raises(ModelError, match=r"line 2: \[net\] input needs .*\(a 3x8x8 input\)"):
+        DarknetModel(sections, MemoryLimit(3 * 8 * 8 * 4 - 1, "a test"))
+
+
+def test_the_memory_check_leaves_the_seeded_initialisation_as_it_was(make_cfg):
+    """The check builds convolutions on the meta device first; that must not draw from the random generator."""
+    model = load(str(make_cfg("[convolutional]\nfilters=4\nsize=3\n[convolutional]\nfilters=2\n")), LoadOptions())
+    torch.manual_seed(0)  # seeded_init's seed
+    expected = [nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)]
+    for block, conv in zip(model.module.blocks, expected):
+        torch.testing.assert_close(block.conv.weight, conv.weight, rtol=0, atol=0)
+
+
+def test_this_machines_memory_is_read():
+    limit = MemoryLimit.of_this_machine()
+    total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    assert limit is not None and 0 < limit.bytes <= total and limit.source

@@ -93,6 +93,14 @@ MALFORMED = [
     ("[route]\ngroups=2\nlayers=-1\n", r"line 7: .*refers to layer -1"),
     ("[upsample]\nstride=-2\n", r"line 6: .*downsampling upsample layers are not supported"),
     ("[net]\nwidth=8\n", r"line 5: \[net\] \(layer 0\) appears again"),
+    ("[convolutional]\nsize=3\npadding=-2\n", r"line 7: .*padding=-2 is negative"),
+    ("[convolutional]\nstride=4294967297\n", r"line 6: .*stride=4294967297 is outside the 32-bit integers"),
+    ("[convolutional]\n[dropout]\nprobability=1\n", r"line 7: .*probability=1 is not a probability of dropping"),
+    ("[convolutional]\n[softmax]\ntemperature=0\n", r"line 7: .*temperature=0 must be positive"),
+    # 2e9 x 3 x 9 x 9 weights and 2e9 biases (1.95 TB) fit no machine: refused before anything is allocated
+    ("[convolutional]\nsize=9\npad=1\nfilters=2000000000\n",
+     r"line 8: \[convolutional\] \(layer 0\) needs .* GiB at batch 1 in float32 \(488,000,000,000 parameters "
+     r"up to it and a 2000000000x8x8 output\), more than the .* this machine has available"),
 ]
 
 
