@@ -172,9 +172,11 @@ def verify(model, weights, trust_pickle, input_shape, data, target, artifact, th
                 if result.unlabelled_images else "")]
     lines += [f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
               for m in result.metrics]
-    lines += [f"  output {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), cosine min "
+    lines += [f"  {p.name}: max-abs {p.max_abs:.3g} ({p.max_abs_rel_range:.2g} of range), cosine min "
               f"{p.cosine_min:.6f} mean {p.cosine_mean if p.cosine_mean is not None else float('nan'):.6f} "
-              f"(tol {p.tolerance_cosine} on the {p.cosine_of})" for p in result.parity]
+              f"(tol {p.tolerance_cosine} on the {p.cosine_of})"
+              + (f", NaN/Inf: {p.nonfinite_runtime} from the runtime, {p.nonfinite_reference} from PyTorch"
+                 if p.nonfinite_runtime or p.nonfinite_reference else "") for p in result.parity]
     _emit(result, as_json, "\n".join(lines) + f"\n  report: {out_dir / 'verification.json'}")
     if not result:
         sensitive = (f"; most int8-sensitive layers: {', '.join(f'{s.layer} ({s.error:.3g})' for s in result.sensitive_layers)}"

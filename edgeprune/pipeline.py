@@ -16,7 +16,7 @@ from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import transport_for
 from edgeprune.errors import ConfigError
 from edgeprune.latency.energy import energy_for, power_request
-from edgeprune.models.base import LoadedModel
+from edgeprune.models.base import LoadedModel, flatten_outputs
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
 from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
@@ -106,7 +106,7 @@ def verify_artifact(
         refuse_nonfinite_outputs(model)
     artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
-    parity = ParityAccumulator(artifact.outputs[0].name)
+    parities_by_output = [ParityAccumulator(spec.name) for spec in artifact.outputs]
     input_name = artifact.inputs[0].name
     used_threads = threads or target.threads
     done = 0
@@ -114,14 +114,20 @@ def verify_artifact(
         device = agent.info(target.name, target.runtime)
         for batch in scoring.batches(batch_size or scoring.default_batch_size):
             with torch.inference_mode():
-                reference = _first_output(model.module(torch.from_numpy(batch.images))).numpy()
-            runtime = next(iter(agent.run(artifact.path, target.runtime, {input_name: batch.images},
-                                          threads=used_threads).values()))
-            parity.update(reference, runtime)
-            scoring.add(reference, runtime, batch)
+                references = [t.numpy() for t in _tensor_outputs(model.module(torch.from_numpy(batch.images)))]
+            runtimes = list(agent.run(artifact.path, target.runtime, {input_name: batch.images},
+                                      threads=used_threads).values())
+            if len(runtimes) != len(references):
+                raise ConfigError(f"the artifact {artifact.path} gives {len(runtimes)} outputs where {model.spec} "
+                                  f"gives {len(references)}", expected="an export of this model",
+                                  fix="drop --artifact to export it, or pass the file exported from this model")
+            # every output is compared, so a NaN in any of them fails; the task metric reads the first
+            for parity, reference, runtime in zip(parities_by_output, references, runtimes):
+                parity.update(reference, runtime)
+            scoring.add(references[0], runtimes[0], batch)
             done += len(batch.images)
             update(done)
-    parities = (parity.result(tolerances),)
+    parities = tuple(parity.result(tolerances) for parity in parities_by_output)
     metrics = scoring.comparisons(tolerances.metric)
     verification = Verification(
         model=model.spec,
@@ -157,11 +163,11 @@ def _sensitive_layers(model, artifact, data, out_dir, parities, metrics) -> tupl
 SENSITIVE_LAYERS_SHOWN = 5
 
 
-def _first_output(outputs):
-    """The tensor the artifact's first output corresponds to (models may return tuples/lists)."""
-    while isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    return outputs
+def _tensor_outputs(outputs) -> list:
+    """A model's outputs in the order the exporters name them output0, output1, … (flattened, tensors only)."""
+    import torch
+
+    return [t for t in flatten_outputs(outputs) if isinstance(t, torch.Tensor)]
 
 
 def profile_end_to_end(

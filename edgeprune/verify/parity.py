@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.backends.base import Tolerances
+from edgeprune.errors import ConfigError
 from edgeprune.types import OutputParity
 from edgeprune.verify.finite import nonfinite_count
 
@@ -24,7 +25,9 @@ class ParityAccumulator:
 
     def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
         if reference.shape != runtime.shape:
-            raise ValueError(f"output {self.name}: runtime shape {runtime.shape} differs from PyTorch's {reference.shape}")
+            raise ConfigError(f"output {self.name}: the runtime's shape {runtime.shape} differs from PyTorch's "
+                              f"{reference.shape}", expected="an artifact exported from this model",
+                              fix="drop --artifact to export it, or pass the file exported from this model")
         if reference.size == 0:
             return
         ref = reference.astype(np.float64).reshape(len(reference), -1)

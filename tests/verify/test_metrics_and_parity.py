@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from edgeprune.backends.base import Tolerances
+from edgeprune.errors import ConfigError
 from edgeprune.verify.metrics import classification_metrics, topk_accuracy
 from edgeprune.verify.parity import compare_output
 
@@ -58,6 +59,6 @@ def test_a_mean_cosine_tolerance_forgives_one_hard_sample_but_not_a_broken_model
         Tolerances(max_abs=1, max_abs_rel_range=1, cosine=0.9, metric=0.01, why="test", cosine_of="median")
 
 
-def test_shape_mismatch_is_reported():
-    with pytest.raises(ValueError, match="differs"):
+def test_shape_mismatch_is_a_user_error_naming_the_artifact():
+    with pytest.raises(ConfigError, match="differs from PyTorch's"):
         compare_output("y", np.zeros((2, 3)), np.zeros((2, 4)), TOL)
