@@ -308,7 +308,7 @@ def _split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
     if model.task != "classification":
         from edgeprune.verify.yolo_data import YoloDataset
 
-        YoloDataset.from_yaml(data, split="val").checked()  # its labels decide the gate: refuse bad ones before building
+        YoloDataset.from_yaml(data, split="val").checked(model.detection.num_classes)  # refused before building
         return DataSplits(data, data)
     from edgeprune.verify.data import ImageFolder
 

@@ -259,7 +259,7 @@ def prune_model(
     if finetuning and model.task == "detection":  # the labels it trains on: refused before pruning, not after it
         from edgeprune.verify.yolo_data import YoloDataset
 
-        YoloDataset.from_yaml(data, split="train").checked()
+        YoloDataset.from_yaml(data, split="train").checked(model.detection.num_classes)
     classification = _classification_arrays(model, data) if data and model.task == "classification" else None
     teacher = copy.deepcopy(model.module).eval() if finetuning and recipe.distill_alpha > 0 else None
     base_fingerprint = model.fingerprint

@@ -205,10 +205,7 @@ def _darknet_module(loaded: LoadedModel) -> DarknetModel:
 def _dataset(loaded: LoadedModel, data_yaml, split: str, limit: int | None, heads: list[YoloHead]) -> YoloDataset:
     if not str(data_yaml).endswith((".yaml", ".yml")):
         raise DataError(f"{data_yaml} is not a data yaml", expected="a YOLO data yaml (path, train, val, names)")
-    dataset = YoloDataset.from_yaml(data_yaml, split=split).subset(limit).checked()
-    if len(dataset.names) != heads[0].classes:
-        raise DataError(f"{data_yaml} names {len(dataset.names)} classes but {loaded.spec} predicts {heads[0].classes}",
-                        fix="use data labelled with the model's classes")
+    dataset = YoloDataset.from_yaml(data_yaml, split=split).subset(limit).checked(heads[0].classes)
     preprocessing = loaded.preprocessing
     if preprocessing is None or preprocessing.layout != "NCHW" or preprocessing.channel_order not in ("RGB", "L"):
         raise ConfigError(f"{loaded.spec} does not read images as Darknet does", expected="RGB or grey NCHW input")

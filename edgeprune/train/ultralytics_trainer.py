@@ -31,7 +31,7 @@ import yaml
 
 from edgeprune import __version__ as edgeprune_version
 from edgeprune._ultralytics import import_ultralytics
-from edgeprune.errors import ConfigError, DataError, ModelError
+from edgeprune.errors import ConfigError, ModelError
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import Record
@@ -244,13 +244,8 @@ def _absolute_data_yaml(data: Path, out_dir: Path, *, num_classes: int) -> Path:
     from edgeprune.verify.yolo_data import YoloDataset
 
     # checked here: ultralytics would drop an image with a bad label line with only a warning
-    train = YoloDataset.from_yaml(data, split="train").checked()
-    YoloDataset.from_yaml(data, split="val").checked()  # ultralytics validates each epoch
-    if len(train.names) != num_classes:
-        raise DataError(
-            f"{data} has {len(train.names)} classes and the model predicts {num_classes}",
-            fix="fine-tune on data with the model's classes",
-        )
+    train = YoloDataset.from_yaml(data, split="train").checked(num_classes)
+    YoloDataset.from_yaml(data, split="val").checked(num_classes)  # ultralytics validates each epoch
     spec = yaml.safe_load(data.read_text())
     spec["path"] = str(train.root)
     copy_path = out_dir / "data.yaml"

@@ -91,13 +91,8 @@ class DetectionScoring:
             raise ConfigError(f"{model.spec} declares no detection head, so its outputs cannot be decoded")
         if not str(data).endswith((".yaml", ".yml")):
             raise DataError(f"--data {data} is not a data yaml", expected="a YOLO data yaml (path, val, names) for a detector")
-        self.dataset = YoloDataset.from_yaml(data).subset(limit).checked()
+        self.dataset = YoloDataset.from_yaml(data).subset(limit).checked(model.detection.num_classes)
         self.unlabelled_images = self.dataset.unlabelled
-        if len(self.dataset.names) != model.detection.num_classes:
-            raise DataError(
-                f"{data} names {len(self.dataset.names)} classes but {model.spec} predicts {model.detection.num_classes}",
-                fix="use data labelled with the model's classes",
-            )
         self.head = model.detection
         self.preprocessing = model.preprocessing
         self.size = len(self.dataset.images)

@@ -54,10 +54,13 @@ class YoloDataset:
         picks = np.linspace(0, len(self.images) - 1, limit).round().astype(int)
         return YoloDataset(self.yaml_path, self.root, self.names, tuple(self.images[i] for i in picks))
 
-    def checked(self) -> YoloDataset:
-        """This dataset with every label file of its images read (a bad line names its file and line) and its
-        background images counted. Refused when its images hold no box at all: both sides would score mAP 0 and
-        a comparison of them would pass without comparing anything."""
+    def checked(self, classes: int) -> YoloDataset:
+        """This dataset, for a model predicting `classes` classes, with every label file of its images read (a bad
+        line names its file and line) and its background images counted. Refused when its images hold no box at
+        all: both sides would score mAP 0 and a comparison of them would pass without comparing anything."""
+        if len(self.names) != classes:
+            raise DataError(f"{self.yaml_path} has {len(self.names)} classes and the model predicts {classes}",
+                            fix="use data labelled with the model's classes")
         label_files = [label_path_for(image) for image in self.images]
         missing = sum(not p.is_file() for p in label_files)
         if missing == len(self.images):

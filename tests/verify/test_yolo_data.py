@@ -112,16 +112,18 @@ def _images(tmp_path, labels: dict[str, str]):
 
 def test_a_split_without_labels_or_boxes_is_refused_and_background_images_are_counted(tmp_path):
     with pytest.raises(DataError, match=r"none of the 3 images .* has a label file \(e.g. .*labels/a.txt does not"):
-        _images(tmp_path / "none", {}).checked()
+        _images(tmp_path / "none", {}).checked(1)
     with pytest.raises(DataError, match="label files of the 3 images .* hold no box"):
-        _images(tmp_path / "empty", {"a": "", "b": "\n"}).checked()
+        _images(tmp_path / "empty", {"a": "", "b": "\n"}).checked(1)
     partial = _images(tmp_path / "partial", {"b": "0 0.5 0.5 0.2 0.2\n"})
-    assert partial.unlabelled is None and partial.checked().unlabelled == 2
+    assert partial.unlabelled is None and partial.checked(1).unlabelled == 2
     with pytest.raises(DataError, match="none of the 2 images"):  # the images a --limit picks are what counts
-        partial.subset(2).checked()
+        partial.subset(2).checked(1)
+    with pytest.raises(DataError, match="d.yaml has 1 classes and the model predicts 80"):
+        partial.checked(80)  # before any label line is read against the wrong names
 
 
 def test_checked_reads_every_label_file_not_only_the_first_with_boxes(tmp_path):
     data = _images(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n", "c": "0 0.5 0.5 0.2 0.2\n0 2 0.5 0.2 0.2\n"})
     with pytest.raises(DataError, match=r"c.txt line 2: coordinate 2 is outside"):
-        data.checked()
+        data.checked(1)
