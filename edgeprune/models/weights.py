@@ -94,9 +94,11 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: s
             f"weights {source} do not fit the model: " + ", ".join(problems),
             fix="check that --weights belongs to this --model (architecture and number of classes)",
         )
-    if getattr(state, "_metadata", None) is None:
-        # safetensors keeps only tensors; modules that check the version of what they load (torchvision's MNASNet)
-        # need the per-module versions a state dict carries, which for this module's own layout are its own
+    if getattr(state, "_metadata", None) is None and state.keys() == own.keys():
+        # safetensors keeps only tensors, and modules that check the version of what they load (torchvision's
+        # MNASNet) refuse a state dict without one. One with every key of this module's layout is in that layout,
+        # so it takes the module's own versions. (Without a version, BatchNorm reads a checkpoint as older than
+        # num_batches_tracked and fills that in: what a state dict that lacks those keys needs.)
         state = OrderedDict(state)
         state._metadata = own._metadata
     module.load_state_dict(state, strict=True)
