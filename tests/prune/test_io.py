@@ -154,42 +154,51 @@ TINY_VIT_MODULE = "from tests.conftest import tiny_vit\nedgeprune_input = {'shap
                   "def build():\n    return tiny_vit().module\n"  # fmt: skip
 
 
-def test_pruned_models_reload_in_a_fresh_process_with_identical_outputs(tmp_path):
-    """What the coverage sweep checks for every model, on a few small ones: prune, save, reload the folder in a new
-    interpreter as `--model DIR` does, and get bit-identical outputs."""
-    import subprocess
-    import sys
+def _prune_and_save(folder: str) -> None:
+    """Prune each model of FRESH_RELOAD, save it under `folder`, and save its outputs on a fixed input beside it."""
+    from pathlib import Path
 
     from edgeprune.prune.channels import prune_channels
     from edgeprune.prune.io import save_pruned
-    from tests.conftest import REPO, tiny_vit
+    from tests.conftest import tiny_vit
 
-    (tmp_path / "tinyvit_model.py").write_text(TINY_VIT_MODULE)
-    expected = {}
     for name in FRESH_RELOAD:
         if name == "tiny_vit":
             model, size = tiny_vit(), 32
-            model.spec = "python:tinyvit_model:build"  # what the fresh process imports
+            model.spec = "python:tinyvit_model:build"  # what the reloading process imports
         else:
             model, size = load_model(f"torchvision:{name}"), 64
             recalibrate_bn(model.module, size)  # random init: make the outputs depend on the input
         plan = prune_channels(model, 0.3, "l1")
         assert plan.params_after < plan.params_before
-        save_pruned(model, plan, tmp_path / name)
+        save_pruned(model, plan, Path(folder) / name)
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-        np.save(tmp_path / f"{name}.x.npy", x.numpy())
-        expected[name] = run(model, x)
-        assert np.ptp(expected[name]) > 0
+        np.save(Path(folder) / f"{name}.x.npy", x.numpy())
+        np.save(Path(folder) / f"{name}.expected.npy", run(model, x))
 
-    script = (
+
+def test_pruned_models_reload_in_a_fresh_process_with_identical_outputs(tmp_path):
+    """What the coverage sweep checks for every model, on a few small ones: prune and save in one process, reload
+    the folder in another as `--model DIR` does, and get bit-identical outputs. (Both are fresh processes: a
+    process that has run other runtimes may compute the last bits differently.)"""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "tinyvit_model.py").write_text(TINY_VIT_MODULE)
+    reload = (
         "import sys, numpy as np, torch; from edgeprune.models import LoadOptions, load_model\n"
         "for name in sys.argv[1:]:\n"
         "    model = load_model(name, LoadOptions(trust_code=True))\n"
         "    with torch.inference_mode():\n"
         "        np.save(f'{name}.out.npy', model.module(torch.from_numpy(np.load(f'{name}.x.npy'))).numpy())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, *FRESH_RELOAD], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for script in ("import sys; from tests.prune.test_io import _prune_and_save; _prune_and_save('.')", reload):
+        proc = subprocess.run([sys.executable, "-c", script, *FRESH_RELOAD], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
     for name in FRESH_RELOAD:
-        assert np.array_equal(np.load(tmp_path / f"{name}.out.npy"), expected[name]), name
+        expected = np.load(tmp_path / f"{name}.expected.npy")
+        assert np.ptp(expected) > 0, name
+        assert np.array_equal(np.load(tmp_path / f"{name}.out.npy"), expected), name
