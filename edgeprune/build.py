@@ -59,9 +59,9 @@ class Budget(Record):
     def __post_init__(self) -> None:
         if self.kind not in ("latency_ms", "speedup", "energy_mj"):
             raise ConfigError(f"unknown budget {self.kind!r}", expected="latency_ms, speedup or energy_mj")
-        if not self.value > 0 or (self.kind == "speedup" and self.value < 1):
+        if not math.isfinite(self.value) or self.value <= 0 or (self.kind == "speedup" and self.value < 1):
             raise ConfigError(f"budget --{self.kind.replace('_', '-')} {self.value} is not reachable",
-                              expected="a positive number (a speedup ≥ 1)")  # fmt: skip
+                              expected="a finite positive number (a speedup ≥ 1)")  # fmt: skip
 
     def latency_ms(self, base: LatencyStats) -> float:
         """The budget as a median latency on the target, given the measured unpruned model."""
@@ -103,13 +103,24 @@ class PlanReport(Record):
     base_latency: LatencyStats
     base_predicted_ms: float
     choice: PlanChoice
-    rounds: tuple[PlanRound, ...]
+    rounds: tuple[PlanRound, ...]  # none: the table ruled the budget out, and `choice` is the fastest reachable
     met: bool
-    prune_plan: PrunePlan
+    prune_plan: PrunePlan | None  # None when ruled out: nothing was pruned
     baselines: dict[str, PlanChoice] = field(default_factory=dict)
     layer_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # table's layer latency before/after
     value: str = "criterion"  # how items were valued: "measured (...)" or "criterion"
     sensitivity: Sensitivity | None = None
+
+    @property
+    def ruled_out(self) -> bool:
+        """The table predicted that no model the solver can reach meets the budget; nothing was measured."""
+        return not self.rounds
+
+    def reachable(self) -> str:
+        """What the table predicts for the fastest model the solver can reach, on the measured model's scale."""
+        ms = self.choice.predicted * self.base_latency.median_ms / self.base_predicted_ms
+        return (f"the latency table predicts {ms:.3f} ms ({self.base_latency.median_ms / ms:.2f}× speedup over "
+                f"the unpruned {self.base_latency.median_ms:.3f} ms) for the fastest model the planner can reach")
 
 
 @dataclass(frozen=True)
@@ -144,8 +155,11 @@ class BuildReport(Record):
     latency_method: str
 
     def summary(self) -> str:
-        plan = next(r for r in self.results if r.name == "plan")
         base = next(r for r in self.results if r.name == "unpruned")
+        if self.plan.ruled_out:
+            return (f"{self.model} on {self.target.name}: budget {self.budget.describe()} = {self.budget_ms:.3g} ms "
+                    f"NOT met: {self.plan.reachable()}; nothing was pruned")  # fmt: skip
+        plan = next(r for r in self.results if r.name == "plan")
         metric = ""
         if plan.metric_value is not None and base.metric_value is not None:
             metric = f"; {plan.metric} {base.metric_value:.4f} → {plan.metric_value:.4f}"
@@ -153,6 +167,13 @@ class BuildReport(Record):
                 f"median (speedup {format_speedup(self.speedup, plan.speedup_se)}, "
                 f"budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
                 f"{'met' if self.met else 'NOT met'}){metric}")  # fmt: skip
+
+    def shortfall(self) -> str:
+        """Why the budget was not met, in one line."""
+        missed = f"the budget ({self.budget.describe()} = {self.budget_ms:.3g} ms) was not met"
+        if self.plan.ruled_out:
+            return f"{missed}: {self.plan.reachable()}, so the build stopped at the plan stage (relax the budget)"
+        return f"{missed}: measured {self.speedup:.2f}× speedup"
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
     def stage(name: str, run, load):
         if state.finished(name):
             return load()
+        progress.note(f"build stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
         started = time.time()
         result = run()
         check_interrupt()  # a Ctrl-C that a library swallowed still stops the build before the stage counts
@@ -241,36 +263,54 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
                  lambda: _plan(model, target, options, base.latency, base.artifact, lut.table(), step, calibration,
                                out_dir, progress),
                  lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
-    stage("finetune", lambda: _finetune_all(model, plan, options, splits, out_dir, progress), lambda: None)
-    artifacts = stage("export", lambda: _export_all(model, target, plan, out_dir),
-                      lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
-                               for name in _names(plan)})  # fmt: skip
-    results = stage("verify", lambda: _verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
-                    lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in _names(plan)])
+    if plan.ruled_out:  # nothing was pruned: nothing to fine-tune, export or verify
+        results = [_unpruned_result(model, base)]
+    else:
+        stage("finetune", lambda: _finetune_all(model, plan, options, splits, out_dir, progress), lambda: None)
+        artifacts = stage("export", lambda: _export_all(model, target, plan, out_dir),
+                          lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
+                                   for name in _names(plan)})  # fmt: skip
+        results = stage("verify",
+                        lambda: _verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
+                        lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in _names(plan)])
 
     def report() -> BuildReport:
         from edgeprune.report import write_bundle, write_html
 
-        plan_result = next(r for r in results if r.name == "plan")
+        plan_result = next((r for r in results if r.name == "plan"), None)  # None: ruled out at the plan stage
         base_result = next(r for r in results if r.name == "unpruned")
         budget_ms = options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
-        met = plan_result.latency.median_ms <= budget_ms
-        if options.budget.kind == "speedup":
-            met = plan_result.speedup >= options.budget.value
-        elif options.budget.kind == "energy_mj" and plan_result.latency.energy_mj is not None:
-            met = plan_result.latency.energy_mj <= options.budget.value
+        measured = plan_result or base_result
         report = BuildReport(
-            model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms, met=met,
-            speedup=plan_result.speedup, results=tuple(results), plan=plan,
+            model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms,
+            met=plan_result is not None and _met(options.budget, plan_result, budget_ms),
+            speedup=measured.speedup, results=tuple(results), plan=plan,
             lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done), environment=_environment(),
-            latency_method=plan_result.latency.method,
+            latency_method=measured.latency.method,
         )  # fmt: skip
         report.save(out_dir / "report.json")
         write_html(report, lut, out_dir / "report.html")
-        write_bundle(report, model, out_dir / "bundle", splits)
+        if plan_result is not None:
+            write_bundle(report, model, out_dir / "bundle", splits)
         return report
 
     return stage("report", report, lambda: BuildReport.load(out_dir / "report.json"))
+
+
+def _met(budget: Budget, plan: ModelResult, budget_ms: float) -> bool:
+    if budget.kind == "speedup":
+        return plan.speedup >= budget.value
+    if budget.kind == "energy_mj" and plan.latency.energy_mj is not None:
+        return plan.latency.energy_mj <= budget.value
+    return plan.latency.median_ms <= budget_ms
+
+
+def _unpruned_result(model: LoadedModel, base) -> ModelResult:
+    """The unpruned model as the profile stage measured it (a build ruled out at the plan stage has no other)."""
+    from edgeprune.prune.channels import count_macs_params
+
+    macs, params = count_macs_params(model)
+    return ModelResult("unpruned", base.artifact, base.latency, None, None, None, macs, params)
 
 
 def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> None:
@@ -359,13 +399,23 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
 
     budget_ms = options.budget.latency_ms(base)
     structure = read_structure(model, options.criterion, step, data=calibration)
+    cost = LatencyCost(table)
+    base_predicted = cost.total(structure.uses)
+    # The solver takes items until none saves time, so its choice at target 0 is the fastest it can reach,
+    # whatever the items' values. Beyond the budget by more than the measurement's spread (MARGIN), no round can
+    # meet it: say so now rather than measure, fine-tune and verify models that cannot.
+    fastest = solve(structure, cost, 0.0)
+    if fastest.predicted * base.median_ms / base_predicted > budget_ms * (1 + MARGIN):
+        report = PlanReport(options.budget, budget_ms, base, base_predicted, fastest, (), False, None,
+                            layer_ms=_layer_ms(structure, cost, fastest),
+                            value="nothing: the table ruled the budget out (its fastest reachable model, not built)")
+        report.save(out_dir / "plan" / "plan_report.json")
+        return report
     sensitivity = None
     if options.value == "measured":
         sensitivity = measure_sensitivity(model, structure, options.criterion, calibration, progress=progress,
                                           data=calibration)  # fmt: skip
         structure = priced(structure, sensitivity)
-    cost = LatencyCost(table)
-    base_predicted = cost.total(structure.uses)
     # the table's prediction and the measurement differ by a few percent; aim in the table's units
     target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms
     rounds: list[PlanRound] = []
@@ -413,13 +463,17 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
         baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, data=calibration)
         save_pruned(copy_, _finish_plan(baseline_plan, model, options, baseline, budget_ms, _portable_spec),
                     out_dir / "baselines" / name / "pruned")  # fmt: skip
-    after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
-    layer_ms = {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
     report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), kept is not None,
-                        prune_plan, baselines, layer_ms,
+                        prune_plan, baselines, _layer_ms(structure, cost, choice),
                         sensitivity.summary() if sensitivity else f"criterion ({options.criterion})", sensitivity)
     report.save(out_dir / "plan" / "plan_report.json")
     return report
+
+
+def _layer_ms(structure: Structure, cost: LatencyCost, choice: PlanChoice) -> dict[str, tuple[float, float]]:
+    """Each layer's table latency before and after the choice (0 after: removed with a block)."""
+    after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
+    return {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
 
 
 def _finish_plan(plan: PrunePlan, model: LoadedModel, options: BuildOptions, choice: PlanChoice, budget_ms: float,

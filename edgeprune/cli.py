@@ -1,7 +1,7 @@
 """`edgeprune` command line. Choices (formats, precisions) come from the registries, not from copies.
 
 Exit codes: 0 ok; 2 user error (one line, no traceback); 3 a verification/budget gate failed (report written);
-anything else is a bug and shows its traceback.
+130 interrupted (Ctrl-C); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 from pathlib import Path
 
 import click
@@ -312,10 +313,10 @@ def build(model, weights, trust_pickle, input_shape, target, threads, speedup, l
             lut_variants=lut_variants,
         )  # fmt: skip
         report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
-    _emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}\n  bundle: {out_dir / 'bundle'}")
+    bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out
+    _emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}{bundle}")
     if not report.met:
-        raise GateFailed(f"the budget ({report.budget.describe()} = {report.budget_ms:.3f} ms) was not met: measured "
-                         f"{report.speedup:.2f}× speedup; the report is in {out_dir}")  # fmt: skip
+        raise GateFailed(f"{report.shortfall()}; the report is in {out_dir}")
 
 
 @app.command()
@@ -403,7 +404,7 @@ def _emit(result: Record, as_json: bool, summary: str) -> None:
 
 
 def main() -> None:
-    from edgeprune.progress import watch_interrupts
+    from edgeprune.progress import interrupt_requested, watch_interrupts
 
     watch_interrupts()
     try:
@@ -412,18 +413,26 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except EdgepruneError as exc:
+        if interrupt_requested():  # a library caught the Ctrl-C and failed its own way: the user stopped it
+            _interrupted()
         click.echo(f"edgeprune: error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("edgeprune: interrupted; rerun the command (files already written under --out are kept)", err=True)
-        sys.exit(2)
+        _interrupted()
     except Exception:
         import traceback
 
+        if interrupt_requested():
+            _interrupted()
         traceback.print_exc()
         click.echo("edgeprune: this is a bug in edgeprune; please report it with the traceback above", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted() -> NoReturn:
+    click.echo("edgeprune: interrupted; rerun the command (files already written under --out are kept)", err=True)
+    sys.exit(130)  # the shell's code for a SIGINT death (128 + 2); 2 would read as a user error
 
 
 if __name__ == "__main__":

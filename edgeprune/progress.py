@@ -24,19 +24,30 @@ def watch_interrupts() -> None:
 
 
 def check_interrupt() -> None:
-    if _interrupt["requested"]:
+    if interrupt_requested():
         raise KeyboardInterrupt
+
+
+def interrupt_requested() -> bool:
+    """Ctrl-C was pressed (an error after it is the interrupt's doing, whatever a library made of it)."""
+    return _interrupt["requested"]
 
 
 class Progress(Protocol):
     def task(self, description: str, total: int) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         """A context whose value is `update(completed)`."""
 
+    def note(self, text: str) -> None:
+        """One line that stays (a stage starting), where the bars are shown."""
+
 
 class NoProgress:
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda completed: None
+
+    def note(self, text: str) -> None:
+        pass
 
 
 class RichProgress:
@@ -58,3 +69,6 @@ class RichProgress:
                 bar.update(task_id, completed=completed)
 
             yield update
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)

@@ -57,6 +57,13 @@ CLI_ROWS = [
                         "--out", "{tmp}/out"), 2, "exactly one budget", absent=("out",)),
     Row("out-is-a-file", ("export", "--model", "cifar:resnet20", "--out", "{tmp}/file"), 2, "is a file",
         setup=_write("file", "x")),
+    *[Row(f"budget-{flag[2:]}-{value}", ("build", "--model", "cifar:resnet20", flag, value, "--out", "{tmp}/out"), 2,
+          f"budget {flag} ", absent=("out",))  # refused before anything is loaded or written
+      for flag in ("--speedup", "--latency-ms", "--energy-mj") for value in ("inf", "nan", "-1", "0")],
+    # the table predicts the fastest reachable model far slower: stopped at the plan stage, report written
+    Row("budget-ruled-out-by-the-table", ("build", "--model", "cifar:resnet20", "--speedup", "1000", "--threads", "1",
+                                          "--runs", "30", "--lut-variants", "0", "--step", "16", "--out", "{tmp}/out"),
+        3, "the latency table predicts", absent=("out/plan/round*", "out/export", "out/verify", "out/bundle")),
 ]
 
 # --- rows: model files --------------------------------------------------------------------------------------------------
@@ -264,7 +271,13 @@ DISK_ROWS: list[Row] = []
 
 # --- rows: devices and what a user is told to paste ---------------------------------------------------------------------
 
-DEVICE_ROWS: list[Row] = []
+DEVICE_ROWS: list[Row] = [
+    # ssh refuses the name; the command the user is told to try keeps it one quoted word (pasting it runs no `touch`)
+    Row("ssh-hostile-host-quoted-in-the-fix", ("profile", "--model", "cifar:resnet20", "--target", "raspberry-pi-4",
+                                               "--runtime", "onnxruntime", "--host", "x;touch${{IFS}}pwned",
+                                               "--out", "{tmp}/out"),
+        2, "`ssh 'x;touch${IFS}pwned' true`"),
+]
 
 ROWS = CLI_ROWS + MODEL_ROWS + DATA_ROWS + VERIFY_ROWS + DISK_ROWS + DEVICE_ROWS
 

@@ -1,6 +1,10 @@
 """The command line as a user runs it: exit codes, one-line errors, JSON on stdout, files under --out."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -57,6 +61,23 @@ def test_profile_reports_distribution_and_runtime(tmp_path):
     assert latency.threads == report.device.cpu_count  # host profile: threads null = every usable core
     assert latency.energy == "unavailable" and "no power sensor" in latency.energy_note
     assert (tmp_path / "profile.json").is_file() and (tmp_path / "model.onnx").is_file()
+
+
+def test_ctrl_c_exits_130_in_one_line_and_keeps_what_was_written(tmp_path):
+    """The shell's code for an interrupt (128 + SIGINT), not 2, which says the user's input was wrong."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", "profile", "--model", "cifar:resnet20",
+                             "--runs", "1000000", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not (out / "model.onnx").exists():
+        time.sleep(0.2)
+    time.sleep(2.0)  # into the timed runs
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("edgeprune: interrupted")
+    assert (out / "model.onnx").is_file()
 
 
 def test_failed_verification_exits_3_with_the_report_written(tmp_path, resnet20_weights, cifar_test_dir):

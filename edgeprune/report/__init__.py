@@ -177,7 +177,8 @@ def _lut_plot(report: BuildReport, lut: LutReport):
         if points:
             ax.scatter(*zip(*points), marker=marker, label=f"random variants ({role})")
     rounds = [(r.measured.median_ms, r.predicted_ms) for r in report.plan.rounds]
-    ax.scatter(*zip(*rounds), marker="*", s=140, color=COLORS["plan"], label="plan rounds")
+    if rounds:  # none when the table ruled the budget out
+        ax.scatter(*zip(*rounds), marker="*", s=140, color=COLORS["plan"], label="plan rounds")
     values = [v for p in ax.collections for v in p.get_offsets().ravel()]
     low, high = min(values), max(values)
     ax.plot([low, high], [low, high], color="#888", linestyle=":", label="predicted = measured")
