@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError
+from edgeprune.fileio import staged_folder, write_text
 from edgeprune.models.base import LoadedModel
 from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
 from edgeprune.plan.sensitivity import Sensitivity, measure_sensitivity, priced
@@ -219,9 +219,7 @@ class BuildState:
 
     def finish(self, stage: str, seconds: float) -> None:
         self.done[stage] = round(seconds, 2)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"options": json.loads(self.options.to_json()), "done": self.done}, indent=2))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps({"options": json.loads(self.options.to_json()), "done": self.done}, indent=2))
 
 
 def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_dir: Path,
@@ -362,13 +360,11 @@ def _split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
         root = where / name
         if root.exists():
             continue
-        staging = where / f".{name}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        for path, label in part.samples:
-            link = staging / folder.classes[label] / path.name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(Path(path).resolve())
-        os.replace(staging, root)
+        with staged_folder(root) as staging:
+            for path, label in part.samples:
+                link = staging / folder.classes[label] / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(Path(path).resolve())
     return DataSplits(str(where / "finetune"), str(where / "holdout"))
 
 
@@ -523,18 +519,16 @@ def _finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_di
         source, target_dir = _pruned_dir(out_dir, name, False), _pruned_dir(out_dir, name, True)
         if target_dir.exists():
             continue  # finished before an interruption
-        staging = target_dir.with_name(target_dir.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        if options.finetune_epochs:
-            pruned = load_pruned(source, named_base=model.spec)
-            if arrays is None and model.task == "classification":
-                arrays = _classification_arrays(model, splits.finetune)
-            teacher = copy.deepcopy(model.module).eval() if options.distill else None
-            _finetuner(pruned)(pruned, splits.finetune, arrays, recipe, teacher, staging, progress)
-            save_pruned(pruned, _saved_plan(source), staging)
-        else:
-            shutil.copytree(source, staging)
-        os.replace(staging, target_dir)
+        with staged_folder(target_dir) as staging:
+            if options.finetune_epochs:
+                pruned = load_pruned(source, named_base=model.spec)
+                if arrays is None and model.task == "classification":
+                    arrays = _classification_arrays(model, splits.finetune)
+                teacher = copy.deepcopy(model.module).eval() if options.distill else None
+                _finetuner(pruned)(pruned, splits.finetune, arrays, recipe, teacher, staging, progress)
+                save_pruned(pruned, _saved_plan(source), staging)
+            else:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
 def _saved_plan(directory: Path) -> PrunePlan:

@@ -51,6 +51,10 @@ class ExportError(EdgepruneError):
     """A model could not be converted to the requested format."""
 
 
+class DiskError(EdgepruneError):
+    """A file could not be written: its disk is full, read-only or over quota, or the folder is not writable."""
+
+
 class MissingDependency(EdgepruneError):
     """An optional package is not installed."""
 

@@ -59,12 +59,12 @@ def _save_sensitivity(ranked, out_dir: Path) -> list:
     """The ranked layers as LayerSensitivity records, also written to out_dir/sensitivity.json."""
     import json
 
+    from edgeprune.fileio import write_text
     from edgeprune.types import LayerSensitivity
 
     method = "one layer int8 (weights per channel, input per tensor) in PyTorch, relative L2 error of the output"
     records = [LayerSensitivity(layer.name, layer.error, method) for layer in ranked]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sensitivity.json").write_text(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+    write_text(out_dir / "sensitivity.json", json.dumps([r.to_dict() for r in records], indent=2) + "\n")
     return records
 
 

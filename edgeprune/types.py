@@ -97,12 +97,9 @@ class Record:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)  # atomic: an interrupted write never leaves a half file behind
-        return path
+        from edgeprune.fileio import write_text
+
+        return write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:

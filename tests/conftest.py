@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +102,28 @@ def coco16_yaml(tmp_path_factory) -> Path:
     data = root / "coco16.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), **spec}))  # ultralytics reads a relative path differently
     return data
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, mib: int, free_kib: int | None = None) -> Iterator[Path]:
+    """A real tmpfs of `mib` MiB mounted at `mount` (root only: skips otherwise, CI runs as root), filled up to its
+    last `free_kib` KiB when given; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("a full or read-only disk is a real tmpfs, and mounting one needs root (CI runs as root)")
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        if free_kib is not None:
+            stats = os.statvfs(mount)
+            filler = stats.f_bavail * stats.f_frsize - free_kib * 1024
+            with open(mount / "filler", "wb") as f:
+                chunk = b"\0" * (1 << 20)
+                while filler > 0:
+                    filler -= f.write(chunk[: min(len(chunk), filler)])
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def remount_read_only(mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)

@@ -9,16 +9,14 @@ root (CI runs as root); elsewhere they skip and say why.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ASSETS, run_cli
+from tests.conftest import ASSETS, remount_read_only, run_cli, small_tmpfs
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class Row:
     disk_mib: int | None = None
     disk_free_kib: int = 0
     needs: tuple[str, ...] = ()  # paths under ../shared/assets the row reads
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment; values may hold the placeholders
     timeout: float = 600
 
 
@@ -267,7 +265,49 @@ VERIFY_ROWS = [
 
 # --- rows: full, read-only and over-quota disks -------------------------------------------------------------------------
 
-DISK_ROWS: list[Row] = []
+# tmpfs counts whole 4 KiB pages: ResNet-20's model.onnx takes 1132 KiB, its artifact.json 4 and profile.json 8; with
+# --step 64 its lut.json takes 12, and each latency-table cache entry about 0.5
+RESNET20_PROFILED_KIB = 1132 + 4 + 8
+PROFILE_LUT = ("profile", "--model", "cifar:resnet20", "--runs", "30", "--lut", "--lut-variants", "1",
+               "--lut-calibration", "0", "--step", "64")
+BUILD = ("build", "--model", "cifar:resnet20", "--speedup", "1.1", "--lut-variants", "0", "--runs", "30",
+         "--step", "64")
+
+
+def _read_only_disk(tmp: Path) -> None:
+    remount_read_only(tmp / "disk")  # the `disk` fixture's tmpfs (chmod does not stop root)
+
+
+def _export_full(fmt: str, phrase: str, absent: tuple[str, ...]) -> Row:
+    """An export to a disk with room for half of ResNet-20 (2.2 MB fp32)."""
+    argv = ("export", "--model", "cifar:resnet20", "--format", fmt, "--out", "{disk}/out")
+    return Row(f"export-{fmt}-full-disk", argv, 2, phrase, absent=absent, disk_mib=2, disk_free_kib=600)
+
+
+DISK_ROWS = [
+    _export_full("onnx", "no space left on the disk writing", ("out/model.onnx", "out/artifact.json")),
+    _export_full("openvino", "/disk/out/model.xml", ("out/model.*", "out/artifact.json")),
+    _export_full("tflite", "(needs about 1.1 MB", ("out/model.tflite", "out/artifact.json")),  # refused up front
+    Row("export-read-only-disk", ("export", "--model", "cifar:resnet20", "--out", "{disk}/out"), 2,
+        "/disk/out: its filesystem is read-only; fix: point --out at a writable filesystem", setup=_read_only_disk,
+        disk_mib=1, disk_free_kib=1024),
+    Row("prune-full-disk", ("prune", "--model", "cifar:resnet20", "--ratio", "0.3", "--out", "{disk}/out"), 2,
+        "/disk/out/model.safetensors (needs about", absent=("out/model.safetensors", "out/prune_plan.json"),
+        disk_mib=2, disk_free_kib=300),  # the pruned ResNet-20 takes 503 kB
+    # room for the measured unpruned model, not for the table: the step that fills the disk is the last one
+    Row("profile-lut-full-disk", (*PROFILE_LUT, "--cache", "{tmp}/cache", "--out", "{disk}/out"), 2,
+        "/disk/out/lut.json (needs about", absent=("out/lut.json",), disk_mib=2,
+        disk_free_kib=RESNET20_PROFILED_KIB + 8),
+    Row("build-full-disk", (*BUILD, "--out", "{disk}/out"), 2, "/disk/out/build.json (needs about",
+        absent=("out/build.json", "out/lut.json"), env={"EDGEPRUNE_CACHE": "{tmp}/cache"}, disk_mib=2,
+        disk_free_kib=RESNET20_PROFILED_KIB + 2),  # the stage is measured, and its record does not fit
+    # the latency-table cache fills up after a few entries; those stay readable (tests/latency/test_table.py)
+    Row("profile-lut-cache-full", (*PROFILE_LUT, "--cache", "{disk}/cache", "--out", "{tmp}/out"), 2,
+        "fix: free space there, or point EDGEPRUNE_CACHE (or profile --cache) at a disk with room",
+        absent=("out/lut.json",), disk_mib=1, disk_free_kib=4),
+    Row("build-cache-full", (*BUILD, "--out", "{tmp}/out"), 2, ".jsonl (needs about", absent=("out/lut.json",),
+        env={"EDGEPRUNE_CACHE": "{disk}"}, disk_mib=1, disk_free_kib=4),
+]
 
 # --- rows: devices and what a user is told to paste ---------------------------------------------------------------------
 
@@ -289,23 +329,8 @@ def disk(tmp_path, request):
     if row.disk_mib is None:
         yield None
         return
-    if os.geteuid() != 0:
-        pytest.skip("a full-disk row mounts a real tmpfs, which needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={row.disk_mib}m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
-        stats = os.statvfs(mount)
-        filler = stats.f_bavail * stats.f_frsize - row.disk_free_kib * 1024
-        if filler > 0:
-            with open(mount / "filler", "wb") as f:
-                f.truncate(0)
-                chunk = b"\0" * (1 << 20)
-                while filler > 0:
-                    filler -= f.write(chunk[: min(len(chunk), filler)])
+    with small_tmpfs(tmp_path / "disk", row.disk_mib, row.disk_free_kib) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _format(text: str, tmp: Path, disk: Path | None) -> str:
@@ -321,7 +346,8 @@ def test_bad_input_is_one_line_with_its_exit_code_and_leaves_nothing_half_writte
     if row.setup:
         row.setup(tmp_path)
     argv = [_format(a, tmp_path, disk) for a in row.argv]
-    result = run_cli(*argv, timeout=row.timeout, env=row.env or None)
+    env = {name: _format(value, tmp_path, disk) for name, value in row.env.items()}
+    result = run_cli(*argv, timeout=row.timeout, env=env or None)
     stderr = result.stderr
     assert result.code == row.code, f"exit {result.code}, expected {row.code}:\n{stderr[-3000:]}"
     assert "Traceback" not in stderr, stderr[-3000:]

@@ -15,6 +15,7 @@ from pathlib import Path
 from edgeprune.backends._export_rewrites import rewrite_for_export
 from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError
+from edgeprune.fileio import staged
 from edgeprune.models.base import LoadedModel, flatten_outputs
 from edgeprune.types import Artifact, TensorSpec
 
@@ -54,27 +55,29 @@ class OnnxRuntimeBackend(Backend):
         dynamic = tuple({0: batch} if isinstance(spec.shape[0], str) else None for spec in model.inputs)
         weight_bytes = sum(t.numel() * t.element_size() for t in model.module.state_dict().values())
         external = weight_bytes > 0.9 * _PROTOBUF_LIMIT
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module,
-                    example,
-                    str(path),
-                    input_names=[spec.name for spec in model.inputs],
-                    output_names=output_names,
-                    dynamo=True,
-                    external_data=external,
-                    dynamic_shapes=dynamic,
-                    optimize=True,
-                    verbose=False,
-                )
-        except Exception as exc:  # the exporter raises many types; all mean the same to the user
-            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ExportError(
-                f"torch.onnx (dynamo) could not export {model.spec}: {first_line}",
-                fix="make the model traceable by torch.export (no data-dependent Python control flow)",
-            ) from exc
+        # staged: the file (and its external data) appear under their names only once completely written
+        with staged(out_dir, last=path.name, needs=weight_bytes) as staging:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        module,
+                        example,
+                        str(staging / path.name),
+                        input_names=[spec.name for spec in model.inputs],
+                        output_names=output_names,
+                        dynamo=True,
+                        external_data=external,
+                        dynamic_shapes=dynamic,
+                        optimize=True,
+                        verbose=False,
+                    )
+            except Exception as exc:  # the exporter raises many types; all mean the same to the user
+                first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise ExportError(
+                    f"torch.onnx (dynamo) could not export {model.spec}: {first_line}",
+                    fix="make the model traceable by torch.export (no data-dependent Python control flow)",
+                ) from exc
         files = [path] + ([stale_data] if external else [])
         exporter = f"torch.onnx dynamo (torch {torch.__version__})" + "".join(f"; {r}" for r in rewrites)
         artifact = self._artifact_for(path, files, model, exporter=exporter)

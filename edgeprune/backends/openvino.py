@@ -29,6 +29,7 @@ import numpy as np
 from edgeprune.backends._quantization import onnx_nodes_of_layers
 from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
+from edgeprune.fileio import staged
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
 
@@ -113,7 +114,8 @@ class OpenVinoBackend(Backend):
     @staticmethod
     def _save(ov, ov_model, out_dir: Path, *, compress_to_fp16: bool) -> Path:
         path = out_dir / "model.xml"
-        ov.save_model(ov_model, str(path), compress_to_fp16=compress_to_fp16)
+        with staged(out_dir, last=path.name) as staging:  # the .xml appears once its .bin is whole
+            ov.save_model(ov_model, str(staging / path.name), compress_to_fp16=compress_to_fp16)
         return path
 
     def _describe(self, path: Path, model: LoadedModel) -> Artifact:

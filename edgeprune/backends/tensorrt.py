@@ -20,6 +20,7 @@ import numpy as np
 from edgeprune.backends._quantization import onnx_nodes_of_layers
 from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
 from edgeprune.errors import ConfigError
+from edgeprune.fileio import write_text, writing
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TargetProfile
 
@@ -89,17 +90,23 @@ class TensorrtBackend(Backend):
             device = agent.info(self.target.name if self.target else "local", self.name)
             built = agent.build_engine(onnx.path, precision=precision, calibration=samples, float_layers=float_nodes)
             engine = out_dir / ENGINE_FILE  # moved: a local build wrote it beside the ONNX, a remote one to scratch
-            shutil.move(agent.transport.fetch(built["engine"], Path(scratch)), engine)
+            _move(agent.transport.fetch(built["engine"], Path(scratch)), engine)
             if built.get("calibration"):
-                shutil.move(agent.transport.fetch(built["calibration"]["cache"], Path(scratch)),
-                            out_dir / "calibration.cache")  # fmt: skip
+                cache = agent.transport.fetch(built["calibration"]["cache"], Path(scratch))
+                _move(cache, out_dir / "calibration.cache")
         where = f"{agent.transport.label} ({device.hostname})"
         info = {"device": where, "target": self.target.name if self.target else None, **built,
                 "float_layers": dict(zip(float_layers, float_nodes))}  # fmt: skip
-        (out_dir / ENGINE_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_text(out_dir / ENGINE_INFO, json.dumps(info, indent=2, default=str) + "\n")
         return self._artifact(
             model, [engine], precision=precision, inputs=onnx.inputs, outputs=onnx.outputs,
             exporter=f"TensorRT {built['tensorrt_version']} builder on {where}, from {onnx.exporter}",
             opset=onnx.opset, tool_versions={**onnx.tool_versions, "tensorrt": str(built["tensorrt_version"])},
             calibration_images=None if calibration is None else len(calibration), float_layers=tuple(float_layers),
         )  # fmt: skip
+
+
+def _move(source: Path, path: Path) -> None:
+    """Move a built file into place whole (from scratch, possibly on another disk)."""
+    with writing(path, needs=source.stat().st_size) as tmp:
+        shutil.move(source, tmp)

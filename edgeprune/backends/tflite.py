@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
+from edgeprune.fileio import check_room, staged
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
 
@@ -66,7 +67,9 @@ class TfliteBackend(Backend):
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:
         path = out_dir / "model.tflite"
         if precision == "fp32":
-            converter = self._convert(model, path)
+            check_room(out_dir, _fp32_bytes(model))
+            with staged(out_dir, last=path.name) as staging:
+                converter = self._convert(model, staging / path.name)
             return self._artifact_for(path, model, exporter=converter, precision=precision)
         qtyping = _import("ai_edge_quantizer.qtyping")
         with self._float_model(model) as (float_path, converter):
@@ -106,6 +109,7 @@ class TfliteBackend(Backend):
     @contextlib.contextmanager
     def _float_model(self, model: LoadedModel):
         with tempfile.TemporaryDirectory(prefix="edgeprune-tflite-") as tmp:
+            check_room(tmp, _fp32_bytes(model))
             path = Path(tmp) / "float.tflite"
             yield path, self._convert(model, path)
 
@@ -133,8 +137,8 @@ class TfliteBackend(Backend):
                 result = quantizer.quantize(qsvs, enable_progress_report=False)
         except Exception as exc:
             raise ExportError(f"ai-edge-quantizer could not quantize {model.spec}: {_first_line(exc)}") from exc
-        path.unlink(missing_ok=True)
-        result.export_model(str(path))
+        with staged(path.parent, last=path.name) as staging:
+            result.export_model(str(staging / path.name))
 
     def _describe(self, path: Path, model: LoadedModel) -> Artifact:
         recorded = recorded_artifact(path)
@@ -153,6 +157,12 @@ class TfliteBackend(Backend):
             exporter=exporter, opset=None, tool_versions=_tool_versions(),
             calibration_images=calibration_images, float_layers=tuple(float_layers),
         )  # fmt: skip
+
+
+def _fp32_bytes(model: LoadedModel) -> int:
+    """What the fp32 flatbuffer takes at least. Checked before converting: LLVM, which writes it, aborts the whole
+    process on a full disk instead of raising."""
+    return 4 * sum(p.numel() for p in model.module.parameters())
 
 
 def layer_regex(layer: str) -> str:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from edgeprune.fileio import writing
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Record
 
@@ -186,8 +187,8 @@ def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeprune-lut")
     model.ir_version = 8
     onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    with writing(path) as tmp:
+        onnx.save(model, str(tmp))
     return path
 
 

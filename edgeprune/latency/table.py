@@ -7,7 +7,8 @@ per-run overhead) and counts each one-layer model's own call overhead, and the c
 
 The cache is one JSON-lines file per device (hostname, CPU, runtime and version, threads, precision). Each entry
 is appended, flushed and fsynced as soon as it is measured, so an interrupted build loses nothing; every line
-carries a sha256 of its content, and a damaged line is reported and measured again, never trusted.
+carries a sha256 of its content, and a damaged line is reported and measured again, never trusted. A line torn by
+a crash or a full disk stays on its own: the next entry starts on a fresh line (fileio.append_line).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError
+from edgeprune.fileio import append_line
 from edgeprune.latency.microbench import LayerSignature, LayerUse, width_grid
 from edgeprune.types import DeviceInfo, Record
 
@@ -80,16 +82,20 @@ class EntryCache:
         return entries
 
     def append(self, entry: TableEntry) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = entry.to_dict()
         line = json.dumps({"sha256": _digest(body), "entry": body}, sort_keys=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path, line, elsewhere=f"{CACHE_ENV} (or profile --cache)")
+
+    @classmethod
+    def _parse(cls, line: str) -> TableEntry | None:
+        entry = cls._parse_record(line)
+        start = line.rfind(_RECORD_START)
+        if entry is None and start > 0:  # a whole line appended to a torn one (a cache written before fileio)
+            entry = cls._parse_record(line[start:])
+        return entry
 
     @staticmethod
-    def _parse(line: str) -> TableEntry | None:
+    def _parse_record(line: str) -> TableEntry | None:
         try:
             record = json.loads(line)
             if record["sha256"] != _digest(record["entry"]):
@@ -97,6 +103,9 @@ class EntryCache:
             return TableEntry.from_dict(record["entry"])
         except Exception:  # any damage (truncation, edits, schema) means: measure it again
             return None
+
+
+_RECORD_START = '{"entry": '  # how every line starts (keys sorted)
 
 
 def _digest(body: dict) -> str:

@@ -22,14 +22,10 @@ ULTRALYTICS_FILE = "model.pt"  # for ultralytics users (YOLO() loads it); edgepr
 
 
 def save_pruned(loaded: LoadedModel, plan: PrunePlan, out_dir: Path) -> list[Path]:
-    """Write the plan and the weights (and cfg + weights for Darknet); returns the files written."""
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [plan.save(out_dir / PLAN_FILE)]
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in loaded.module.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS_FILE))
-    written.append(out_dir / WEIGHTS_FILE)
+    """Write the weights (and cfg + weights for Darknet, a .pt for ultralytics), then the plan, which makes the
+    folder a saved model: a write that fails (a full disk) leaves no folder that looks loadable. Returns the files
+    written."""
+    written = [save_state_dict(loaded.module, out_dir / WEIGHTS_FILE)]
     if loaded.spec.startswith("darknet:"):
         from edgeprune.models.darknet import write_cfg, write_weights
         from edgeprune.prune.rewrites import merged_darknet
@@ -41,7 +37,20 @@ def save_pruned(loaded: LoadedModel, plan: PrunePlan, out_dir: Path) -> list[Pat
         from edgeprune.train.ultralytics_trainer import save_ultralytics_pt
 
         written.append(save_ultralytics_pt(loaded, out_dir / ULTRALYTICS_FILE))
+    written.append(plan.save(out_dir / PLAN_FILE))
     return written
+
+
+def save_state_dict(module, path: Path) -> Path:
+    """The module's tensors as a safetensors file (written whole or not at all)."""
+    from safetensors.torch import save_file
+
+    from edgeprune.fileio import writing
+
+    state = {name: tensor.detach().contiguous().clone() for name, tensor in module.state_dict().items()}
+    with writing(path, needs=sum(t.numel() * t.element_size() for t in state.values())) as tmp:
+        save_file(state, str(tmp))
+    return path
 
 
 def load_pruned(directory: str | Path, options: LoadOptions | None = None, *,

@@ -7,12 +7,12 @@ import base64
 import html
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeprune.backends.base import sha256_file
 from edgeprune.build import format_speedup
+from edgeprune.fileio import copy_file, write_text
 
 if TYPE_CHECKING:
     from edgeprune.build import BuildReport
@@ -40,19 +40,16 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "th{background:#f3f3f3}.ok{color:#1a7f37}.fail{color:#b00020}img{max-width:100%}")  # fmt: skip
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>edgeprune build report</title>"
-                    f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
-    return path
+    return write_text(path, f"<!doctype html><html><head><meta charset='utf-8'><title>edgeprune build report</title>"
+                            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
 
 def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) -> Path:
     """bundle/: the plan's engine and manifest.json (what an app needs to run it, and what it was measured at)."""
     plan = next(r for r in report.results if r.name == "plan")
-    bundle.mkdir(parents=True, exist_ok=True)
     files = []
     for source in plan.artifact.files:
-        copied = bundle / Path(source).name
-        shutil.copy2(source, copied)
+        copied = copy_file(source, bundle / Path(source).name)
         files.append({"file": copied.name, "sha256": sha256_file(copied)})
     manifest = {
         "model": report.model,
@@ -79,7 +76,7 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) 
         "tool_versions": {**report.environment, **plan.artifact.tool_versions},
         "prune_plan": report.plan.prune_plan.to_dict(),
     }
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(bundle / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return bundle
 
 

@@ -32,6 +32,7 @@ import yaml
 from edgeprune import __version__ as edgeprune_version
 from edgeprune._ultralytics import import_ultralytics
 from edgeprune.errors import ConfigError, ModelError
+from edgeprune.fileio import write_text, writing
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import Record
@@ -94,8 +95,8 @@ def save_ultralytics_pt(loaded: LoadedModel, path: str | Path, *, half: bool = F
         "train_args": args,
         "edgeprune": {"version": edgeprune_version, "spec": loaded.spec, "fingerprint": loaded.fingerprint},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
+    with writing(path) as tmp:
+        torch.save(checkpoint, tmp)
     return path
 
 
@@ -248,9 +249,7 @@ def _absolute_data_yaml(data: Path, out_dir: Path, *, num_classes: int) -> Path:
     YoloDataset.from_yaml(data, split="val").checked(num_classes)  # ultralytics validates each epoch
     spec = yaml.safe_load(data.read_text())
     spec["path"] = str(train.root)
-    copy_path = out_dir / "data.yaml"
-    copy_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return copy_path
+    return write_text(out_dir / "data.yaml", yaml.safe_dump(spec, sort_keys=False))
 
 
 def _load_trained_weights(loaded: LoadedModel, checkpoint_path: Path) -> None:

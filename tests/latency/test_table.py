@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from edgeprune.errors import ConfigError
+from edgeprune.errors import ConfigError, DiskError
 from edgeprune.latency.microbench import LayerSignature, LayerUse
 from edgeprune.latency.table import EntryCache, LatencyTable, TableEntry, measure_missing, needed_entries
+from tests.conftest import small_tmpfs
 
 CONV = LayerSignature("conv", (3, 3), padding=(1, 1), height=16, width=16, activation="Relu")
 DEPTHWISE = LayerSignature("depthwise", (3, 3), padding=(1, 1), height=16, width=16)
@@ -106,3 +107,30 @@ def test_a_second_pass_keeps_the_faster_timing_and_resumes_too(tmp_path):
     assert all(e.passes == 2 for e in entries.values())
     assert all(e.median_ms == pytest.approx(_cost(e.in_channels, e.out_channels)) for e in entries.values())
     assert measure_missing(needed, cache, measure, passes=2)[1:] == (0, 0)
+
+
+def test_entries_on_both_sides_of_a_torn_line_are_kept(tmp_path):
+    cache, needed = EntryCache(tmp_path / "device.jsonl"), needed_entries(_uses(), step=16)
+    first, second, third = (_entry(s, i, o, _cost(i, o)) for s, i, o in needed[:3])
+    cache.append(first)
+    cache.append(second)
+    whole = cache.path.read_text()
+    cache.path.write_text(whole[: len(whole) - 30])  # the last line torn by a full disk: no newline at the end
+    cache.append(third)
+    assert set(cache.load()) == {first.key, third.key} and cache.corrupted == 1
+
+    # a cache written before appends started a fresh line: the whole entry glued to a torn line is still read
+    lines = whole.splitlines()
+    cache.path.write_text(lines[0][:50] + lines[1] + "\n")
+    assert set(cache.load()) == {second.key}
+
+
+def test_entries_measured_before_the_disk_filled_stay_readable(tmp_path):
+    needed = needed_entries(_uses(), step=16)
+    with small_tmpfs(tmp_path / "disk", 1, free_kib=8) as disk:
+        cache = EntryCache(disk / "lut" / "device.jsonl")
+        with pytest.raises(DiskError, match="no space left on the disk writing .*device.jsonl"):
+            measure_missing(needed, cache, lambda s, i, o: _entry(s, i, o, _cost(i, o)))
+        kept = cache.load()
+        assert 0 < len(kept) < len(needed) and cache.corrupted == 0  # every line whole, none lost
+        assert cache.path.read_text().endswith("\n")

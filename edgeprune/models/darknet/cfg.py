@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import ModelError
+from edgeprune.fileio import write_text
 
 # Section names as Darknet spells them (src/parser.c string_to_layer_type, case-sensitive) -> the kind built.
 KINDS = {
@@ -202,6 +203,4 @@ def write_cfg(sections: Iterable[Section], path: str | Path) -> Path:
     for section in sections:
         lines = [f"[{section.name}]"] + [f"{key}={''.join(value.split())}" for key, value in section.options.items()]
         blocks.append("\n".join(lines) + "\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(blocks))
-    return path
+    return write_text(path, "\n".join(blocks))

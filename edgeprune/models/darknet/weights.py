@@ -8,7 +8,6 @@ a short file with warnings and ignores a long one; here either is an error namin
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from edgeprune.errors import ModelError
+from edgeprune.fileio import writing
 from edgeprune.models.darknet import layers as L
 from edgeprune.models.darknet.build import DarknetModel
 
@@ -105,9 +105,7 @@ def write_weights(model: DarknetModel, path: str | Path, header: WeightsHeader |
     """Write the model's parameters in Darknet's layout, with `header` (default: the one read, else 0.2.5)."""
     header = header or model.weights_header or DEFAULT_HEADER
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with writing(path) as tmp, open(tmp, "wb") as f:
         f.write(header.pack())
         for block in model.blocks:
             for tensor in _tensors(block):
@@ -115,7 +113,6 @@ def write_weights(model: DarknetModel, path: str | Path, header: WeightsHeader |
                 if header.transposed and isinstance(block, L.Connected) and tensor is block.linear.weight:
                     values = values.T
                 f.write(np.ascontiguousarray(values, dtype="<f4").tobytes())
-    os.replace(tmp, path)  # atomic: an interrupted write leaves no half file
     return path
 
 
