@@ -329,9 +329,8 @@ def build(model, weights, trust_pickle, input_shape, target, threads, speedup, l
 @output_options
 def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, out, as_json) -> None:
     """Train a classifier (e.g. sparsity training before BN-γ pruning); saves model.safetensors."""
-    from safetensors.torch import save_file
-
     from edgeprune.progress import RichProgress
+    from edgeprune.prune.io import save_state_dict
     from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
     from edgeprune.verify.data import ImageFolder
 
@@ -344,8 +343,7 @@ def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr,
         recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity)
         losses = finetune_classifier(loaded.module, images, labels, recipe, mean=loaded.preprocessing.mean,
                                      std=loaded.preprocessing.std, progress=RichProgress())
-        weights_path = out_dir / "model.safetensors"
-        save_file({k: v.detach().contiguous().clone() for k, v in loaded.module.state_dict().items()}, str(weights_path))
+        weights_path = save_state_dict(loaded.module, out_dir / "model.safetensors")
         recipe.save(out_dir / "recipe.json")
     summary = {"model": loaded.spec, "weights": str(weights_path), "epoch_losses": losses, "recipe": recipe.to_dict()}
     click.echo(json.dumps(summary, indent=2) if as_json else
@@ -419,9 +417,15 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         _interrupted()
-    except Exception:
+    except Exception as exc:
         import traceback
 
+        from edgeprune.fileio import disk_error
+
+        full = disk_error(exc)  # a full or read-only disk under code that does not write through edgeprune.fileio
+        if full is not None:
+            click.echo(f"edgeprune: error: {full.message}", err=True)
+            sys.exit(full.exit_code)
         if interrupt_requested():
             _interrupted()
         traceback.print_exc()
