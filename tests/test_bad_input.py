@@ -317,6 +317,12 @@ DEVICE_ROWS: list[Row] = [
                                                "--runtime", "onnxruntime", "--host", "x;touch${{IFS}}pwned",
                                                "--out", "{tmp}/out"),
         2, "`ssh 'x;touch${IFS}pwned' true`"),
+    # nothing listens on port 1: the failed agent start removes its scratch folder (it used to leak one per try)
+    Row("ssh-refused-leaves-no-scratch-folder", ("profile", "--model", "cifar:resnet20", "--target", "raspberry-pi-4",
+                                                 "--runtime", "onnxruntime", "--host", "127.0.0.1", "--port", "1",
+                                                 "--out", "{tmp}/out"),
+        2, "connection refused", absent=("scratch/edgeprune-*",), setup=lambda tmp: (tmp / "scratch").mkdir(),
+        env={"TMPDIR": "{tmp}/scratch"}),
 ]
 
 ROWS = CLI_ROWS + MODEL_ROWS + DATA_ROWS + VERIFY_ROWS + DISK_ROWS + DEVICE_ROWS
