@@ -14,13 +14,13 @@ import numpy as np
 from edgeprune.backends._registry import backend_for_format, get_backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import transport_for
-from edgeprune.errors import ConfigError
+from edgeprune.errors import ConfigError, GateFailed
 from edgeprune.latency.energy import energy_for, power_request
 from edgeprune.models.base import LoadedModel, flatten_outputs
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
 from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
-from edgeprune.verify.finite import refuse_nonfinite_outputs
+from edgeprune.verify.finite import NonFiniteOutputs, refuse_nonfinite_outputs
 from edgeprune.verify.parity import ParityAccumulator
 from edgeprune.verify.scoring import scoring_for
 
@@ -102,8 +102,10 @@ def verify_artifact(
         raise ConfigError("--batch-size and --limit must be positive")
     progress = progress or NoProgress()
     scoring = scoring_for(model, data, limit)  # checks the data before any export work
-    if artifact_path:  # a fresh export checks this itself
+    try:  # before any export work: with NaN/Inf in the reference there is nothing to compare a runtime with
         refuse_nonfinite_outputs(model)
+    except NonFiniteOutputs as exc:  # verify is the gate, so the model fails it (exit 3); export and build refuse it
+        raise GateFailed(f"verification failed before anything was exported: {exc.message}") from None
     artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
     parities_by_output = [ParityAccumulator(spec.name) for spec in artifact.outputs]

@@ -16,7 +16,7 @@ from edgeprune.backends._export_rewrites import rewrite_for_export
 from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError
 from edgeprune.fileio import staged
-from edgeprune.models.base import LoadedModel, flatten_outputs
+from edgeprune.models.base import LoadedModel, flatten_outputs, output_names
 from edgeprune.types import Artifact, TensorSpec
 
 _PROTOBUF_LIMIT = 2 * 1024**3
@@ -50,7 +50,7 @@ class OnnxRuntimeBackend(Backend):
         module, rewrites = rewrite_for_export(model.module)
         with torch.inference_mode():
             n_outputs = len(flatten_outputs(module(*example)))
-        output_names = ["output"] if n_outputs == 1 else [f"output{i}" for i in range(n_outputs)]
+        names = output_names(n_outputs)
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} if isinstance(spec.shape[0], str) else None for spec in model.inputs)
         weight_bytes = sum(t.numel() * t.element_size() for t in model.module.state_dict().values())
@@ -65,7 +65,7 @@ class OnnxRuntimeBackend(Backend):
                         example,
                         str(staging / path.name),
                         input_names=[spec.name for spec in model.inputs],
-                        output_names=output_names,
+                        output_names=names,
                         dynamo=True,
                         external_data=external,
                         dynamic_shapes=dynamic,

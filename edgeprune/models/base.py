@@ -76,6 +76,11 @@ def seeded_init(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn
         return build()
 
 
+def output_names(count: int) -> list[str]:
+    """The names an export gives a model's `count` flattened outputs (what verify and its reports call them)."""
+    return ["output"] if count == 1 else [f"output{i}" for i in range(count)]
+
+
 def flatten_outputs(outputs) -> list:
     """A module's output (a tensor, or nested lists/tuples/dicts of them) as a flat list of its leaves, in order."""
     if isinstance(outputs, (list, tuple)):

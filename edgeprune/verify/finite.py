@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeprune.errors import ModelError
-from edgeprune.models.base import flatten_outputs
+from edgeprune.models.base import flatten_outputs, output_names
 
 if TYPE_CHECKING:
     from edgeprune.models.base import LoadedModel
@@ -22,6 +22,10 @@ def nonfinite_count(values) -> int:
         return int(values.numel() - torch.isfinite(values.detach()).sum())
     values = np.asarray(values)
     return int(values.size - np.count_nonzero(np.isfinite(values))) if values.dtype.kind in "fc" else 0
+
+
+class NonFiniteOutputs(ModelError):
+    """The model's own PyTorch outputs hold NaN/Inf: there is nothing to export or compare a runtime with."""
 
 
 def refuse_nonfinite_outputs(model: LoadedModel, inputs=None, *, on: str = "a sample input"):
@@ -46,13 +50,14 @@ def refuse_nonfinite_outputs(model: LoadedModel, inputs=None, *, on: str = "a sa
         for handle in handles:
             handle.remove()
     leaves = [t for t in flatten_outputs(outputs) if isinstance(t, torch.Tensor)]
-    bad = sum(nonfinite_count(t) for t in leaves)
-    if bad:
+    counts = {name: (nonfinite_count(t), t.numel()) for name, t in zip(output_names(len(leaves)), leaves)}
+    if any(bad for bad, _ in counts.values()):
         name, module = first[0] if first else ("", model.module)
         layer = f"{name} ({type(module).__name__})" if name else f"the model's own forward ({type(module).__name__})"
-        raise ModelError(
-            f"{model.spec} gives non-finite PyTorch outputs on {on} ({bad} of {sum(t.numel() for t in leaves)} values "
-            f"NaN/Inf); the first layer to produce them is {layer}",
+        where = ", ".join(f"{output}: {bad} of {size} values NaN/Inf" for output, (bad, size) in counts.items() if bad)
+        raise NonFiniteOutputs(
+            f"{model.spec} gives non-finite PyTorch outputs on {on} ({where}); the first layer to produce them is "
+            f"{layer}",
             expected="finite outputs, which parity is measured against",
             fix="load finite weights (check the weights file for NaN/Inf, or a fine-tune that diverged)",
         )

@@ -107,7 +107,7 @@ def test_a_nan_weight_is_refused_naming_the_layer_it_first_shows_in():
     module = Chain()
     with torch.no_grad():
         module.head[0].weight[2, 1] = float("nan")  # head.0 is the first layer whose output carries it
-    with pytest.raises(ModelError, match=r"non-finite PyTorch outputs on a sample input \(3 of 3 values NaN/Inf\); "
+    with pytest.raises(ModelError, match=r"non-finite PyTorch outputs on a sample input \(output: 3 of 3 values NaN/Inf\); "
                                          r"the first layer to produce them is head\.0 \(Conv2d\)"):
         refuse_nonfinite_outputs(_loaded(module))
 
