@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -229,24 +230,47 @@ def test_unreadable_sensor_is_unavailable_with_the_reason(tiny_onnx, tmp_path, m
 
 class _AsNobody(LocalTransport):
     """The agent as an unprivileged user (uid 65534), as on a device where the agent is not run as root, started
-    from `agent_dir`: a copy of targets/ it can read wherever the checkout lives (a clone under a 0700 folder)."""
+    from `agent_dir`: a copy of targets/ it can read wherever the checkout lives (a clone under a 0700 folder), run
+    by a system interpreter with copies of the packages its `info` imports (the venv may sit in that folder too)."""
 
-    def __init__(self, agent_dir: Path):
-        super().__init__()
-        self.agent_dir = agent_dir
+    def __init__(self, agent_dir: Path, python: str, site: Path):
+        super().__init__(python)
+        self.agent_dir, self.site = agent_dir, site
 
     def start_agent(self, stderr_log):
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", self.python, "-u",
-                   str(self.agent_dir / "agent.py")]
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"PYTHONPATH={self.site}",
+                   self.python, "-u", str(self.agent_dir / "agent.py")]
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb"))
+
+
+def _system_python_like_this_one() -> str | None:
+    """A system python3 of this interpreter's minor version (the copied wheels are built for it), or None."""
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        python = Path(folder) / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        if python.is_file() and os.access(python, os.X_OK):
+            return str(python)
+    return None
+
+
+def _copy_packages(site: Path, *names: str) -> None:
+    import numpy
+
+    installed = Path(numpy.__file__).parents[1]
+    for name in names:
+        for path in installed.glob(name):
+            shutil.copytree(path, site / path.name, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to uid 65534")
 def test_root_only_energy_counter_says_why(monkeypatch):
     # Since Linux 5.10 energy_uj is mode 0400 root (CVE-2020-8694); the agent must say so, not crash.
+    python = _system_python_like_this_one()
+    if python is None:
+        pytest.skip(f"needs a system python{sys.version_info.major}.{sys.version_info.minor} that uid 65534 can run")
     root = Path(tempfile.mkdtemp(prefix="edgeprune-as-nobody-"))  # not tmp_path: pytest's basetemp is 0700
     try:
         shutil.copytree(resource_dir("targets"), root / "targets", ignore=shutil.ignore_patterns("__pycache__"))
+        _copy_packages(root / "site", "numpy", "numpy.libs", "onnxruntime")
         zone = _rapl_zone(root / "sysfs", max_uj=262143328850)
         _write(zone / "energy_uj", "123456")
         for folder, _, files in os.walk(root):  # everything readable by uid 65534 but the counter
@@ -255,7 +279,7 @@ def test_root_only_energy_counter_says_why(monkeypatch):
                 os.chmod(os.path.join(folder, name), 0o444)
         (zone / "energy_uj").chmod(0o400)
         monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(root / "sysfs"))
-        with AgentSession(_AsNobody(root / "targets")) as agent:
+        with AgentSession(_AsNobody(root / "targets", python, root / "site")) as agent:
             info = agent.info("dev", "onnxruntime")
     finally:
         shutil.rmtree(root)
