@@ -16,7 +16,7 @@ from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import transport_for
 from edgeprune.errors import ConfigError, GateFailed
 from edgeprune.latency.energy import energy_for, power_request
-from edgeprune.models.base import LoadedModel, flatten_outputs
+from edgeprune.models.base import LoadedModel, tensor_outputs
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
 from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
@@ -103,10 +103,11 @@ def verify_artifact(
     progress = progress or NoProgress()
     scoring = scoring_for(model, data, limit)  # checks the data before any export work
     try:  # before any export work: with NaN/Inf in the reference there is nothing to compare a runtime with
-        refuse_nonfinite_outputs(model)
+        if artifact_path:  # a fresh export runs this check itself, first
+            refuse_nonfinite_outputs(model)
+        artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     except NonFiniteOutputs as exc:  # verify is the gate, so the model fails it (exit 3); export and build refuse it
         raise GateFailed(f"verification failed before anything was exported: {exc.message}") from None
-    artifact = artifact_for_target(model, target, out_dir, artifact_path, data)
     tolerances = get_backend(target.runtime).tolerances(artifact.precision)
     parities_by_output = [ParityAccumulator(spec.name) for spec in artifact.outputs]
     input_name = artifact.inputs[0].name
@@ -116,7 +117,7 @@ def verify_artifact(
         device = agent.info(target.name, target.runtime)
         for batch in scoring.batches(batch_size or scoring.default_batch_size):
             with torch.inference_mode():
-                references = [t.numpy() for t in _tensor_outputs(model.module(torch.from_numpy(batch.images)))]
+                references = [t.numpy() for t in tensor_outputs(model.module(torch.from_numpy(batch.images)))]
             runtimes = list(agent.run(artifact.path, target.runtime, {input_name: batch.images},
                                       threads=used_threads).values())
             if len(runtimes) != len(references):
@@ -163,13 +164,6 @@ def _sensitive_layers(model, artifact, data, out_dir, parities, metrics) -> tupl
 
 
 SENSITIVE_LAYERS_SHOWN = 5
-
-
-def _tensor_outputs(outputs) -> list:
-    """A model's outputs in the order the exporters name them output0, output1, … (flattened, tensors only)."""
-    import torch
-
-    return [t for t in flatten_outputs(outputs) if isinstance(t, torch.Tensor)]
 
 
 def profile_end_to_end(

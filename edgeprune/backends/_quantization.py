@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, ExportError, UnknownName
-from edgeprune.models.base import LoadedModel
+from edgeprune.models.base import LoadedModel, tensor_outputs
 from edgeprune.verify.finite import nonfinite_count, refuse_nonfinite_outputs
 
 CALIBRATION_IMAGES = 256  # nncf's subset_size default is 300; ai-edge-quantizer has none. 256 is plenty for min/max
@@ -84,7 +84,7 @@ def layer_sensitivity(model: LoadedModel, images: np.ndarray, limit: int = SENSI
     with torch.inference_mode():
         handles = [layers[n].register_forward_pre_hook(observe(n)) for n in names]
         try:
-            reference = _first(model.module(x)).float()
+            reference = tensor_outputs(model.module(x))[0].float()
         finally:
             for handle in handles:
                 handle.remove()
@@ -94,7 +94,7 @@ def layer_sensitivity(model: LoadedModel, images: np.ndarray, limit: int = SENSI
         result = []
         for name in names:
             with _int8_alone(layers[name], *ranges[name]):
-                out = _first(model.module(x)).float()
+                out = tensor_outputs(model.module(x))[0].float()
             # a layer whose int8 rounding alone makes the output NaN/Inf is as sensitive as a layer can be
             error = float((out - reference).norm()) / norm if not nonfinite_count(out) else float("inf")
             result.append(Layer(name, error))
@@ -125,12 +125,6 @@ def _int8_alone(module, low: float, high: float):
     finally:
         handle.remove()
         weight.copy_(saved)
-
-
-def _first(outputs):
-    while isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    return outputs
 
 
 def describe_layers(layers: list[Layer], n: int = 5) -> str:

@@ -81,6 +81,13 @@ def output_names(count: int) -> list[str]:
     return ["output"] if count == 1 else [f"output{i}" for i in range(count)]
 
 
+def tensor_outputs(outputs) -> list:
+    """A model's output tensors in the order the exporters name them output0, output1, … (non-tensors dropped)."""
+    import torch
+
+    return [t for t in flatten_outputs(outputs) if isinstance(t, torch.Tensor)]
+
+
 def flatten_outputs(outputs) -> list:
     """A module's output (a tensor, or nested lists/tuples/dicts of them) as a flat list of its leaves, in order."""
     if isinstance(outputs, (list, tuple)):

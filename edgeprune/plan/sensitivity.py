@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edgeprune.models.base import LoadedModel, flatten_outputs
+from edgeprune.models.base import LoadedModel, tensor_outputs
 from edgeprune.plan.structure import PlanState, Structure, realize
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import Record
@@ -102,7 +102,7 @@ def _outputs(module, images: Iterable) -> list[list[np.ndarray]]:
 
     module.eval()
     with torch.no_grad():
-        return [[t.detach().float().cpu().numpy() for t in flatten_outputs(module(x)) if isinstance(t, torch.Tensor)]
+        return [[t.detach().float().cpu().numpy() for t in tensor_outputs(module(x))]
                 for x in images]  # fmt: skip
 
 

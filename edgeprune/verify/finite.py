@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeprune.errors import ModelError
-from edgeprune.models.base import flatten_outputs, output_names
+from edgeprune.models.base import output_names, tensor_outputs
 
 if TYPE_CHECKING:
     from edgeprune.models.base import LoadedModel
@@ -38,7 +38,7 @@ def refuse_nonfinite_outputs(model: LoadedModel, inputs=None, *, on: str = "a sa
 
     def watch(name):
         def hook(module, _inputs, output):
-            if not first and any(nonfinite_count(t) for t in flatten_outputs(output) if isinstance(t, torch.Tensor)):
+            if not first and any(nonfinite_count(t) for t in tensor_outputs(output)):
                 first.append((name, module))
         return hook
 
@@ -49,7 +49,7 @@ def refuse_nonfinite_outputs(model: LoadedModel, inputs=None, *, on: str = "a sa
     finally:
         for handle in handles:
             handle.remove()
-    leaves = [t for t in flatten_outputs(outputs) if isinstance(t, torch.Tensor)]
+    leaves = tensor_outputs(outputs)
     counts = {name: (nonfinite_count(t), t.numel()) for name, t in zip(output_names(len(leaves)), leaves)}
     if any(bad for bad, _ in counts.values()):
         name, module = first[0] if first else ("", model.module)
