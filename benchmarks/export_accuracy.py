@@ -33,8 +33,13 @@ from edgeprune.verify.data import ImageFolder
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
 WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
-VARIANTS = (("onnx", "onnxruntime", "fp32"), ("openvino", "openvino", "fp32"), ("openvino", "openvino", "int8"),
-            ("tflite", "tflite", "fp32"), ("tflite", "tflite", "int8"))
+VARIANTS = (
+    ("onnx", "onnxruntime", "fp32"),
+    ("openvino", "openvino", "fp32"),
+    ("openvino", "openvino", "int8"),
+    ("tflite", "tflite", "fp32"),
+    ("tflite", "tflite", "int8"),
+)
 
 
 def split_folders(root: Path, per_class: int = 800) -> tuple[Path, Path]:
@@ -103,19 +108,39 @@ def main() -> None:
         rows, benched = [], []
         for (label, subject), (fmt, runtime, precision) in itertools.product(models.items(), VARIANTS):
             out = args.out / label / f"{fmt}_{precision}"
-            artifact = export_model(subject, fmt, out, precision,
-                                    data=str(calibration_dir) if precision == "int8" else None)
+            artifact = export_model(
+                subject, fmt, out, precision, data=str(calibration_dir) if precision == "int8" else None
+            )
             target = with_runtime(load_profile("host"), runtime)
-            result = verify_artifact(subject, target, str(held_out_dir), out, artifact_path=str(artifact.path),
-                                     threads=args.threads, limit=args.limit)
+            result = verify_artifact(
+                subject,
+                target,
+                str(held_out_dir),
+                out,
+                artifact_path=str(artifact.path),
+                threads=args.threads,
+                limit=args.limit,
+            )
             top1 = next(m for m in result.metrics if m.name == "top1")
-            rows.append({"model": label, "macs": count_macs_params(subject)[0], "format": fmt, "precision": precision,
-                         "runtime": f"{runtime} {result.runtime_version}",
-                         "top1_pytorch": top1.reference, "top1_runtime": top1.runtime, "delta_pt": 100 * top1.delta,
-                         "tolerance_pt": 100 * top1.tolerance, "passed": bool(result),
-                         "max_abs": result.parity[0].max_abs, "cosine_min": result.parity[0].cosine_min,
-                         "cosine_mean": result.parity[0].cosine_mean, "n_images": result.n_samples,
-                         "threads": args.threads})
+            rows.append(
+                {
+                    "model": label,
+                    "macs": count_macs_params(subject)[0],
+                    "format": fmt,
+                    "precision": precision,
+                    "runtime": f"{runtime} {result.runtime_version}",
+                    "top1_pytorch": top1.reference,
+                    "top1_runtime": top1.runtime,
+                    "delta_pt": 100 * top1.delta,
+                    "tolerance_pt": 100 * top1.tolerance,
+                    "passed": bool(result),
+                    "max_abs": result.parity[0].max_abs,
+                    "cosine_min": result.parity[0].cosine_min,
+                    "cosine_mean": result.parity[0].cosine_mean,
+                    "n_images": result.n_samples,
+                    "threads": args.threads,
+                }
+            )
             benched.append((artifact.path, runtime))
             print(json.dumps(rows[-1]), flush=True)
         for row, latency in zip(rows, interleaved_latency(benched, args.rounds, args.runs, args.threads)):
@@ -123,8 +148,10 @@ def main() -> None:
         (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
         print(f"\n{'model':<9}{'format':<9}{'prec':<6}{'top1 torch':>11}{'top1 rt':>9}{'Δ pt':>7}{'ms p50':>8}  pass")
         for r in rows:
-            print(f"{r['model']:<9}{r['format']:<9}{r['precision']:<6}{r['top1_pytorch']:>11.4f}{r['top1_runtime']:>9.4f}"
-                  f"{r['delta_pt']:>7.2f}{r['latency_median_ms']:>8.2f}  {r['passed']}")
+            print(
+                f"{r['model']:<9}{r['format']:<9}{r['precision']:<6}{r['top1_pytorch']:>11.4f}{r['top1_runtime']:>9.4f}"
+                f"{r['delta_pt']:>7.2f}{r['latency_median_ms']:>8.2f}  {r['passed']}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

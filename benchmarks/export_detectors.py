@@ -19,8 +19,12 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 DATA = ASSETS / "datasets" / "yaml" / "coco128.yaml"
 MODELS = {
-    "yolo-fastest-1.1": ["--model", str(ASSETS / "darknet/yolo-fastest/yolo-fastest-1.1.cfg"),
-                         "--weights", str(ASSETS / "darknet/yolo-fastest/yolo-fastest-1.1.weights")],
+    "yolo-fastest-1.1": [
+        "--model",
+        str(ASSETS / "darknet/yolo-fastest/yolo-fastest-1.1.cfg"),
+        "--weights",
+        str(ASSETS / "darknet/yolo-fastest/yolo-fastest-1.1.weights"),
+    ],
     "yolov8n.yaml": ["--model", "yolov8n.yaml"],
 }
 MAP_TOLERANCE = 0.005  # the acceptance's, for the trained detector

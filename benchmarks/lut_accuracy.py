@@ -34,8 +34,10 @@ def main() -> None:
         seconds = time.monotonic() - started
         print(f"\n{spec}: {report.summary()} ({seconds:.0f} s)")
         for v in report.variants:
-            print(f"  {v.name:24s} {v.role:11s} predicted {v.predicted_ms:8.3f} ms  measured {v.measured.median_ms:8.3f}"
-                  f" ms (p90 {v.measured.p90_ms:8.3f}, CV {v.measured.cv:5.1%})  error {v.error:+6.1%}")
+            print(
+                f"  {v.name:24s} {v.role:11s} predicted {v.predicted_ms:8.3f} ms  measured {v.measured.median_ms:8.3f}"
+                f" ms (p90 {v.measured.p90_ms:8.3f}, CV {v.measured.cv:5.1%})  error {v.error:+6.1%}"
+            )
         summary[spec] = {"mape_percent": report.mape_percent, "entries": len(report.entries),
                          "calibration": report.calibration.to_dict(), "seconds": round(seconds)}  # fmt: skip
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgeprune.build import BuildOptions, Budget, build, compare_latency
+from edgeprune.build import Budget, BuildOptions, build, compare_latency
 from edgeprune.devices.profiles import load_profile
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.progress import NoProgress

@@ -40,8 +40,23 @@ def independent_median_ms(model_path: Path, threads: int, runs: int, warmup: int
 
 
 def edgeprune_profile(model: str, artifact: Path, threads: int, runs: int, out: Path) -> dict:
-    command = [sys.executable, "-m", "edgeprune.cli", "profile", "--model", model, "--artifact", str(artifact),
-               "--threads", str(threads), "--runs", str(runs), "--out", str(out), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeprune.cli",
+        "profile",
+        "--model",
+        model,
+        "--artifact",
+        str(artifact),
+        "--threads",
+        str(threads),
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+        "--json",
+    ]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)["latency"]
 
 
@@ -53,19 +68,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeprune-bench-"))
-    subprocess.run([sys.executable, "-m", "edgeprune.cli", "export", "--model", args.model, "--out", str(work)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "edgeprune.cli", "export", "--model", args.model, "--out", str(work)],
+        check=True,
+        capture_output=True,
+    )
     artifact = work / "model.onnx"
     ratios = []
     for round_ in range(args.rounds):
         ours = edgeprune_profile(args.model, artifact, args.threads, args.runs, work / f"profile{round_}")
         theirs = independent_median_ms(artifact, args.threads, args.runs, warmup=10)
         ratios.append(ours["median_ms"] / theirs)
-        print(f"round {round_}: edgeprune median {ours['median_ms']:.2f} ms (p90 {ours['p90_ms']:.2f}, n={ours['n']}, "
-              f"{ours['runtime']} {ours['runtime_version']}, {ours['threads']} threads) | independent ORT median "
-              f"{theirs:.2f} ms | ratio {ratios[-1]:.3f}")
-    print(f"{args.model}: median ratio edgeprune/independent = {statistics.median(ratios):.3f} "
-          f"over {args.rounds} rounds (goal: within 0.85..1.15)")
+        print(
+            f"round {round_}: edgeprune median {ours['median_ms']:.2f} ms (p90 {ours['p90_ms']:.2f}, n={ours['n']}, "
+            f"{ours['runtime']} {ours['runtime_version']}, {ours['threads']} threads) | independent ORT median "
+            f"{theirs:.2f} ms | ratio {ratios[-1]:.3f}"
+        )
+    print(
+        f"{args.model}: median ratio edgeprune/independent = {statistics.median(ratios):.3f} "
+        f"over {args.rounds} rounds (goal: within 0.85..1.15)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def check_one(name: str) -> dict:
     """Prune, run, export and compare one model; the result as a JSON-able dict."""
     sys.path.insert(0, str(REPO))
     import torch
+
     from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
     from edgeprune.models import load_model
     from edgeprune.prune.channels import prune_channels
@@ -54,8 +55,13 @@ def check_one(name: str) -> dict:
     mixes_channels = any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in model.module.modules())
     unpruned = None if mixes_channels else rewritten_copy(model)
     plan = prune_channels(model, 0.3, "l1")
-    result = {"params_before": plan.params_before, "params_after": plan.params_after,
-              "macs_before": plan.macs_before, "macs_after": plan.macs_after, "rewrites": list(plan.rewrites)}
+    result = {
+        "params_before": plan.params_before,
+        "params_after": plan.params_after,
+        "macs_before": plan.macs_before,
+        "macs_after": plan.macs_after,
+        "rewrites": list(plan.rewrites),
+    }
     x = torch.rand(2, *model.inputs[0].shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         reference = model.module(x)
@@ -102,16 +108,23 @@ def _reload_in_fresh_process(work: Path, x, reference) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--reload", str(work)], capture_output=True, text=True,
                           cwd=REPO, timeout=1200)  # fmt: skip
     if proc.returncode != 0:
-        return {"reload": "failed", "reload_max_abs": None, "reload_reason": _failure_reason(proc.returncode, proc.stderr)}
+        return {
+            "reload": "failed",
+            "reload_max_abs": None,
+            "reload_reason": _failure_reason(proc.returncode, proc.stderr),
+        }
     reloaded = np.load(work / "reloaded.npy")
     if reloaded.shape != reference.shape:
         return {"reload": "failed", "reload_max_abs": None,
                 "reload_reason": f"output shape {reloaded.shape}, pruned model's {reference.shape}"}  # fmt: skip
     max_abs = float(np.abs(reloaded.astype(np.float64) - reference).max())
     allowed = RELOAD_TOLERANCE * float(reference.max() - reference.min())
-    return {"reload": "passed" if max_abs <= allowed else "failed", "reload_max_abs": max_abs,
-            "reload_identical": bool(np.array_equal(reloaded, reference)),
-            "reload_reason": "" if max_abs <= allowed else f"outputs differ by {max_abs:.2e} (allowed {allowed:.2e})"}
+    return {
+        "reload": "passed" if max_abs <= allowed else "failed",
+        "reload_max_abs": max_abs,
+        "reload_identical": bool(np.array_equal(reloaded, reference)),
+        "reload_reason": "" if max_abs <= allowed else f"outputs differ by {max_abs:.2e} (allowed {allowed:.2e})",
+    }
 
 
 def reload_one(work: Path) -> None:
@@ -119,6 +132,7 @@ def reload_one(work: Path) -> None:
     sys.path.insert(0, str(REPO))
     import numpy as np
     import torch
+
     from edgeprune.models import load_model
 
     model = load_model(str(work / "pruned"))
@@ -189,8 +203,12 @@ def main() -> None:
             results[name] = _run_isolated(name, args.timeout)
         r = results[name]
         exact = "n/a" if r.get("exact") is None else f"{r['exact']:.1e}"
-        detail = (f"params {r['params_before'] / 1e6:.2f}M -> {r['params_after'] / 1e6:.2f}M, "
-                  f"parity {r['parity_rel']:.1e}, exact {exact}" if "params_before" in r else r.get("reason", ""))
+        detail = (
+            f"params {r['params_before'] / 1e6:.2f}M -> {r['params_after'] / 1e6:.2f}M, "
+            f"parity {r['parity_rel']:.1e}, exact {exact}"
+            if "params_before" in r
+            else r.get("reason", "")
+        )
         if "reload" in r:
             detail += f", reload {r['reload']} (max |diff| {r['reload_max_abs']})"
         if r["status"] == "failed" and "params_before" in r:
@@ -202,8 +220,10 @@ def main() -> None:
     passed = [n for n in tried if results[n]["status"] == "passed"]
     reloaded = [n for n in tried if results[n].get("reload") == "passed"]
     identical = [n for n in reloaded if results[n].get("reload_identical")]
-    print(f"\n{len(passed)} passed / {len(tried)} tried ({len(results) - len(tried)} skipped); "
-          f"{len(reloaded)} reloaded in a fresh process with the same outputs ({len(identical)} bit-identical)")
+    print(
+        f"\n{len(passed)} passed / {len(tried)} tried ({len(results) - len(tried)} skipped); "
+        f"{len(reloaded)} reloaded in a fresh process with the same outputs ({len(identical)} bit-identical)"
+    )
     for name in tried:
         if results[name]["status"] != "passed":
             print(f"  FAILED {name}: {results[name]['reason']}")

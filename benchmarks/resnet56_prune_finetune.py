@@ -39,8 +39,18 @@ from edgeprune.verify.data import ImageFolder
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
 DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
-RECIPE = FinetuneRecipe(epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, crop_padding=4,
-                        flip=True, distill_alpha=0.5, distill_temperature=4.0, seed=0)
+RECIPE = FinetuneRecipe(
+    epochs=20,
+    batch_size=128,
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=5e-4,
+    crop_padding=4,
+    flip=True,
+    distill_alpha=0.5,
+    distill_temperature=4.0,
+    seed=0,
+)
 
 
 def load_split(preprocessing, cache: Path):
@@ -64,9 +74,15 @@ def main() -> None:
     parser.add_argument("--mode", choices=["baseline", "pruned", "planned", "gradual"], required=True)
     parser.add_argument("--macs-kept", type=float, default=0.48, help="share of conv MACs kept, --mode planned")
     parser.add_argument("--step", type=int, default=4, help="channel step, --mode planned")
-    parser.add_argument("--stages", type=int, default=1,
-                        help="--mode planned: reach --macs-kept in this many equal steps, measuring again after each")
-    parser.add_argument("--prune-epochs", default="0,2,4,6", help="--mode gradual: epochs that start with a pruning step")
+    parser.add_argument(
+        "--stages",
+        type=int,
+        default=1,
+        help="--mode planned: reach --macs-kept in this many equal steps, measuring again after each",
+    )
+    parser.add_argument(
+        "--prune-epochs", default="0,2,4,6", help="--mode gradual: epochs that start with a pruning step"
+    )
     parser.add_argument("--ratio", type=float, default=0.55, help="channel ratio for --mode pruned")
     parser.add_argument("--blocks", type=int, default=0, help="residual blocks removed for --mode pruned")
     parser.add_argument("--criterion", default="l1")
@@ -96,19 +112,36 @@ def main() -> None:
     before = evaluate_top1(model.module, xh, yh)
     started = time.time()
     recipe = replace(RECIPE, epochs=args.epochs)
-    losses = finetune_classifier(model.module, xt, yt, recipe, mean=model.preprocessing.mean,
-                                 std=model.preprocessing.std, teacher=teacher, before_epoch=before_epoch)
+    losses = finetune_classifier(
+        model.module,
+        xt,
+        yt,
+        recipe,
+        mean=model.preprocessing.mean,
+        std=model.preprocessing.std,
+        teacher=teacher,
+        before_epoch=before_epoch,
+    )
     macs_after = macs(model.module)
     blocks = sum(len(step["removed_blocks"]) for step in steps) if steps else len(plan.removed_blocks) if plan else 0
     result = {
-        "mode": args.mode, "ratio": args.ratio if args.mode == "pruned" else None, "blocks": blocks,
+        "mode": args.mode,
+        "ratio": args.ratio if args.mode == "pruned" else None,
+        "blocks": blocks,
         "macs_kept_target": args.macs_kept if args.mode in ("planned", "gradual") else None,
         "prune_steps": steps or None,
-        "criterion": None if args.mode == "baseline" else args.criterion, "macs_before": macs_before, "macs_after": macs_after,
-        "macs_removed": 1 - macs_after / macs_before, "held_out_top1_before_finetune": before,
-        "held_out_top1": evaluate_top1(model.module, xh, yh), "finetune_s": round(time.time() - started, 1),
+        "criterion": None if args.mode == "baseline" else args.criterion,
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "macs_removed": 1 - macs_after / macs_before,
+        "held_out_top1_before_finetune": before,
+        "held_out_top1": evaluate_top1(model.module, xh, yh),
+        "finetune_s": round(time.time() - started, 1),
         "conv_widths": [m.out_channels for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)],
-        "epoch_losses": losses, "recipe": recipe.to_dict(), "n_finetune": len(yt), "n_held_out": len(yh),
+        "epoch_losses": losses,
+        "recipe": recipe.to_dict(),
+        "n_finetune": len(yt),
+        "n_held_out": len(yh),
     }
     (args.out / f"{args.mode}{args.tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))
@@ -126,8 +159,14 @@ def gradual(model, args, batches, steps: list):
         model.module.eval()
         target = full * args.macs_kept ** ((epochs.index(epoch) + 1) / len(epochs))
         plan = prune_step(model, args, batches, target, label=f"epoch {epoch}")
-        steps.append({"epoch": epoch, "macs_target": target, "macs": macs(model.module),
-                      "removed_blocks": list(plan.removed_blocks)})
+        steps.append(
+            {
+                "epoch": epoch,
+                "macs_target": target,
+                "macs": macs(model.module),
+                "removed_blocks": list(plan.removed_blocks),
+            }
+        )
         return True
 
     return before_epoch

@@ -35,10 +35,14 @@ def private_config_dir() -> Path:
             path.mkdir(mode=0o700)
             info = os.lstat(path)
     except OSError as exc:
-        raise ConfigError(f"cannot make ultralytics' settings folder {path}: {exc.strerror}",
-                          fix="set YOLO_CONFIG_DIR (or XDG_CACHE_HOME) to a folder you can write") from None
+        raise ConfigError(
+            f"cannot make ultralytics' settings folder {path}: {exc.strerror}",
+            fix="set YOLO_CONFIG_DIR (or XDG_CACHE_HOME) to a folder you can write",
+        ) from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise ConfigError(f"ultralytics' settings folder {path} is not a private folder of this user (a link, "
-                          "another user's, or open to others)",
-                          fix=f"remove {path} (edgeprune makes it again, mode 0700), or set YOLO_CONFIG_DIR")
+        raise ConfigError(
+            f"ultralytics' settings folder {path} is not a private folder of this user (a link, "
+            "another user's, or open to others)",
+            fix=f"remove {path} (edgeprune makes it again, mode 0700), or set YOLO_CONFIG_DIR",
+        )
     return path

@@ -119,8 +119,10 @@ class PlanReport(Record):
     def reachable(self) -> str:
         """What the table predicts for the fastest model the solver can reach, on the measured model's scale."""
         ms = self.choice.predicted * self.base_latency.median_ms / self.base_predicted_ms
-        return (f"the latency table predicts {ms:.3f} ms ({self.base_latency.median_ms / ms:.2f}× speedup over "
-                f"the unpruned {self.base_latency.median_ms:.3f} ms) for the fastest model the planner can reach")
+        return (
+            f"the latency table predicts {ms:.3f} ms ({self.base_latency.median_ms / ms:.2f}× speedup over "
+            f"the unpruned {self.base_latency.median_ms:.3f} ms) for the fastest model the planner can reach"
+        )
 
 
 @dataclass(frozen=True)
@@ -268,16 +270,20 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         artifacts = stage("export", lambda: _export_all(model, target, plan, out_dir),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
                                    for name in _names(plan)})  # fmt: skip
-        results = stage("verify",
-                        lambda: _verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
-                        lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in _names(plan)])
+        results = stage(
+            "verify",
+            lambda: _verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
+            lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in _names(plan)],
+        )
 
     def report() -> BuildReport:
         from edgeprune.report import write_bundle, write_html
 
         plan_result = next((r for r in results if r.name == "plan"), None)  # None: ruled out at the plan stage
         base_result = next(r for r in results if r.name == "unpruned")
-        budget_ms = options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
+        budget_ms = (
+            options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
+        )
         measured = plan_result or base_result
         report = BuildReport(
             model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms,
@@ -402,9 +408,18 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
     # meet it: say so now rather than measure, fine-tune and verify models that cannot.
     fastest = solve(structure, cost, 0.0)
     if fastest.predicted * base.median_ms / base_predicted > budget_ms * (1 + MARGIN):
-        report = PlanReport(options.budget, budget_ms, base, base_predicted, fastest, (), False, None,
-                            layer_ms=_layer_ms(structure, cost, fastest),
-                            value="nothing: the table ruled the budget out (its fastest reachable model, not built)")
+        report = PlanReport(
+            options.budget,
+            budget_ms,
+            base,
+            base_predicted,
+            fastest,
+            (),
+            False,
+            None,
+            layer_ms=_layer_ms(structure, cost, fastest),
+            value="nothing: the table ruled the budget out (its fastest reachable model, not built)",
+        )
         report.save(out_dir / "plan" / "plan_report.json")
         return report
     sensitivity = None
@@ -459,9 +474,20 @@ def _plan(model, target, options, base: LatencyStats, base_artifact: Artifact, t
         baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, data=calibration)
         save_pruned(copy_, _finish_plan(baseline_plan, model, options, baseline, budget_ms, _portable_spec),
                     out_dir / "baselines" / name / "pruned")  # fmt: skip
-    report = PlanReport(options.budget, budget_ms, base, base_predicted, choice, tuple(rounds), kept is not None,
-                        prune_plan, baselines, _layer_ms(structure, cost, choice),
-                        sensitivity.summary() if sensitivity else f"criterion ({options.criterion})", sensitivity)
+    report = PlanReport(
+        options.budget,
+        budget_ms,
+        base,
+        base_predicted,
+        choice,
+        tuple(rounds),
+        kept is not None,
+        prune_plan,
+        baselines,
+        _layer_ms(structure, cost, choice),
+        sensitivity.summary() if sensitivity else f"criterion ({options.criterion})",
+        sensitivity,
+    )
     report.save(out_dir / "plan" / "plan_report.json")
     return report
 
@@ -569,8 +595,15 @@ def _verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, 
         loaded = model if name == "unpruned" else load_pruned(_pruned_dir(out_dir, name, True), named_base=model.spec)
         verification = metric = value = None
         if splits is not None:
-            verification = verify_artifact(loaded, target, splits.holdout, out_dir / "verify" / name,
-                                           artifact_path=artifact.path, threads=options.threads, progress=progress)
+            verification = verify_artifact(
+                loaded,
+                target,
+                splits.holdout,
+                out_dir / "verify" / name,
+                artifact_path=artifact.path,
+                threads=options.threads,
+                progress=progress,
+            )
             if verification.metrics:
                 metric, value = verification.metrics[0].name, verification.metrics[0].runtime
         macs, params = count_macs_params(loaded)
@@ -626,7 +659,7 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
             and (rounds < TRUSTED_CYCLES * cycle
                  or max(_speedup_se(medians[names[0]], medians[name], cycle) for name in names) > SPEEDUP_SE)
         ):  # fmt: skip
-            for i, name in enumerate(names[rounds % cycle:] + names[:rounds % cycle]):
+            for i, name in enumerate(names[rounds % cycle :] + names[: rounds % cycle]):
                 timed = agent.bench(Path(artifacts[name].path), target.runtime,
                                     threads=options.threads or target.threads, warmup=options.warmup,
                                     runs=options.runs)  # fmt: skip
@@ -641,13 +674,18 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
     speedup_se = {name: _speedup_se(medians[names[0]], medians[name], cycle) for name in names}
     latency = {
         name: LatencyStats.from_samples(
-            values, warmup=options.warmup, runtime=meta[name]["runtime"],
-            runtime_version=meta[name]["runtime_version"], threads=meta[name]["threads"],
-            method=(f"measured: {label} agent, {rounds} interleaved rounds of {options.runs} runs (after "
-                    f"{options.warmup} warm-up) per model in one session, order turned every round, pooled; "
-                    f"speedup = median over {rounds // cycle} cycles of the {names[0]} model's median over this "
-                    f"model's, timed next to each other (standard error {100 * max(speedup_se.values()):.1f} % "
-                    f"or less)"),
+            values,
+            warmup=options.warmup,
+            runtime=meta[name]["runtime"],
+            runtime_version=meta[name]["runtime_version"],
+            threads=meta[name]["threads"],
+            method=(
+                f"measured: {label} agent, {rounds} interleaved rounds of {options.runs} runs (after "
+                f"{options.warmup} warm-up) per model in one session, order turned every round, pooled; "
+                f"speedup = median over {rounds // cycle} cycles of the {names[0]} model's median over this "
+                f"model's, timed next to each other (standard error {100 * max(speedup_se.values()):.1f} % "
+                f"or less)"
+            ),
         )  # fmt: skip
         for name, values in samples.items()
     }
@@ -655,7 +693,7 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
 
 
 def format_speedup(value: float, se: float | None) -> str:
-    """"2.31×", with " ± 1.5 %" (the relative standard error) when known."""
+    """ "2.31×", with " ± 1.5 %" (the relative standard error) when known."""
     return f"{value:.2f}×" + (f" ± {100 * se:.1f} %" if se else "")
 
 

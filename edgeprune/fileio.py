@@ -222,13 +222,20 @@ def _error(code: int, path: Path | None, needs: int | None, elsewhere: str) -> D
         what = "no space left on the disk" if code == errno.ENOSPC else "the disk quota is used up"
         room = [f"needs about {_size(needs)}"] if needs else []
         room += [f"{_size(_free(path))} free there"] if path else []
-        return DiskError(f"{what} {target}" + (f" ({', '.join(room)})" if room else ""),
-                         fix=f"free space there, or point {elsewhere} at a disk with room")
+        return DiskError(
+            f"{what} {target}" + (f" ({', '.join(room)})" if room else ""),
+            fix=f"free space there, or point {elsewhere} at a disk with room",
+        )
     if code == errno.EROFS:
-        return DiskError(f"cannot write {path or 'a file'}: its filesystem is read-only",
-                         fix=f"point {elsewhere} at a writable filesystem")
-    return DiskError(f"no permission {target}", fix=f"make {path.parent if path else 'the folder'} writable for this "
-                     f"user, or point {elsewhere} at a folder you can write")
+        return DiskError(
+            f"cannot write {path or 'a file'}: its filesystem is read-only",
+            fix=f"point {elsewhere} at a writable filesystem",
+        )
+    return DiskError(
+        f"no permission {target}",
+        fix=f"make {path.parent if path else 'the folder'} writable for this "
+        f"user, or point {elsewhere} at a folder you can write",
+    )
 
 
 def _free(path: Path) -> int:

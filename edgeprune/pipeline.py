@@ -27,8 +27,16 @@ from edgeprune.verify.scoring import scoring_for
 MIN_RUNS = 30
 
 
-def export_model(model: LoadedModel, fmt: str, out_dir: Path, precision: str | None = None, *,
-                 data: str | None = None, keep_float: int = 0, target: TargetProfile | None = None) -> Artifact:
+def export_model(
+    model: LoadedModel,
+    fmt: str,
+    out_dir: Path,
+    precision: str | None = None,
+    *,
+    data: str | None = None,
+    keep_float: int = 0,
+    target: TargetProfile | None = None,
+) -> Artifact:
     """Export to `fmt` under out_dir and record the Artifact beside the file as artifact.json. `data` calibrates the
     precisions that need it (int8); `keep_float` keeps that many of the most int8-sensitive layers in float (ranked
     on the calibration images, backends/_quantization.py), written to sensitivity.json. `target`: the device, for
@@ -68,8 +76,9 @@ def _save_sensitivity(ranked, out_dir: Path) -> list:
     return records
 
 
-def artifact_for_target(model: LoadedModel, target: TargetProfile, out_dir: Path, artifact_path: str | None,
-                        data: str | None = None) -> Artifact:
+def artifact_for_target(
+    model: LoadedModel, target: TargetProfile, out_dir: Path, artifact_path: str | None, data: str | None = None
+) -> Artifact:
     """The user's artifact file when given (checked against the target's runtime), else a fresh export (`data`
     calibrates it when the target's precision needs calibration)."""
     backend = get_backend(target.runtime)
@@ -113,17 +122,24 @@ def verify_artifact(
     input_name = artifact.inputs[0].name
     used_threads = threads or target.threads
     done = 0
-    with AgentSession(transport_for(target)) as agent, progress.task(f"verify on {target.runtime}", scoring.size) as update:
+    with (
+        AgentSession(transport_for(target)) as agent,
+        progress.task(f"verify on {target.runtime}", scoring.size) as update,
+    ):
         device = agent.info(target.name, target.runtime)
         for batch in scoring.batches(batch_size or scoring.default_batch_size):
             with torch.inference_mode():
                 references = [t.numpy() for t in tensor_outputs(model.module(torch.from_numpy(batch.images)))]
-            runtimes = list(agent.run(artifact.path, target.runtime, {input_name: batch.images},
-                                      threads=used_threads).values())
+            runtimes = list(
+                agent.run(artifact.path, target.runtime, {input_name: batch.images}, threads=used_threads).values()
+            )
             if len(runtimes) != len(references):
-                raise ConfigError(f"the artifact {artifact.path} gives {len(runtimes)} outputs where {model.spec} "
-                                  f"gives {len(references)}", expected="an export of this model",
-                                  fix="drop --artifact to export it, or pass the file exported from this model")
+                raise ConfigError(
+                    f"the artifact {artifact.path} gives {len(runtimes)} outputs where {model.spec} "
+                    f"gives {len(references)}",
+                    expected="an export of this model",
+                    fix="drop --artifact to export it, or pass the file exported from this model",
+                )
             # every output is compared, so a NaN in any of them fails; the task metric reads the first
             for parity, reference, runtime in zip(parities_by_output, references, runtimes):
                 parity.update(reference, runtime)
@@ -188,8 +204,9 @@ def profile_end_to_end(
         from edgeprune.devices.android import profile_android
 
         with progress.task(f"profile on {target.name} (benchmark_model)", runs) as update:
-            device, latency, _ = profile_android(artifact.path, target, runs=runs, warmup=warmup,
-                                                 threads=threads or target.threads)
+            device, latency, _ = profile_android(
+                artifact.path, target, runs=runs, warmup=warmup, threads=threads or target.threads
+            )
             update(runs)
         report = ProfileReport(model=model.spec, target=target, device=device, artifact=artifact, latency=latency)
         report.save(out_dir / "profile.json")
@@ -197,12 +214,19 @@ def profile_end_to_end(
     with AgentSession(transport_for(target)) as agent:
         device = agent.info(target.name, target.runtime)
         with progress.task(f"profile on {target.name} ({target.runtime})", runs) as update:
-            result = agent.bench(artifact.path, target.runtime, threads=threads or target.threads, warmup=warmup,
-                                 runs=runs, on_progress=lambda done, total: update(done),
-                                 power=power_request(target))
+            result = agent.bench(
+                artifact.path,
+                target.runtime,
+                threads=threads or target.threads,
+                warmup=warmup,
+                runs=runs,
+                on_progress=lambda done, total: update(done),
+                power=power_request(target),
+            )
     samples = result["timings_ms"]
-    energy = energy_for(target, float(np.median(samples)), result["batch"], power=result.get("power"),
-                        runs=len(samples))
+    energy = energy_for(
+        target, float(np.median(samples)), result["batch"], power=result.get("power"), runs=len(samples)
+    )
     latency = LatencyStats.from_samples(
         samples,
         warmup=result["warmup"],
@@ -262,10 +286,15 @@ def prune_model(
     macs_before, params_before = count_macs_params(model)
     removed = remove_blocks(model, n=blocks) if blocks else ()
     calibration = _calibration_batches(model, data, classification) if spec.needs_data else None
-    plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking,
-                          data=calibration)
-    plan = dataclasses.replace(plan, base_model=_portable_spec(plan.base_model), base_fingerprint=base_fingerprint,
-                               removed_blocks=tuple(removed), macs_before=macs_before, params_before=params_before)
+    plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking, data=calibration)
+    plan = dataclasses.replace(
+        plan,
+        base_model=_portable_spec(plan.base_model),
+        base_fingerprint=base_fingerprint,
+        removed_blocks=tuple(removed),
+        macs_before=macs_before,
+        params_before=params_before,
+    )
     if finetune is not None:
         finetune(model, data, classification, recipe, teacher, out_dir, progress)
     save_pruned(model, plan, out_dir)

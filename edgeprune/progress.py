@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-
 _interrupt = {"requested": False}
 
 

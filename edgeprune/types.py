@@ -358,14 +358,30 @@ class LatencyStats(Record):
 
     @classmethod
     def from_summary(
-        cls, *, n: int, mean_ms: float, std_ms: float, min_ms: float, max_ms: float, median_ms: float | None = None,
+        cls,
+        *,
+        n: int,
+        mean_ms: float,
+        std_ms: float,
+        min_ms: float,
+        max_ms: float,
+        median_ms: float | None = None,
         **meta: Any,
     ) -> LatencyStats:
         """From aggregate figures when per-run samples are not available: p90/p99 are None."""
         if n < 1:
             raise ValueError("no timed runs")
-        return cls(n=n, median_ms=median_ms, p90_ms=None, p99_ms=None, min_ms=min_ms, max_ms=max_ms, mean_ms=mean_ms,
-                   cv=std_ms / mean_ms if mean_ms > 0 else 0.0, **meta)
+        return cls(
+            n=n,
+            median_ms=median_ms,
+            p90_ms=None,
+            p99_ms=None,
+            min_ms=min_ms,
+            max_ms=max_ms,
+            mean_ms=mean_ms,
+            cv=std_ms / mean_ms if mean_ms > 0 else 0.0,
+            **meta,
+        )
 
     def summary(self) -> str:
         center = f"median {self.median_ms:.3f} ms" if self.median_ms is not None else f"mean {self.mean_ms:.3f} ms"
@@ -434,11 +450,15 @@ class OutputParity(Record):
     def failure(self) -> str:
         """Why this output failed parity, in one clause."""
         if self.nonfinite_runtime or self.nonfinite_reference:
-            return (f"output {self.name}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
-                    f"{self.nonfinite_reference} from PyTorch")
+            return (
+                f"output {self.name}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
+                f"{self.nonfinite_reference} from PyTorch"
+            )
         cosine = self.cosine_min if self.cosine_of == "worst" else self.cosine_mean
-        return (f"output {self.name}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
-                f"{self.cosine_of} cosine {cosine:.6f} (tol {self.tolerance_cosine})")
+        return (
+            f"output {self.name}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
+            f"{self.cosine_of} cosine {cosine:.6f} (tol {self.tolerance_cosine})"
+        )
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,12 @@ def resolve_threads(threads):
 
 # --- runtimes (agent_runtimes.py, agent_tensorrt.py) ----------------------------------------------------------
 
-RUNTIMES = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVinoSession, "tflite": TfliteSession,
-            "tensorrt": agent_tensorrt.TensorRtSession}
+RUNTIMES = {
+    "onnxruntime": OnnxRuntimeSession,
+    "openvino": OpenVinoSession,
+    "tflite": TfliteSession,
+    "tensorrt": agent_tensorrt.TensorRtSession,
+}
 
 
 def _runtime(name):
@@ -85,7 +89,11 @@ def runtimes_available():
         except AgentError as exc:
             found[name] = {"available": False, "version": None, "reason": str(exc)}
         except Exception as exc:  # a runtime that is installed but broken (e.g. built against another numpy)
-            found[name] = {"available": False, "version": None, "reason": "%s: %s" % (type(exc).__name__, first_line(exc))}
+            found[name] = {
+                "available": False,
+                "version": None,
+                "reason": "%s: %s" % (type(exc).__name__, first_line(exc)),
+            }
     if found.get("tensorrt", {}).get("available"):
         found["tensorrt"]["cuda"] = agent_tensorrt.cuda_binding_available()
     return found
@@ -135,12 +143,16 @@ def _clocks():
     """cpufreq per policy: governor, min/max (configuration) and the current frequency, in kHz."""
     policies = {}
     for path in sorted(glob.glob(_sys("/sys/devices/system/cpu/cpufreq/policy*"))):
-        def value(name):
+
+        def value(name, path=path):
             text = _read(os.path.join(path, name))
             return int(text) if text and text.isdigit() else text
+
         policies[os.path.basename(path)] = {
-            "cpus": _read(os.path.join(path, "affected_cpus")), "governor": value("scaling_governor"),
-            "min_khz": value("scaling_min_freq"), "max_khz": value("scaling_max_freq"),
+            "cpus": _read(os.path.join(path, "affected_cpus")),
+            "governor": value("scaling_governor"),
+            "min_khz": value("scaling_min_freq"),
+            "max_khz": value("scaling_max_freq"),
             "cur_khz": value("scaling_cur_freq"),
         }
     return policies
@@ -184,8 +196,8 @@ def info(args):
         "cpu_governor": _read(_sys("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")),
         "throttling": _tool_output(["vcgencmd", "get_throttled"]),  # Raspberry Pi: "throttled=0x0"
         "numpy_version": numpy.__version__,
-        "clocks": dict((k, dict((f, v) for f, v in p.items() if f != "cur_khz")) for k, p in clocks.items()),
-        "clocks_now_khz": dict((k, p["cur_khz"]) for k, p in clocks.items()),
+        "clocks": {k: {f: v for f, v in p.items() if f != "cur_khz"} for k, p in clocks.items()},
+        "clocks_now_khz": {k: p["cur_khz"] for k, p in clocks.items()},
         "power_mode": _tool_output(["nvpmodel", "-q"]),  # Jetson: "NV Power Mode: MAXN\n0"
         "thermal_c": _thermal(),
         "sensors": probe_sensors(),
@@ -211,7 +223,7 @@ def _readable(path):
         hint = ""
         if getattr(exc, "errno", None) == 13:
             hint = " (permission denied: run the agent as root or grant read access, e.g. a udev rule)"
-        raise SensorUnavailable("cannot read %s: %s%s" % (path, exc.strerror or exc, hint))
+        raise SensorUnavailable("cannot read %s: %s%s" % (path, exc.strerror or exc, hint)) from None
 
 
 class FileSensor(object):
@@ -240,7 +252,7 @@ def _ina3221():
     hwmon = sorted(glob.glob(_sys("/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")))
     for folder in hwmon:
         for label_path in sorted(glob.glob(os.path.join(folder, "in*_label"))):
-            channel = os.path.basename(label_path)[2:-len("_label")]
+            channel = os.path.basename(label_path)[2 : -len("_label")]
             label = _read(label_path) or ""
             # NC = not connected; in7 is the "sum of shunt voltages" channel (kernel Documentation/hwmon/ina3221.rst)
             if not channel.isdigit() or channel == "7" or "NC" in label.split():
@@ -260,26 +272,36 @@ def _ina3221():
                     rails.append({"rail": _read(name_path) or "rail%s" % channel, "power_mw": len(files)})
                     files.append(power)
     if not rails:
-        raise SensorUnavailable("no INA3221 rails under /sys/bus/i2c/drivers/ina3221/*/hwmon (JetPack 5+) or "
-                                "/sys/bus/i2c/drivers/ina3221x/*/iio:device* (JetPack 4)")
+        raise SensorUnavailable(
+            "no INA3221 rails under /sys/bus/i2c/drivers/ina3221/*/hwmon (JetPack 5+) or "
+            "/sys/bus/i2c/drivers/ina3221x/*/iio:device* (JetPack 4)"
+        )
     return FileSensor("ina3221", files, {"variant": variant, "rails": rails})
 
 
 def _rapl():
     """Intel/AMD RAPL through powercap: top-level zones' energy_uj counters (they wrap at max_energy_range_uj)."""
-    zones = [z for z in sorted(glob.glob(_sys("/sys/class/powercap/intel-rapl:*"))) if
-             os.path.basename(z).count(":") == 1]
+    zones = [
+        z for z in sorted(glob.glob(_sys("/sys/class/powercap/intel-rapl:*"))) if os.path.basename(z).count(":") == 1
+    ]
     if not zones:
-        raise SensorUnavailable("no RAPL zones under /sys/class/powercap/intel-rapl:* (not an Intel/AMD CPU with "
-                                "the intel_rapl driver loaded, or a VM that hides it)")
+        raise SensorUnavailable(
+            "no RAPL zones under /sys/class/powercap/intel-rapl:* (not an Intel/AMD CPU with "
+            "the intel_rapl driver loaded, or a VM that hides it)"
+        )
     meta = {"zones": []}
     for zone in zones:
-        meta["zones"].append({"zone": os.path.basename(zone), "name": _read(os.path.join(zone, "name")),
-                              "max_energy_range_uj": _read(os.path.join(zone, "max_energy_range_uj"))})
+        meta["zones"].append(
+            {
+                "zone": os.path.basename(zone),
+                "name": _read(os.path.join(zone, "name")),
+                "max_energy_range_uj": _read(os.path.join(zone, "max_energy_range_uj")),
+            }
+        )
     try:
         return FileSensor("rapl", [os.path.join(z, "energy_uj") for z in zones], meta)
     except SensorUnavailable as exc:
-        raise SensorUnavailable("%s; energy_uj is root-only since Linux 5.10 (CVE-2020-8694)" % exc)
+        raise SensorUnavailable("%s; energy_uj is root-only since Linux 5.10 (CVE-2020-8694)" % exc) from None
 
 
 def _odpm():
@@ -297,8 +319,11 @@ def _battery():
             continue
         names = ("status", "current_now", "voltage_now")
         if all(os.path.exists(os.path.join(folder, n)) for n in names):
-            return FileSensor("battery", [os.path.join(folder, n) for n in names],
-                              {"supply": os.path.basename(folder), "fields": list(names)})
+            return FileSensor(
+                "battery",
+                [os.path.join(folder, n) for n in names],
+                {"supply": os.path.basename(folder), "fields": list(names)},
+            )
     raise SensorUnavailable("no battery under /sys/class/power_supply with status, current_now and voltage_now")
 
 
@@ -335,8 +360,9 @@ class StreamSensor(object):
         self.name, self.argv, self.meta, self.proc = name, argv, {"command": " ".join(argv)}, None
 
     def start(self, on_line):
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     universal_newlines=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, bufsize=1
+        )
 
         def pump():
             for line in self.proc.stdout:
@@ -382,10 +408,12 @@ def _nvml(interval_ms):
     except ImportError:
         pass
     except Exception as exc:  # pynvml raises NVMLError subclasses for a missing driver or unsupported query
-        raise SensorUnavailable("NVML cannot read power: %s" % exc)
+        raise SensorUnavailable("NVML cannot read power: %s" % exc) from None
     CommandSensor("nvml", ["nvidia-smi", "--query-gpu=index,power.draw", "--format=csv,noheader,nounits"], ",")
-    return StreamSensor("nvml", ["nvidia-smi", "--query-gpu=index,power.draw", "--format=csv,noheader,nounits",
-                                 "-lms", str(int(interval_ms))])
+    return StreamSensor(
+        "nvml",
+        ["nvidia-smi", "--query-gpu=index,power.draw", "--format=csv,noheader,nounits", "-lms", str(int(interval_ms))],
+    )
 
 
 def _tegrastats(interval_ms):
@@ -422,7 +450,9 @@ def probe_sensors():
             sensor = open_sensor(name, 100)
             found[name] = {"available": True, "reason": None}
             if sensor.kind == "stream":
-                found[name]["reason"] = "found `%s`; whether it prints power shows when sampling" % sensor.meta["command"]
+                found[name]["reason"] = (
+                    "found `%s`; whether it prints power shows when sampling" % sensor.meta["command"]
+                )
         except SensorUnavailable as exc:
             found[name] = {"available": False, "reason": str(exc)}
     return found
@@ -503,9 +533,18 @@ class PowerSampler(object):
             self.sensor.stop()
         else:
             self.thread.join(timeout=10)
-        return {"sensor": self.sensor.name, "available": True, "reason": None, "meta": self.sensor.meta,
-                "kind": self.sensor.kind, "interval_ms": self.interval * 1000.0, "clock": "time.perf_counter",
-                "windows": self.windows, "samples": self.samples, "errors": self.errors}
+        return {
+            "sensor": self.sensor.name,
+            "available": True,
+            "reason": None,
+            "meta": self.sensor.meta,
+            "kind": self.sensor.kind,
+            "interval_ms": self.interval * 1000.0,
+            "clock": "time.perf_counter",
+            "windows": self.windows,
+            "samples": self.samples,
+            "errors": self.errors,
+        }
 
 
 # --- running and timing -----------------------------------------------------------------------------------------
@@ -536,8 +575,9 @@ class Agent(object):
         rng = numpy.random.RandomState(int(args.get("seed", 0)))
         feeds = {}
         for name, shape, dtype in session.inputs:
-            concrete = [int(args.get("batch", 1)) if i == 0 and not isinstance(d, int) else d
-                        for i, d in enumerate(shape)]
+            concrete = [
+                int(args.get("batch", 1)) if i == 0 and not isinstance(d, int) else d for i, d in enumerate(shape)
+            ]
             if not all(isinstance(d, int) for d in concrete):
                 raise AgentError("input %s has dynamic dimensions %s besides the batch" % (name, shape))
             feeds[name] = rng.standard_normal(concrete).astype(dtype)
@@ -560,10 +600,16 @@ class Agent(object):
         finally:
             if sampler is not None:
                 power = sampler.stop()
-        result = {"timings_ms": timings, "threads": threads, "warmup": warmup, "runtime": session.name,
-                  "runtime_version": session.version(), "batch": int(args.get("batch", 1)),
-                  "precision": getattr(session, "precision", None),  # the load-time hint used, where one applies
-                  "input_shapes": dict((k, list(v.shape)) for k, v in feeds.items())}
+        result = {
+            "timings_ms": timings,
+            "threads": threads,
+            "warmup": warmup,
+            "runtime": session.name,
+            "runtime_version": session.version(),
+            "batch": int(args.get("batch", 1)),
+            "precision": getattr(session, "precision", None),  # the load-time hint used, where one applies
+            "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+        }
         if power is not None:
             result["power"] = power
         return result
@@ -598,7 +644,7 @@ class Agent(object):
             if not os.path.isfile(path):
                 raise AgentError("input file not found on the device: %s" % path)
             feeds[_input_name(session, name)] = numpy.load(path, allow_pickle=False)
-        expected = set(name for name, _, _ in session.inputs)
+        expected = {name for name, _, _ in session.inputs}
         if set(feeds) != expected:
             raise AgentError("inputs %s given, the model takes %s" % (sorted(feeds), sorted(expected)))
         outputs = _run_batched(session, feeds)
@@ -629,8 +675,8 @@ def _run_batched(session, feeds):
     step = fixed[0] if fixed else total
     if step <= 0 or total % step:
         raise AgentError("batch of %d does not divide into the model's fixed batch of %d" % (total, step))
-    parts = [session.run(dict((k, v[i:i + step]) for k, v in feeds.items())) for i in range(0, total, step)]
-    return dict((name, numpy.concatenate([p[name] for p in parts])) for name in parts[0])
+    parts = [session.run({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, total, step)]
+    return {name: numpy.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def main():
@@ -665,8 +711,12 @@ def main():
                 elif cmd == "run":
                     result = agent.run(request_id, args)
                 elif cmd == "build-engine":
-                    result = agent_tensorrt.build_engine(args, lambda s, rid=request_id: emit(
-                        {"id": rid, "event": "progress", "done": s, "total": 0, "unit": "s"}))
+                    result = agent_tensorrt.build_engine(
+                        args,
+                        lambda s, rid=request_id: emit(
+                            {"id": rid, "event": "progress", "done": s, "total": 0, "unit": "s"}
+                        ),
+                    )
                 else:
                     raise AgentError("unknown command %r (known: info, bench, run, build-engine, quit)" % cmd)
                 emit({"id": request_id, "ok": True, "result": result})
@@ -674,8 +724,14 @@ def main():
                 emit({"id": request_id, "ok": False, "error": str(exc), "error_type": exc.error_type})
             except Exception as exc:  # report, keep serving: one bad request must not lose the session
                 sys.stderr.write(traceback.format_exc())
-                emit({"id": request_id, "ok": False, "error": "%s: %s" % (type(exc).__name__, first_line(exc)),
-                      "error_type": "internal"})
+                emit(
+                    {
+                        "id": request_id,
+                        "ok": False,
+                        "error": "%s: %s" % (type(exc).__name__, first_line(exc)),
+                        "error_type": "internal",
+                    }
+                )
     finally:
         agent.close()
 

@@ -27,14 +27,16 @@ def import_runtime(module, how):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise AgentError("%s is not installed on this device (%s)" % (module, how), "missing_runtime")
+        raise AgentError("%s is not installed on this device (%s)" % (module, how), "missing_runtime") from None
 
 
 def no_precision_hint(runtime, precision):
     """Runtimes whose precision is fixed in the model file take no precision hint; refuse one rather than ignore it."""
     if precision is not None:
-        raise AgentError("runtime %s takes its precision from the model file; precision %r applies to openvino only"
-                         % (runtime, precision))
+        raise AgentError(
+            "runtime %s takes its precision from the model file; precision %r applies to openvino only"
+            % (runtime, precision)
+        )
 
 
 class OnnxRuntimeSession(object):
@@ -51,7 +53,7 @@ class OnnxRuntimeSession(object):
         try:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise AgentError("onnxruntime cannot load %s: %s" % (path, first_line(exc)))
+            raise AgentError("onnxruntime cannot load %s: %s" % (path, first_line(exc))) from None
         self.inputs = [(i.name, i.shape, _ORT_DTYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -67,13 +69,27 @@ class OnnxRuntimeSession(object):
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
 
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
 
 # request precision -> OpenVINO's INFERENCE_PRECISION_HINT
 OPENVINO_PRECISIONS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
-_OV_DTYPES = {"f32": "float32", "f16": "float16", "f64": "float64", "i64": "int64", "i32": "int32", "u8": "uint8",
-              "i8": "int8", "boolean": "bool"}
+_OV_DTYPES = {
+    "f32": "float32",
+    "f16": "float16",
+    "f64": "float64",
+    "i64": "int64",
+    "i32": "int32",
+    "u8": "uint8",
+    "i8": "int8",
+    "boolean": "bool",
+}
 
 
 def _openvino():
@@ -98,21 +114,29 @@ class OpenVinoSession(object):
     def __init__(self, path, threads, precision=None):
         precision = precision or "fp32"
         if precision not in OPENVINO_PRECISIONS:
-            raise AgentError("openvino precision %r is not one of %s (an int8 IR runs int8 under fp32: its quantization "
-                             "is in the model)" % (precision, ", ".join(sorted(OPENVINO_PRECISIONS))))
+            raise AgentError(
+                "openvino precision %r is not one of %s (an int8 IR runs int8 under fp32: its quantization "
+                "is in the model)" % (precision, ", ".join(sorted(OPENVINO_PRECISIONS)))
+            )
         _, core_class = _openvino()
         core = core_class()
-        config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision], "INFERENCE_NUM_THREADS": str(threads),
-                  "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+            "INFERENCE_NUM_THREADS": str(threads),
+            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         try:
             self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-            raise AgentError("openvino cannot load %s: %s" % (path, first_line(exc)))
+            raise AgentError("openvino cannot load %s: %s" % (path, first_line(exc))) from None
         self.request = self.compiled.create_infer_request()
         self.precision = precision
-        self.inputs = [(_ov_name(p, "input%d" % i), _ov_shape(p), _ov_dtype(p)) for i, p in enumerate(self.compiled.inputs)]
+        self.inputs = [
+            (_ov_name(p, "input%d" % i), _ov_shape(p), _ov_dtype(p)) for i, p in enumerate(self.compiled.inputs)
+        ]
         self.output_names = [_ov_name(p, "output%d" % i) for i, p in enumerate(self.compiled.outputs)]
-        self._index = dict((name, i) for i, (name, _, _) in enumerate(self.inputs))
+        self._index = {name: i for i, (name, _, _) in enumerate(self.inputs)}
 
     @staticmethod
     def version():
@@ -125,8 +149,8 @@ class OpenVinoSession(object):
         return list(core_class().available_devices)
 
     def run(self, feeds):
-        self.request.infer(dict((self._index[name], value) for name, value in feeds.items()))
-        return dict((name, self.request.get_output_tensor(i).data.copy()) for i, name in enumerate(self.output_names))
+        self.request.infer({self._index[name]: value for name, value in feeds.items()})
+        return {name: self.request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
 
 
 def _ov_name(port, fallback):
@@ -144,8 +168,11 @@ def _ov_dtype(port):
 
 # The TFLite interpreters, first found wins: LiteRT (ai-edge-litert, the successor of tflite-runtime, XNNPACK by
 # default), tflite-runtime (Python < 3.12 devices; dead on numpy 2), then TensorFlow's tf.lite.
-_TFLITE_MODULES = (("ai_edge_litert", "ai_edge_litert.interpreter"), ("tflite_runtime", "tflite_runtime.interpreter"),
-                   ("tensorflow", "tensorflow"))
+_TFLITE_MODULES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow"),
+)
 _TFLITE_HOW = "pip install ai-edge-litert (or tflite-runtime on older Pythons)"
 
 
@@ -161,8 +188,10 @@ def _tflite():
             continue
         version = getattr(importlib.import_module(package), "__version__", "unknown")
         return package, interpreter, version
-    raise AgentError("no TFLite interpreter is installed on this device (%s; tried %s)" % (_TFLITE_HOW, "; ".join(reasons)),
-                     "missing_runtime")
+    raise AgentError(
+        "no TFLite interpreter is installed on this device (%s; tried %s)" % (_TFLITE_HOW, "; ".join(reasons)),
+        "missing_runtime",
+    )
 
 
 def quantize(values, scale, zero_point, dtype):
@@ -192,8 +221,10 @@ def tflite_quantization(detail):
         return None
     scales = detail.get("quantization_parameters", {}).get("scales")
     if scales is not None and len(scales) > 1:
-        raise AgentError("tensor %s is quantized per channel (%d scales); only per-tensor quantized inputs and outputs "
-                         "can be converted from/to float32" % (detail["name"], len(scales)))
+        raise AgentError(
+            "tensor %s is quantized per channel (%d scales); only per-tensor quantized inputs and outputs "
+            "can be converted from/to float32" % (detail["name"], len(scales))
+        )
     return float(scale), int(zero_point)
 
 
@@ -215,16 +246,18 @@ class TfliteSession(object):
             self.interpreter = interpreter_class(model_path=path, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise AgentError("tflite cannot load %s: %s" % (path, first_line(exc)))
+            raise AgentError("tflite cannot load %s: %s" % (path, first_line(exc))) from None
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
         self.quant_in = [tflite_quantization(d) for d in self.input_details]
         self.quant_out = [tflite_quantization(d) for d in self.output_details]
-        self.inputs = [(d["name"], _tflite_shape(d), "float32" if q else _dtype_name(d["dtype"]))
-                       for d, q in zip(self.input_details, self.quant_in)]
+        self.inputs = [
+            (d["name"], _tflite_shape(d), "float32" if q else _dtype_name(d["dtype"]))
+            for d, q in zip(self.input_details, self.quant_in)
+        ]
         self.output_names = [d["name"] for d in self.output_details]
         self.shapes = [list(d["shape"]) for d in self.input_details]  # as allocated now
-        self.positions = dict((d["name"], i) for i, d in enumerate(self.input_details))
+        self.positions = {d["name"]: i for i, d in enumerate(self.input_details)}
 
     @staticmethod
     def version():

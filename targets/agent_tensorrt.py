@@ -26,9 +26,13 @@ from agent_runtimes import AgentError, first_line, import_runtime, no_precision_
 # Engine.html) and the 8.x -> 10.x migration guide ("TensorRT 10.x replaces the binding-based API with a name-based
 # tensor API"; docs.nvidia.com/deeplearning/tensorrt/latest/api/migration-guide.html).
 
-TRT_HOW = ("TensorRT comes with JetPack on Jetson (sudo apt install nvidia-jetpack; import tensorrt with the system "
-           "python3); on x86 with an NVIDIA GPU: pip install tensorrt")
-CUDA_HOW = "pip install pycuda (JetPack: sudo apt install python3-pycuda or pip3 install pycuda) or pip install cuda-python"
+TRT_HOW = (
+    "TensorRT comes with JetPack on Jetson (sudo apt install nvidia-jetpack; import tensorrt with the system "
+    "python3); on x86 with an NVIDIA GPU: pip install tensorrt"
+)
+CUDA_HOW = (
+    "pip install pycuda (JetPack: sudo apt install python3-pycuda or pip3 install pycuda) or pip install cuda-python"
+)
 
 
 def trt_major(version):
@@ -36,17 +40,20 @@ def trt_major(version):
     try:
         return int(str(version).split(".")[0])
     except ValueError:
-        raise AgentError("cannot read the TensorRT version %r" % (version,), "internal")
+        raise AgentError("cannot read the TensorRT version %r" % (version,), "internal") from None
 
 
 def trt_io_api(engine):
-    """"tensors" when the engine has the name-based API (TensorRT 8.5+), "bindings" for older engines."""
+    """ "tensors" when the engine has the name-based API (TensorRT 8.5+), "bindings" for older engines."""
     if hasattr(engine, "num_io_tensors"):
         return "tensors"
     if hasattr(engine, "get_binding_index"):
         return "bindings"
-    raise AgentError("this TensorRT engine object has neither num_io_tensors (TensorRT 8.5+) nor get_binding_index "
-                     "(TensorRT <= 8.x): unsupported TensorRT version", "missing_runtime")
+    raise AgentError(
+        "this TensorRT engine object has neither num_io_tensors (TensorRT 8.5+) nor get_binding_index "
+        "(TensorRT <= 8.x): unsupported TensorRT version",
+        "missing_runtime",
+    )
 
 
 def trt_io_tensors(trt, engine, api):
@@ -57,14 +64,26 @@ def trt_io_tensors(trt, engine, api):
     if api == "tensors":
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            tensors.append({"name": name, "is_input": engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                            "shape": [int(d) for d in engine.get_tensor_shape(name)],
-                            "dtype": numpy.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, "index": i})
+            tensors.append(
+                {
+                    "name": name,
+                    "is_input": engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                    "shape": [int(d) for d in engine.get_tensor_shape(name)],
+                    "dtype": numpy.dtype(trt.nptype(engine.get_tensor_dtype(name))).name,
+                    "index": i,
+                }
+            )
     else:
         for i in range(engine.num_bindings):
-            tensors.append({"name": engine.get_binding_name(i), "is_input": bool(engine.binding_is_input(i)),
-                            "shape": [int(d) for d in engine.get_binding_shape(i)],
-                            "dtype": numpy.dtype(trt.nptype(engine.get_binding_dtype(i))).name, "index": i})
+            tensors.append(
+                {
+                    "name": engine.get_binding_name(i),
+                    "is_input": bool(engine.binding_is_input(i)),
+                    "shape": [int(d) for d in engine.get_binding_shape(i)],
+                    "dtype": numpy.dtype(trt.nptype(engine.get_binding_dtype(i))).name,
+                    "index": i,
+                }
+            )
     return tensors
 
 
@@ -94,7 +113,7 @@ class PyCuda(object):
         try:
             import pycuda.autoinit  # noqa: F401  (creates and pushes the context TensorRT then uses)
         except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a usable GPU
-            raise AgentError("pycuda cannot open a CUDA context: %s" % first_line(exc), "missing_runtime")
+            raise AgentError("pycuda cannot open a CUDA context: %s" % first_line(exc), "missing_runtime") from None
         self.driver = driver
         self.stream = driver.Stream()
         self.stream_handle = self.stream.handle
@@ -186,8 +205,10 @@ def open_cuda():
             reasons.append("%s: %s" % (name, first_line(exc)))
             continue
         return binding()
-    raise AgentError("TensorRT needs pycuda or cuda-python to move tensors to the GPU (%s; %s)"
-                     % (CUDA_HOW, "; ".join(reasons)), "missing_runtime")
+    raise AgentError(
+        "TensorRT needs pycuda or cuda-python to move tensors to the GPU (%s; %s)" % (CUDA_HOW, "; ".join(reasons)),
+        "missing_runtime",
+    )
 
 
 class TensorRtSession(object):
@@ -205,8 +226,10 @@ class TensorRtSession(object):
             plan = handle.read()
         engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
-            raise AgentError("TensorRT %s cannot load %s: an engine runs only with the TensorRT version and GPU that "
-                             "built it; rebuild it on this device (build-engine)" % (trt.__version__, path))
+            raise AgentError(
+                "TensorRT %s cannot load %s: an engine runs only with the TensorRT version and GPU that "
+                "built it; rebuild it on this device (build-engine)" % (trt.__version__, path)
+            )
         self.attach(trt, engine, cuda)
 
     def attach(self, trt, engine, cuda):
@@ -215,8 +238,9 @@ class TensorRtSession(object):
         self.context = self.engine.create_execution_context()
         self.api = trt_io_api(self.engine)
         self.tensors = trt_io_tensors(trt, self.engine, self.api)
-        self.inputs = [(t["name"], [d if d >= 0 else None for d in t["shape"]], t["dtype"])
-                       for t in self.tensors if t["is_input"]]
+        self.inputs = [
+            (t["name"], [d if d >= 0 else None for d in t["shape"]], t["dtype"]) for t in self.tensors if t["is_input"]
+        ]
         self.output_names = [t["name"] for t in self.tensors if not t["is_input"]]
         self.buffers = {}  # name -> (nbytes, pointer, handle)
         self.max_batch = trt_max_batch(self.engine, self.api, self.tensors)
@@ -243,14 +267,18 @@ class TensorRtSession(object):
         engine_shape = tensor["shape"]
         if all(d >= 0 for d in engine_shape):
             if list(shape) != engine_shape:
-                raise AgentError("input %s has shape %s; the engine takes %s" % (tensor["name"], list(shape), engine_shape))
+                raise AgentError(
+                    "input %s has shape %s; the engine takes %s" % (tensor["name"], list(shape), engine_shape)
+                )
             return
         if self.api == "tensors":
             ok = self.context.set_input_shape(tensor["name"], tuple(shape))
         else:
             ok = self.context.set_binding_shape(tensor["index"], tuple(shape))
         if ok is False:
-            raise AgentError("input %s: shape %s is outside the engine's optimization profile" % (tensor["name"], list(shape)))
+            raise AgentError(
+                "input %s: shape %s is outside the engine's optimization profile" % (tensor["name"], list(shape))
+            )
 
     def run(self, feeds):
         """Outputs for `feeds`; a batch larger than the engine's optimization profile allows runs in chunks."""
@@ -259,9 +287,11 @@ class TensorRtSession(object):
         batch = max([len(v) for v in feeds.values() if getattr(v, "ndim", 0)] or [0])
         if not self.max_batch or batch <= self.max_batch:
             return self._run_once(feeds)
-        chunks = [self._run_once(dict((k, v[i:i + self.max_batch]) for k, v in feeds.items()))
-                  for i in range(0, batch, self.max_batch)]
-        return dict((name, numpy.concatenate([c[name] for c in chunks])) for name in chunks[0])
+        chunks = [
+            self._run_once({k: v[i : i + self.max_batch] for k, v in feeds.items()})
+            for i in range(0, batch, self.max_batch)
+        ]
+        return {name: numpy.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     def _run_once(self, feeds):
         import numpy
@@ -276,9 +306,9 @@ class TensorRtSession(object):
             if tensor["is_input"]:
                 self._set_shape(tensor, arrays[tensor["name"]].shape)
         if self.api == "tensors":
-            shape_of = lambda t: tuple(self.context.get_tensor_shape(t["name"]))  # noqa: E731
+            shape_of = lambda t: tuple(self.context.get_tensor_shape(t["name"]))
         else:
-            shape_of = lambda t: tuple(self.context.get_binding_shape(t["index"]))  # noqa: E731
+            shape_of = lambda t: tuple(self.context.get_binding_shape(t["index"]))
         outputs, pointers = {}, {}
         for tensor in self.tensors:
             if not tensor["is_input"]:
@@ -342,8 +372,10 @@ def check_build_args(args):
         calibration = None
     else:
         if not calibration:
-            raise AgentError("an int8 build needs calibration: a directory of .npy batches, an .npy file of samples, "
-                             "or the calibration cache of an earlier build")
+            raise AgentError(
+                "an int8 build needs calibration: a directory of .npy batches, an .npy file of samples, "
+                "or the calibration cache of an earlier build"
+            )
         kind = calibration_kind(calibration)
         calibration_batch = args.get("calibration_batch")  # None: the network's fixed batch, else 8
         if calibration_batch is not None and (not isinstance(calibration_batch, int) or calibration_batch < 1):
@@ -355,8 +387,15 @@ def check_build_args(args):
         raise AgentError("float_layers keeps layers of an fp16/int8 build in fp32; this build is fp32 already")
     if not isinstance(float_layers, list) or not all(isinstance(n, str) and n for n in float_layers):
         raise AgentError("float_layers must be a list of layer names (the ONNX node names), got %r" % (float_layers,))
-    return {"onnx": onnx, "precision": precision, "out": out, "batch": batch, "calibration": calibration,
-            "workspace_bytes": None if workspace_mb is None else workspace_mb << 20, "float_layers": float_layers}
+    return {
+        "onnx": onnx,
+        "precision": precision,
+        "out": out,
+        "batch": batch,
+        "calibration": calibration,
+        "workspace_bytes": None if workspace_mb is None else workspace_mb << 20,
+        "float_layers": float_layers,
+    }
 
 
 def calibration_kind(path):
@@ -387,8 +426,10 @@ class CalibrationBatches(object):
         else:
             self.files, self.samples = None, numpy.load(path, mmap_mode="r")
             if self.samples.ndim < 1 or len(self.samples) < batch:
-                raise AgentError("calibration file %s holds %d samples, fewer than one batch of %d"
-                                 % (path, len(self.samples) if self.samples.ndim else 0, batch))
+                raise AgentError(
+                    "calibration file %s holds %d samples, fewer than one batch of %d"
+                    % (path, len(self.samples) if self.samples.ndim else 0, batch)
+                )
             self.shape = (batch,) + tuple(self.samples.shape[1:])
             self.count = len(self.samples) // batch
         if not self.shape:
@@ -403,10 +444,12 @@ class CalibrationBatches(object):
         if self.files is not None:
             array = self.numpy.load(self.files[self.used])
             if tuple(array.shape) != self.shape:
-                raise AgentError("calibration batch %s has shape %s, the first one %s"
-                                 % (self.files[self.used], list(array.shape), list(self.shape)))
+                raise AgentError(
+                    "calibration batch %s has shape %s, the first one %s"
+                    % (self.files[self.used], list(array.shape), list(self.shape))
+                )
         else:
-            array = self.samples[self.used * self.batch_size:(self.used + 1) * self.batch_size]
+            array = self.samples[self.used * self.batch_size : (self.used + 1) * self.batch_size]
         self.used += 1
         return self.numpy.ascontiguousarray(array, dtype=self.numpy.float32)
 
@@ -415,8 +458,10 @@ def check_calibration_shape(network_shape, batch_shape):
     """The calibration batch must fit the network input: same rank, equal wherever the network's dimension is fixed."""
     fits = len(network_shape) == len(batch_shape) and all(n < 0 or n == b for n, b in zip(network_shape, batch_shape))
     if not fits:
-        raise AgentError("calibration batches of shape %s do not fit the network input of shape %s (-1: dynamic)"
-                         % (list(batch_shape), list(network_shape)))
+        raise AgentError(
+            "calibration batches of shape %s do not fit the network input of shape %s (-1: dynamic)"
+            % (list(batch_shape), list(network_shape))
+        )
 
 
 def read_calibration_cache(path):
@@ -449,8 +494,10 @@ class CalibrationFeeder(object):
             return None
         try:
             if len(names) != 1:
-                raise AgentError("int8 calibration from .npy feeds one input; the network has %d (%s)"
-                                 % (len(names), ", ".join(names)))
+                raise AgentError(
+                    "int8 calibration from .npy feeds one input; the network has %d (%s)"
+                    % (len(names), ", ".join(names))
+                )
             array = self.batches.next()
             if array is None:
                 return None
@@ -541,8 +588,9 @@ def trt_keep_float(trt, network, config, names):
             found.add(layer.name)
     missing = sorted(wanted - found)
     if missing:
-        raise AgentError("float_layers not in the network: %s (TensorRT names layers after the ONNX nodes)"
-                         % ", ".join(missing[:5]))
+        raise AgentError(
+            "float_layers not in the network: %s (TensorRT names layers after the ONNX nodes)" % ", ".join(missing[:5])
+        )
     flag = "OBEY_PRECISION_CONSTRAINTS" if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS") else "STRICT_TYPES"
     config.set_flag(getattr(trt.BuilderFlag, flag))
     return flag
@@ -550,7 +598,7 @@ def trt_keep_float(trt, network, config, names):
 
 def default_calibration_batch(shapes):
     """The network's batch when its first axis is fixed (all inputs agree), else DEFAULT_CALIBRATION_BATCH."""
-    fixed = set(shape[0] for shape in shapes if shape and shape[0] > 0)
+    fixed = {shape[0] for shape in shapes if shape and shape[0] > 0}
     return fixed.pop() if len(fixed) == 1 else DEFAULT_CALIBRATION_BATCH
 
 
@@ -565,13 +613,24 @@ def _fixed_profile(builder, shapes, batch):
 def fixed_shape(shape, batch):
     """A dynamic input's build shape: a dynamic first axis becomes `batch`; any other dynamic axis is an error."""
     if any(d < 0 for d in shape[1:]):
-        raise AgentError("input shape %s has dynamic dimensions besides the batch; export the ONNX with fixed ones"
-                         % list(shape))
+        raise AgentError(
+            "input shape %s has dynamic dimensions besides the batch; export the ONNX with fixed ones" % list(shape)
+        )
     return [batch if (i == 0 and d < 0) else d for i, d in enumerate(shape)]
 
 
-_FORMAT_PRECISIONS = (("int8", "int8"), ("fp16", "fp16"), ("half", "fp16"), ("bf16", "bf16"), ("fp8", "fp8"),
-                      ("fp32", "fp32"), ("float", "fp32"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool"))
+_FORMAT_PRECISIONS = (
+    ("int8", "int8"),
+    ("fp16", "fp16"),
+    ("half", "fp16"),
+    ("bf16", "bf16"),
+    ("fp8", "fp8"),
+    ("fp32", "fp32"),
+    ("float", "fp32"),
+    ("int32", "int32"),
+    ("int64", "int64"),
+    ("bool", "bool"),
+)
 
 
 def format_precision(text):
@@ -594,10 +653,20 @@ def trt_layer_precisions(info_json):
         if not isinstance(layer, dict):
             found.append({"name": str(layer), "type": None, "precision": None})
             continue
-        precisions = sorted(set(p for p in (format_precision(str(t.get("Format/Datatype", "")))
-                                            for t in layer.get("Outputs", []) if isinstance(t, dict)) if p))
-        found.append({"name": layer.get("Name"), "type": layer.get("LayerType"),
-                      "precision": "+".join(precisions) or None})
+        precisions = sorted(
+            {
+                p
+                for p in (
+                    format_precision(str(t.get("Format/Datatype", "")))
+                    for t in layer.get("Outputs", [])
+                    if isinstance(t, dict)
+                )
+                if p
+            }
+        )
+        found.append(
+            {"name": layer.get("Name"), "type": layer.get("LayerType"), "precision": "+".join(precisions) or None}
+        )
     return found
 
 
@@ -643,10 +712,13 @@ def build_engine(args, heartbeat=None):
     if verbosity is not None and hasattr(verbosity, "DETAILED"):
         config.profiling_verbosity = verbosity.DETAILED
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    shapes = dict((t.name, [int(d) for d in t.shape]) for t in inputs)
+    shapes = {t.name: [int(d) for d in t.shape] for t in inputs}
     if calibration is not None and calibration["kind"] != "cache":
-        batches = CalibrationBatches(calibration["path"], calibration["kind"],
-                                     calibration["batch"] or default_calibration_batch(list(shapes.values())))
+        batches = CalibrationBatches(
+            calibration["path"],
+            calibration["kind"],
+            calibration["batch"] or default_calibration_batch(list(shapes.values())),
+        )
         for shape in shapes.values():
             check_calibration_shape(shape, batches.shape)
     if any(d < 0 for shape in shapes.values() for d in shape):
@@ -662,8 +734,12 @@ def build_engine(args, heartbeat=None):
     if spec["precision"] == "int8":
         if not builder.platform_has_fast_int8:
             notes.append("this GPU has no fast int8; TensorRT may keep layers in higher precision")
-        feeder = CalibrationFeeder(batches, open_cuda() if batches is not None else None, calibration["cache"],
-                                   read_cache=calibration["kind"] == "cache")
+        feeder = CalibrationFeeder(
+            batches,
+            open_cuda() if batches is not None else None,
+            calibration["cache"],
+            read_cache=calibration["kind"] == "cache",
+        )
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = make_entropy_calibrator(trt, feeder)
     precision_flag = trt_keep_float(trt, network, config, spec["float_layers"]) if spec["float_layers"] else None
@@ -677,16 +753,32 @@ def build_engine(args, heartbeat=None):
     if feeder is not None and feeder.error is not None:
         raise AgentError("int8 calibration failed: %s" % first_line(feeder.error))
     if plan is None:
-        raise AgentError("TensorRT could not build the engine: %s" % ("; ".join(logger.errors[-3:]) or
-                                                                    "see the agent's stderr for TensorRT's log"))
+        raise AgentError(
+            "TensorRT could not build the engine: %s"
+            % ("; ".join(logger.errors[-3:]) or "see the agent's stderr for TensorRT's log")
+        )
     write_file_atomically(spec["out"], bytes(memoryview(plan)))
-    result = {"engine": spec["out"], "tensorrt_version": trt.__version__, "build_s": build_s,
-              "precision": spec["precision"], "workspace_api": workspace_api, "input_shapes": shapes, "notes": notes,
-              "calibration": None, "layers": None, "layers_note": None, "float_layers": spec["float_layers"],
-              "precision_flag": precision_flag}
+    result = {
+        "engine": spec["out"],
+        "tensorrt_version": trt.__version__,
+        "build_s": build_s,
+        "precision": spec["precision"],
+        "workspace_api": workspace_api,
+        "input_shapes": shapes,
+        "notes": notes,
+        "calibration": None,
+        "layers": None,
+        "layers_note": None,
+        "float_layers": spec["float_layers"],
+        "precision_flag": precision_flag,
+    }
     if feeder is not None:
-        result["calibration"] = {"kind": calibration["kind"], "cache": calibration["cache"],
-                                 "batches": feeder.given, "batch_size": feeder.batch_size}
+        result["calibration"] = {
+            "kind": calibration["kind"],
+            "cache": calibration["cache"],
+            "batches": feeder.given,
+            "batch_size": feeder.batch_size,
+        }
     engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(memoryview(plan)))
     if engine is not None and hasattr(engine, "create_engine_inspector"):
         info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)

@@ -58,7 +58,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict
     """Run `edgeprune ARGS` as a user would, in a fresh interpreter (`env` is added to this process's environment)."""
     proc = subprocess.run(
         [sys.executable, "-m", "edgeprune.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**os.environ, **env} if env else None,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -35,8 +35,28 @@ def small_cifar(tmp_path, cifar_test_dir) -> Path:
 def _build_args(weights, data, out, *extra):
     # 1 thread: on a 2-core machine, 2 timed threads are stalled by any other process and speedups of the same pair
     # spread ±7 % between sessions (±0.5 % with 1); the budget gate must not hang on that
-    return ["build", "--model", "cifar:resnet20", "--weights", weights, "--target", "host", "--threads", "1",
-            "--data", data, "--step", "16", "--runs", "30", "--lut-variants", "0", "--out", out, *extra]
+    return [
+        "build",
+        "--model",
+        "cifar:resnet20",
+        "--weights",
+        weights,
+        "--target",
+        "host",
+        "--threads",
+        "1",
+        "--data",
+        data,
+        "--step",
+        "16",
+        "--runs",
+        "30",
+        "--lut-variants",
+        "0",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monkeypatch, resnet20_weights,
@@ -100,7 +120,9 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
     assert (out2 / "report.json").is_file() and (out2 / "report.html").is_file()
     assert not [p for p in ("export", "verify", "bundle", "plan/round0") if (out2 / p).exists()]
     report = json.loads((out2 / "report.json").read_text())
-    assert not report["met"] and report["plan"]["rounds"] == [] and [r["name"] for r in report["results"]] == ["unpruned"]
+    assert (
+        not report["met"] and report["plan"]["rounds"] == [] and [r["name"] for r in report["results"]] == ["unpruned"]
+    )
     lut = json.loads((out2 / "lut.json").read_text())
     assert lut["corrupted_lines"] == 1 and lut["remeasured_now"] == 1 and lut["measured_now"] == 0
 
@@ -128,5 +150,7 @@ def test_build_refuses_bad_budgets_and_mixed_options(tmp_path, resnet20_weights)
     result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", "--out", tmp_path / "b")
     assert result.code == 2 and "other options" in result.stderr
     assert os.path.exists(tmp_path / "b" / "build.json")
-    result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", "--value", "measured", "--out", tmp_path / "c")
+    result = run_cli(
+        "build", "--model", "cifar:resnet20", "--speedup", "2", "--value", "measured", "--out", tmp_path / "c"
+    )
     assert result.code == 2 and "--value measured needs --data" in result.stderr and "Traceback" not in result.stderr

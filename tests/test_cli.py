@@ -39,8 +39,20 @@ def test_export_resnet18_gives_one_checked_onnx_matching_pytorch(tmp_path):
 
 def test_verify_resnet56_on_all_10000_cifar_images(tmp_path, cifar_test_dir):
     weights = cifar_test_dir.parents[2] / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
-    result = run_cli("verify", "--model", "cifar:resnet56", "--weights", weights, "--data", cifar_test_dir,
-                     "--target", "host", "--out", tmp_path, "--json")
+    result = run_cli(
+        "verify",
+        "--model",
+        "cifar:resnet56",
+        "--weights",
+        weights,
+        "--data",
+        cifar_test_dir,
+        "--target",
+        "host",
+        "--out",
+        tmp_path,
+        "--json",
+    )
     assert result.code == 0, result.stderr
     verification = Verification.from_json(result.stdout)
     assert verification.n_samples == 10_000 and verification.passed
@@ -51,8 +63,9 @@ def test_verify_resnet56_on_all_10000_cifar_images(tmp_path, cifar_test_dir):
 
 
 def test_profile_reports_distribution_and_runtime(tmp_path):
-    result = run_cli("profile", "--target", "host", "--model", "torchvision:resnet18", "--runs", "30",
-                     "--out", tmp_path, "--json")
+    result = run_cli(
+        "profile", "--target", "host", "--model", "torchvision:resnet18", "--runs", "30", "--out", tmp_path, "--json"
+    )
     assert result.code == 0, result.stderr
     report = ProfileReport.from_json(result.stdout)
     latency = report.latency
@@ -83,8 +96,21 @@ def test_ctrl_c_exits_130_in_one_line_and_keeps_what_was_written(tmp_path):
 def test_failed_verification_exits_3_with_the_report_written(tmp_path, resnet20_weights, cifar_test_dir):
     untrained = tmp_path / "untrained"
     assert run_cli("export", "--model", "cifar:resnet20", "--out", untrained).code == 0
-    result = run_cli("verify", "--model", "cifar:resnet20", "--weights", resnet20_weights, "--data", cifar_test_dir,
-                     "--artifact", untrained / "model.onnx", "--limit", "50", "--out", tmp_path / "v")
+    result = run_cli(
+        "verify",
+        "--model",
+        "cifar:resnet20",
+        "--weights",
+        resnet20_weights,
+        "--data",
+        cifar_test_dir,
+        "--artifact",
+        untrained / "model.onnx",
+        "--limit",
+        "50",
+        "--out",
+        tmp_path / "v",
+    )
     assert result.code == 3
     assert "verification failed" in result.stderr and "Traceback" not in result.stderr
     report = Verification.load(tmp_path / "v" / "verification.json")
@@ -116,28 +142,52 @@ def imageless_dir(tmp_path_factory):
 
 
 BAD_INPUTS = {
-    "nonexistent model path": (["export", "--model", "/nonexistent/model.pt"], "model file not found: /nonexistent/model.pt"),
-    "truncated checkpoint": (["export", "--model", "cifar:resnet20", "--weights", "{truncated}"], "truncated or corrupt"),
+    "nonexistent model path": (
+        ["export", "--model", "/nonexistent/model.pt"],
+        "model file not found: /nonexistent/model.pt",
+    ),
+    "truncated checkpoint": (
+        ["export", "--model", "cifar:resnet20", "--weights", "{truncated}"],
+        "truncated or corrupt",
+    ),
     "unknown target": (["profile", "--model", "cifar:resnet20", "--target", "hots"], "did you mean 'host'?"),
     "data dir without images": (["verify", "--model", "cifar:resnet20", "--data", "{imageless}"], "has no images"),
-    "unknown torchvision model": (["export", "--model", "torchvision:not_a_model"], "unknown torchvision model 'not_a_model'"),
+    "unknown torchvision model": (
+        ["export", "--model", "torchvision:not_a_model"],
+        "unknown torchvision model 'not_a_model'",
+    ),
     "hub weights": (["export", "--model", "torchvision:resnet18", "--weights", "DEFAULT"], "never downloads"),
     "too few runs": (["profile", "--model", "cifar:resnet20", "--runs", "5"], "at least 30"),
-    "unknown flag value": (["export", "--model", "cifar:resnet20", "--format", "coreml"], "Invalid value for '--format'"),
-    "darknet weights too short": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/short.weights"],
-                                  "ends inside layer 129 ([convolutional]"),
-    "darknet weights too long": (["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/long.weights"],
-                                 "10 more floats"),
+    "unknown flag value": (
+        ["export", "--model", "cifar:resnet20", "--format", "coreml"],
+        "Invalid value for '--format'",
+    ),
+    "darknet weights too short": (
+        ["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/short.weights"],
+        "ends inside layer 129 ([convolutional]",
+    ),
+    "darknet weights too long": (
+        ["export", "--model", "{fastest_cfg}", "--weights", "{darknet}/long.weights"],
+        "10 more floats",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
-def test_bad_input_exits_2_with_one_line_and_no_traceback(case, tmp_path, truncated_checkpoint, imageless_dir,
-                                                          bad_darknet_weights):
+def test_bad_input_exits_2_with_one_line_and_no_traceback(
+    case, tmp_path, truncated_checkpoint, imageless_dir, bad_darknet_weights
+):
     args, expected = BAD_INPUTS[case]
     fastest_cfg = asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")
-    args = [a.format(truncated=truncated_checkpoint, imageless=imageless_dir, darknet=bad_darknet_weights,
-                     fastest_cfg=fastest_cfg) for a in args]
+    args = [
+        a.format(
+            truncated=truncated_checkpoint,
+            imageless=imageless_dir,
+            darknet=bad_darknet_weights,
+            fastest_cfg=fastest_cfg,
+        )
+        for a in args
+    ]
     result = run_cli(*args, "--out", tmp_path)
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -160,7 +210,9 @@ def test_json_result_files_round_trip(tmp_path):
 
 def test_detection_verify_on_ultralytics_yaml_reports_map_on_both(tmp_path):
     coco128 = asset("datasets/yaml/coco128.yaml")
-    result = run_cli("verify", "--model", "yolov8n.yaml", "--data", coco128, "--limit", "8", "--out", tmp_path, "--json")
+    result = run_cli(
+        "verify", "--model", "yolov8n.yaml", "--data", coco128, "--limit", "8", "--out", tmp_path, "--json"
+    )
     assert result.code == 0, result.stderr
     verification = Verification.from_json(result.stdout)  # ultralytics' stdout logging did not leak into it
     assert [m.name for m in verification.metrics] == ["mAP50-95", "mAP50"]

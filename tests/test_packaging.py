@@ -8,8 +8,22 @@ from tests.conftest import REPO
 
 
 def test_wheel_ships_profiles_and_agent_and_finds_them(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), "-q"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            "-q",
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("edgeprune-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "edgeprune/_data/profiles/host.yaml" in names
@@ -17,9 +31,17 @@ def test_wheel_ships_profiles_and_agent_and_finds_them(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = subprocess.run(
-        [sys.executable, "-c", "from edgeprune._resources import resource_dir; from edgeprune.devices.profiles "
-         "import load_profile; print(resource_dir('targets')); print(load_profile('host').source_file)"],
-        capture_output=True, text=True, check=True, env={"PYTHONPATH": str(site), "PATH": ""}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-c",
+            "from edgeprune._resources import resource_dir; from edgeprune.devices.profiles "
+            "import load_profile; print(resource_dir('targets')); print(load_profile('host').source_file)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+        cwd=tmp_path,
     )
     targets_dir, host_yaml = probe.stdout.split()
     assert targets_dir == str(site / "edgeprune" / "_data" / "targets")

@@ -5,35 +5,89 @@ import pytest
 
 from edgeprune.errors import ConfigError
 from edgeprune.types import (
-    SCHEMA_VERSION, Artifact, Connection, DeviceInfo, Fact, LatencyStats, MetricComparison, OutputParity,
-    PowerSpec, Preprocessing, ProfileReport, TargetProfile, TensorSpec, Verification,
+    SCHEMA_VERSION,
+    Artifact,
+    Connection,
+    DeviceInfo,
+    Fact,
+    LatencyStats,
+    MetricComparison,
+    OutputParity,
+    PowerSpec,
+    Preprocessing,
+    ProfileReport,
+    TargetProfile,
+    TensorSpec,
+    Verification,
 )
 
 ARTIFACT = Artifact(
-    format="onnx", precision="fp32", files=("/x/model.onnx",),
-    inputs=(TensorSpec("input", ("batch", 3, 32, 32)),), outputs=(TensorSpec("output", ("batch", 10)),),
+    format="onnx",
+    precision="fp32",
+    files=("/x/model.onnx",),
+    inputs=(TensorSpec("input", ("batch", 3, 32, 32)),),
+    outputs=(TensorSpec("output", ("batch", 10)),),
     preprocessing=Preprocessing(crop=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.2, 0.2)),
-    model="cifar:resnet20", model_fingerprint="abc", exporter="torch.onnx dynamo", opset=20,
-    tool_versions={"torch": "2.14"}, sha256={"model.onnx": "00"},
+    model="cifar:resnet20",
+    model_fingerprint="abc",
+    exporter="torch.onnx dynamo",
+    opset=20,
+    tool_versions={"torch": "2.14"},
+    sha256={"model.onnx": "00"},
 )
 TARGET = TargetProfile(
-    name="t", description="d", runtime="onnxruntime", threads=4,
+    name="t",
+    description="d",
+    runtime="onnxruntime",
+    threads=4,
     connection=Connection(kind="ssh", host="10.0.0.2", port=22),
     power=PowerSpec(sensor=None, estimate_w=Fact(5.0, "datasheet p. 3")),
     hardware={"cpu": Fact("Cortex-A76", "vendor page")},
 )
-STATS = LatencyStats.from_samples([3.0, 1.0, 2.0, 4.0], warmup=2, runtime="onnxruntime", runtime_version="1.31",
-                                  threads=2, energy="estimated", energy_mj=10.0, power_w=5.0)
-DEVICE = DeviceInfo(target="t", hostname="h", os="Linux", arch="x86_64", cpu="EPYC", cpu_count=2, python="3.11",
-                    runtime="onnxruntime", runtime_version="1.31", providers=("CPUExecutionProvider",))
-VERIFICATION = Verification(
-    model="cifar:resnet20", artifact=ARTIFACT, runtime="onnxruntime", runtime_version="1.31", threads=2,
-    target="host", data="/d", n_samples=10,
-    parity=(OutputParity("output", 1e-6, 1e-7, 0.99999, 1e-4, 0.9999, True),),
-    metrics=(MetricComparison("top1", 0.9, 0.9, 0.002, True),), passed=True, latency=STATS,
+STATS = LatencyStats.from_samples(
+    [3.0, 1.0, 2.0, 4.0],
+    warmup=2,
+    runtime="onnxruntime",
+    runtime_version="1.31",
+    threads=2,
+    energy="estimated",
+    energy_mj=10.0,
+    power_w=5.0,
 )
-RECORDS = [ARTIFACT, TARGET, STATS, DEVICE, VERIFICATION,
-           ProfileReport(model="m", target=TARGET, device=DEVICE, artifact=ARTIFACT, latency=STATS)]
+DEVICE = DeviceInfo(
+    target="t",
+    hostname="h",
+    os="Linux",
+    arch="x86_64",
+    cpu="EPYC",
+    cpu_count=2,
+    python="3.11",
+    runtime="onnxruntime",
+    runtime_version="1.31",
+    providers=("CPUExecutionProvider",),
+)
+VERIFICATION = Verification(
+    model="cifar:resnet20",
+    artifact=ARTIFACT,
+    runtime="onnxruntime",
+    runtime_version="1.31",
+    threads=2,
+    target="host",
+    data="/d",
+    n_samples=10,
+    parity=(OutputParity("output", 1e-6, 1e-7, 0.99999, 1e-4, 0.9999, True),),
+    metrics=(MetricComparison("top1", 0.9, 0.9, 0.002, True),),
+    passed=True,
+    latency=STATS,
+)
+RECORDS = [
+    ARTIFACT,
+    TARGET,
+    STATS,
+    DEVICE,
+    VERIFICATION,
+    ProfileReport(model="m", target=TARGET, device=DEVICE, artifact=ARTIFACT, latency=STATS),
+]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)

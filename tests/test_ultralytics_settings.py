@@ -54,16 +54,24 @@ def test_another_users_folder_is_refused(cache):
 def test_a_classifier_never_imports_ultralytics_so_writes_no_settings(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    env = {"HOME": str(home), "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": "",
-           "YOLO_CONFIG_DIR": "", "EDGEPRUNE_CACHE": str(tmp_path / "lut")}
+    env = {
+        "HOME": str(home),
+        "TMPDIR": str(tmp_path),
+        "XDG_CACHE_HOME": "",
+        "XDG_CONFIG_HOME": "",
+        "YOLO_CONFIG_DIR": "",
+        "EDGEPRUNE_CACHE": str(tmp_path / "lut"),
+    }
     environ = {k: v for k, v in {**os.environ, **env}.items() if v}
     result = run_cli("prune", "--model", "cifar:resnet20", "--ratio", "0.3", "--out", tmp_path / "pruned", env=env)
     assert result.code == 0, result.stderr
     # the planner's structure (build's plan stage) looks for ultralytics blocks without importing ultralytics
-    check = ("import sys; from edgeprune.models import LoadOptions, load_model; "
-             "from edgeprune.plan.structure import read_structure; "
-             "read_structure(load_model('cifar:resnet20', LoadOptions()), 'l1', 8); "
-             "sys.exit('ultralytics' in sys.modules)")
+    check = (
+        "import sys; from edgeprune.models import LoadOptions, load_model; "
+        "from edgeprune.plan.structure import read_structure; "
+        "read_structure(load_model('cifar:resnet20', LoadOptions()), 'l1', 8); "
+        "sys.exit('ultralytics' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", check], env=environ, timeout=600).returncode == 0
     written = [p for p in tmp_path.rglob("*") if "ultralytics" in p.name.lower() or p.name == "settings.json"]
     assert not written

@@ -41,8 +41,9 @@ def test_yolo_fastest_map_on_coco128_matches_onnxruntime_and_an_independent_refe
     cfg = asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")
     weights = asset("darknet/yolo-fastest/yolo-fastest-1.1.weights")
     data_yaml = asset("datasets/yaml/coco128.yaml")
-    result = run_cli("verify", "--model", cfg, "--weights", weights, "--data", data_yaml, "--out", tmp_path / "v",
-                     "--json")
+    result = run_cli(
+        "verify", "--model", cfg, "--weights", weights, "--data", data_yaml, "--out", tmp_path / "v", "--json"
+    )
     assert result.code == 0, result.stderr
     verification = Verification.from_json(result.stdout)
     metrics = {m.name: m for m in verification.metrics}
@@ -50,7 +51,9 @@ def test_yolo_fastest_map_on_coco128_matches_onnxruntime_and_an_independent_refe
     for metric in metrics.values():
         assert abs(metric.runtime - metric.reference) <= 0.002
     reference = opencv_map(cfg, weights, data_yaml, tmp_path)
-    print(f"\nedgeprune PyTorch {metrics['mAP50-95'].reference:.4f} / ORT {metrics['mAP50-95'].runtime:.4f}, "
-          f"OpenCV {reference['mAP50-95']:.4f} (mAP50-95); mAP50 {metrics['mAP50'].reference:.4f} vs {reference['mAP50']:.4f}")
+    print(
+        f"\nedgeprune PyTorch {metrics['mAP50-95'].reference:.4f} / ORT {metrics['mAP50-95'].runtime:.4f}, "
+        f"OpenCV {reference['mAP50-95']:.4f} (mAP50-95); mAP50 {metrics['mAP50'].reference:.4f} vs {reference['mAP50']:.4f}"
+    )
     assert abs(metrics["mAP50-95"].reference - reference["mAP50-95"]) <= 0.01
     assert metrics["mAP50-95"].reference > 0.1  # a trained detector, not noise

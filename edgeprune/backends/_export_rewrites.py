@@ -35,8 +35,7 @@ class ZeroPadByConcat(nn.Module):
 
 def rewrite_for_export(module: nn.Module) -> tuple[nn.Module, list[str]]:
     """A copy with the rewrites applied (or the module itself when none applies), and what was rewritten."""
-    targets = [name for name, m in module.named_modules()
-               if isinstance(m, nn.ZeroPad2d) and min(m.padding) >= 0]
+    targets = [name for name, m in module.named_modules() if isinstance(m, nn.ZeroPad2d) and min(m.padding) >= 0]
     if not targets:
         return module, []
     rewritten = copy.deepcopy(module)

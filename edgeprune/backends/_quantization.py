@@ -34,8 +34,10 @@ def calibration_images(model: LoadedModel, data: str | Path, limit: int = CALIBR
     if model.preprocessing is None:
         raise ConfigError(f"{model.spec} declares no preprocessing, so calibration images cannot be prepared")
     if not Path(data).exists():
-        raise ConfigError(f"--data {data} does not exist",
-                          expected="an ImageFolder directory (classifiers) or a YOLO data yaml (detectors)")
+        raise ConfigError(
+            f"--data {data} does not exist",
+            expected="an ImageFolder directory (classifiers) or a YOLO data yaml (detectors)",
+        )
     if model.task == "detection" or str(data).endswith((".yaml", ".yml")):
         paths = YoloDataset.from_yaml(data, split="train").subset(limit).images
     else:
@@ -79,6 +81,7 @@ def layer_sensitivity(model: LoadedModel, images: np.ndarray, limit: int = SENSI
             value = inputs[0].detach()
             low, high = ranges.setdefault(name, [np.inf, -np.inf])
             ranges[name] = [min(low, float(value.min())), max(high, float(value.max()))]
+
         return hook
 
     with torch.inference_mode():
@@ -140,13 +143,17 @@ def onnx_nodes_of_layers(onnx_path: Path, layers: tuple[str, ...], runtime: str)
     if not layers:
         return {}
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    by_weight = {node.input[1]: node.name for node in graph.node
-                 if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and len(node.input) > 1}
+    by_weight = {
+        node.input[1]: node.name
+        for node in graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and len(node.input) > 1
+    }
     found = {layer: by_weight.get(f"{layer}.weight") for layer in layers}
     missing = [layer for layer, node in found.items() if node is None]
     if missing:
-        raise ExportError(f"cannot find the {runtime} node of layer(s) {', '.join(missing)} to keep in float "
-                          "(their weights were renamed or folded by the exporter)",
-                          fix="keep other layers in float, or export fp16/fp32")
+        raise ExportError(
+            f"cannot find the {runtime} node of layer(s) {', '.join(missing)} to keep in float "
+            "(their weights were renamed or folded by the exporter)",
+            fix="keep other layers in float, or export fp16/fp32",
+        )
     return found
-

@@ -73,22 +73,37 @@ class Backend(ABC):
             )
         return precision
 
-    def export(self, model: LoadedModel, out_dir: Path, precision: str | None = None, *,
-               calibration: np.ndarray | None = None, float_layers: tuple[str, ...] = ()) -> Artifact:
+    def export(
+        self,
+        model: LoadedModel,
+        out_dir: Path,
+        precision: str | None = None,
+        *,
+        calibration: np.ndarray | None = None,
+        float_layers: tuple[str, ...] = (),
+    ) -> Artifact:
         """Write the model in this format under `out_dir`; the Artifact records what was written and how.
 
         `calibration`: preprocessed images (N, C, H, W) for the precisions in `calibrated` (int8), and only for
         them. `float_layers`: PyTorch module names of layers an int8 export keeps in float (mixed precision)."""
         precision = self.check_precision(precision)
         if precision in self.calibrated and calibration is None:
-            raise ConfigError(f"{self.format} {precision} export needs calibration images",
-                              fix="pass --data (an ImageFolder directory, or a YOLO data yaml for detectors)")
+            raise ConfigError(
+                f"{self.format} {precision} export needs calibration images",
+                fix="pass --data (an ImageFolder directory, or a YOLO data yaml for detectors)",
+            )
         if precision not in self.calibrated and calibration is not None:
-            raise ConfigError(f"--data calibrates {' / '.join(self.calibrated) or 'no precision'} {self.format} "
-                              f"exports; {precision} takes no calibration", fix="drop --data for this export")
+            raise ConfigError(
+                f"--data calibrates {' / '.join(self.calibrated) or 'no precision'} {self.format} "
+                f"exports; {precision} takes no calibration",
+                fix="drop --data for this export",
+            )
         if float_layers and precision not in self.calibrated:
-            raise ConfigError(f"keeping layers in float applies to {' / '.join(self.calibrated) or 'no'} "
-                              f"{self.format} exports, not {precision}", fix="drop --keep-float")
+            raise ConfigError(
+                f"keeping layers in float applies to {' / '.join(self.calibrated) or 'no'} "
+                f"{self.format} exports, not {precision}",
+                fix="drop --keep-float",
+            )
         if calibration is not None and (calibration.ndim != 4 or not len(calibration)):
             raise ConfigError(f"calibration images have shape {calibration.shape}", expected="(N, C, H, W), N ≥ 1")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +150,9 @@ class Backend(ABC):
     @abstractmethod
     def _describe(self, path: Path, model: LoadedModel) -> Artifact: ...
 
-    def _export_calibrated(self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray,
-                           float_layers: tuple[str, ...]) -> Artifact:
+    def _export_calibrated(
+        self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray, float_layers: tuple[str, ...]
+    ) -> Artifact:
         raise NotImplementedError(f"{type(self).__name__} declares calibrated precisions but cannot export them")
 
 

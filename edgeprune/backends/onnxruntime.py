@@ -81,8 +81,11 @@ class OnnxRuntimeBackend(Backend):
         files = [path] + ([stale_data] if external else [])
         exporter = f"torch.onnx dynamo (torch {torch.__version__})" + "".join(f"; {r}" for r in rewrites)
         artifact = self._artifact_for(path, files, model, exporter=exporter)
-        pinned = [spec.name for spec, want in zip(artifact.inputs, model.inputs)
-                  if isinstance(want.shape[0], str) and not isinstance(spec.shape[0], str)]
+        pinned = [
+            spec.name
+            for spec, want in zip(artifact.inputs, model.inputs)
+            if isinstance(want.shape[0], str) and not isinstance(spec.shape[0], str)
+        ]
         if pinned:
             raise ExportError(
                 f"torch.onnx fixed the batch dimension of {', '.join(pinned)} to {_EXPORT_BATCH} while exporting "

@@ -41,10 +41,20 @@ from edgeprune.types import Artifact, TensorSpec
 #   parity bound only catches a broken model: mean per-sample cosine ≥ 0.95. Seen 0.9945-0.9957 (mean) while the
 #   worst of 2000 samples fell to 0.70, with top-1 within 0.75 pt, so the worst sample is no gate for int8.
 _TOLERANCES = {
-    "fp32": Tolerances(max_abs=1e-4, max_abs_rel_range=1e-4, cosine=0.9999, metric=0.003,
-                       why="fp32 on CPU at INFERENCE_PRECISION_HINT f32: summation order differs (~1e-5 seen)"),
-    "fp16": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
-                       why="fp16 weights (rounding 2^-11 relative), f32 compute"),
+    "fp32": Tolerances(
+        max_abs=1e-4,
+        max_abs_rel_range=1e-4,
+        cosine=0.9999,
+        metric=0.003,
+        why="fp32 on CPU at INFERENCE_PRECISION_HINT f32: summation order differs (~1e-5 seen)",
+    ),
+    "fp16": Tolerances(
+        max_abs=1e-2,
+        max_abs_rel_range=2e-2,
+        cosine=0.999,
+        metric=0.005,
+        why="fp16 weights (rounding 2^-11 relative), f32 compute",
+    ),
     "int8": int8_tolerances("int8 weights and activations (nncf): judged by the task metric, within 1.0 pt"),
 }
 
@@ -73,29 +83,46 @@ class OpenVinoBackend(Backend):
         exporter = f"openvino.convert_model from {onnx_exporter}; save_model compress_to_fp16={precision == 'fp16'}"
         return self._artifact_for(path, model, exporter=exporter, precision=precision)
 
-    def _export_calibrated(self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray,
-                           float_layers: tuple[str, ...]) -> Artifact:
+    def _export_calibrated(
+        self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray, float_layers: tuple[str, ...]
+    ) -> Artifact:
         ov = _import("openvino")
         nncf = _import("nncf")
         with self._from_onnx(model) as (ov_model, onnx_exporter, onnx_path):
             nodes = set(onnx_nodes_of_layers(onnx_path, float_layers, "OpenVINO").values())
             # OpenVINO splits a Conv with bias into `<node>/WithoutBiases` (the convolution) and `<node>` (the Add)
-            ignored = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
-                       if op.get_friendly_name().split("/")[0] in nodes]
+            ignored = [
+                op.get_friendly_name()
+                for op in ov_model.get_ordered_ops()
+                if op.get_friendly_name().split("/")[0] in nodes
+            ]
             samples = [calibration[i : i + 1] for i in range(len(calibration))]
             scope = nncf.IgnoredScope(names=ignored) if ignored else None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    quantized = nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
-                                              ignored_scope=scope, preset=nncf.QuantizationPreset.PERFORMANCE)
+                    quantized = nncf.quantize(
+                        ov_model,
+                        nncf.Dataset(samples),
+                        subset_size=len(samples),
+                        ignored_scope=scope,
+                        preset=nncf.QuantizationPreset.PERFORMANCE,
+                    )
             except Exception as exc:  # nncf raises many types; all mean the model could not be quantized
                 raise ExportError(f"nncf could not quantize {model.spec}: {_first_line(exc)}") from exc
             path = self._save(ov, quantized, out_dir, compress_to_fp16=False)
-        exporter = (f"nncf {nncf.__version__} int8 (PERFORMANCE preset) on openvino.convert_model from {onnx_exporter}"
-                    + (f"; float: {', '.join(float_layers)}" if float_layers else ""))
-        return self._artifact_for(path, model, exporter=exporter, precision=precision,
-                                  calibration_images=len(samples), float_layers=float_layers)
+        exporter = (
+            f"nncf {nncf.__version__} int8 (PERFORMANCE preset) on openvino.convert_model from {onnx_exporter}"
+            + (f"; float: {', '.join(float_layers)}" if float_layers else "")
+        )
+        return self._artifact_for(
+            path,
+            model,
+            exporter=exporter,
+            precision=precision,
+            calibration_images=len(samples),
+            float_layers=float_layers,
+        )
 
     @contextlib.contextmanager
     def _from_onnx(self, model: LoadedModel):
@@ -107,8 +134,9 @@ class OpenVinoBackend(Backend):
             try:
                 ov_model = ov.convert_model(str(onnx_artifact.path))
             except Exception as exc:  # OpenVINO's frontends raise their own RuntimeError subclasses
-                raise ExportError(f"openvino.convert_model could not read the ONNX of {model.spec}: "
-                                  f"{_first_line(exc)}") from exc
+                raise ExportError(
+                    f"openvino.convert_model could not read the ONNX of {model.spec}: {_first_line(exc)}"
+                ) from exc
             yield ov_model, onnx_artifact.exporter, onnx_artifact.path
 
     @staticmethod
@@ -123,12 +151,22 @@ class OpenVinoBackend(Backend):
         if recorded is not None:
             return recorded
         if not path.with_suffix(".bin").is_file():
-            raise ConfigError(f"{path} has no weights file {path.with_suffix('.bin').name} beside it",
-                              fix="keep the .bin that OpenVINO wrote with the .xml")
+            raise ConfigError(
+                f"{path} has no weights file {path.with_suffix('.bin').name} beside it",
+                fix="keep the .bin that OpenVINO wrote with the .xml",
+            )
         return self._artifact_for(path, model, exporter="unknown (file given with --artifact)", precision=None)
 
-    def _artifact_for(self, path: Path, model: LoadedModel, *, exporter: str, precision: str | None,
-                      calibration_images: int | None = None, float_layers: tuple[str, ...] = ()) -> Artifact:
+    def _artifact_for(
+        self,
+        path: Path,
+        model: LoadedModel,
+        *,
+        exporter: str,
+        precision: str | None,
+        calibration_images: int | None = None,
+        float_layers: tuple[str, ...] = (),
+    ) -> Artifact:
         ov = _import("openvino")
         try:
             ov_model = ov.Core().read_model(str(path))
@@ -159,10 +197,13 @@ _DTYPES = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "
 
 def _spec(port, fallback: str) -> TensorSpec:
     names = sorted(port.get_names())
-    shape = tuple(int(d.get_length()) if d.is_static else ("batch" if i == 0 else f"d{i}")
-                  for i, d in enumerate(port.get_partial_shape()))
-    return TensorSpec(names[0] if names else fallback, shape, _DTYPES.get(port.get_element_type().get_type_name(),
-                                                                          "float32"))
+    shape = tuple(
+        int(d.get_length()) if d.is_static else ("batch" if i == 0 else f"d{i}")
+        for i, d in enumerate(port.get_partial_shape())
+    )
+    return TensorSpec(
+        names[0] if names else fallback, shape, _DTYPES.get(port.get_element_type().get_type_name(), "float32")
+    )
 
 
 def _first_line(exc: Exception) -> str:

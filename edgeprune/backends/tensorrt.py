@@ -32,11 +32,23 @@ from edgeprune.types import Artifact, TargetProfile
 #   chosen tactic; the same bounds as the fp16 exports measured on OpenVINO/TFLite here, with the metric at 0.5 pt.
 # - int8: judged by the task metric, within 1.0 pt (issue 7's acceptance); parity only catches a broken engine.
 _TOLERANCES = {
-    "fp32": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
-                       why="fp32 engine, TF32 on Ampere+ GPUs by TensorRT's default (10-bit mantissa)"),
-    "fp16": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
-                       why="fp16 weights and activations (rounding 2^-11 relative)"),
-    "int8": int8_tolerances("int8 (entropy calibration on the user's images): judged by the task metric, within 1.0 pt"),
+    "fp32": Tolerances(
+        max_abs=1e-2,
+        max_abs_rel_range=2e-2,
+        cosine=0.999,
+        metric=0.005,
+        why="fp32 engine, TF32 on Ampere+ GPUs by TensorRT's default (10-bit mantissa)",
+    ),
+    "fp16": Tolerances(
+        max_abs=1e-2,
+        max_abs_rel_range=2e-2,
+        cosine=0.999,
+        metric=0.005,
+        why="fp16 weights and activations (rounding 2^-11 relative)",
+    ),
+    "int8": int8_tolerances(
+        "int8 (entropy calibration on the user's images): judged by the task metric, within 1.0 pt"
+    ),
 }
 ENGINE_FILE = "model.engine"
 ENGINE_INFO = "engine.json"

@@ -39,11 +39,23 @@ from edgeprune.types import Artifact, TensorSpec
 # - int8: judged by the task metric within 1.0 pt (the acceptance); parity only catches a broken model
 #   (mean per-sample cosine ≥ 0.95; seen 0.9959-0.9960 while the worst of 2000 samples was 0.93-0.95).
 _TOLERANCES = {
-    "fp32": Tolerances(max_abs=1e-4, max_abs_rel_range=1e-4, cosine=0.9999, metric=0.003,
-                       why="fp32 XNNPACK kernels: summation order differs (~1e-5 seen)"),
-    "fp16": Tolerances(max_abs=1e-2, max_abs_rel_range=2e-2, cosine=0.999, metric=0.005,
-                       why="fp16 weights (rounding 2^-11 relative), fp32 compute"),
-    "int8": int8_tolerances("int8 weights and activations (ai-edge-quantizer): judged by the task metric, within 1.0 pt"),
+    "fp32": Tolerances(
+        max_abs=1e-4,
+        max_abs_rel_range=1e-4,
+        cosine=0.9999,
+        metric=0.003,
+        why="fp32 XNNPACK kernels: summation order differs (~1e-5 seen)",
+    ),
+    "fp16": Tolerances(
+        max_abs=1e-2,
+        max_abs_rel_range=2e-2,
+        cosine=0.999,
+        metric=0.005,
+        why="fp16 weights (rounding 2^-11 relative), fp32 compute",
+    ),
+    "int8": int8_tolerances(
+        "int8 weights and activations (ai-edge-quantizer): judged by the task metric, within 1.0 pt"
+    ),
 }
 _SIGNATURE = "serving_default"  # litert-torch's default signature name
 
@@ -52,8 +64,9 @@ def _import(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependency(module.split(".")[0].replace("_", "-"), extra="tflite",
-                                purpose="TFLite export") from None
+        raise MissingDependency(
+            module.split(".")[0].replace("_", "-"), extra="tflite", purpose="TFLite export"
+        ) from None
 
 
 class TfliteBackend(Backend):
@@ -75,17 +88,28 @@ class TfliteBackend(Backend):
         with self._float_model(model) as (float_path, converter):
             quantizer = self._quantizer(float_path)
             quantizer.update_quantization_recipe(
-                regex=".*", operation_name="*", algorithm_key="float_casting",
+                regex=".*",
+                operation_name="*",
+                algorithm_key="float_casting",
                 op_config=qtyping.OpQuantizationConfig(
-                    weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16,
-                                                                          dtype=qtyping.TensorDataType.FLOAT),
-                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+                    weight_tensor_config=qtyping.TensorQuantizationConfig(
+                        num_bits=16, dtype=qtyping.TensorDataType.FLOAT
+                    ),
+                    compute_precision=qtyping.ComputePrecision.FLOAT,
+                    explicit_dequantize=True,
+                ),
+            )
             self._write(quantizer, None, path, model)
-        return self._artifact_for(path, model, exporter=f"{converter}; ai-edge-quantizer {_version('ai-edge-quantizer')} "
-                                  "float_casting (fp16 weights)", precision=precision)
+        return self._artifact_for(
+            path,
+            model,
+            exporter=f"{converter}; ai-edge-quantizer {_version('ai-edge-quantizer')} float_casting (fp16 weights)",
+            precision=precision,
+        )
 
-    def _export_calibrated(self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray,
-                           float_layers: tuple[str, ...]) -> Artifact:
+    def _export_calibrated(
+        self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray, float_layers: tuple[str, ...]
+    ) -> Artifact:
         recipe = _import("ai_edge_quantizer.recipe")
         path = out_dir / "model.tflite"
         with self._float_model(model) as (float_path, converter):
@@ -101,10 +125,17 @@ class TfliteBackend(Backend):
             except Exception as exc:  # the calibrator raises ValueError/RuntimeError from the interpreter
                 raise ExportError(f"ai-edge-quantizer could not calibrate {model.spec}: {_first_line(exc)}") from exc
             self._write(quantizer, qsvs, path, model)
-        exporter = (f"{converter}; ai-edge-quantizer {_version('ai-edge-quantizer')} static_wi8_ai8"
-                    + (f"; float: {', '.join(float_layers)}" if float_layers else ""))
-        return self._artifact_for(path, model, exporter=exporter, precision=precision,
-                                  calibration_images=len(samples), float_layers=float_layers)
+        exporter = f"{converter}; ai-edge-quantizer {_version('ai-edge-quantizer')} static_wi8_ai8" + (
+            f"; float: {', '.join(float_layers)}" if float_layers else ""
+        )
+        return self._artifact_for(
+            path,
+            model,
+            exporter=exporter,
+            precision=precision,
+            calibration_images=len(samples),
+            float_layers=float_layers,
+        )
 
     @contextlib.contextmanager
     def _float_model(self, model: LoadedModel):
@@ -121,8 +152,10 @@ class TfliteBackend(Backend):
             with _quiet():
                 litert_torch.convert(model.module.eval(), example).export(str(path))
         except Exception as exc:  # torch.export and the lowering raise many types
-            raise ExportError(f"litert-torch could not convert {model.spec}: {_first_line(exc)}",
-                              fix="make the model traceable by torch.export (no data-dependent control flow)") from exc
+            raise ExportError(
+                f"litert-torch could not convert {model.spec}: {_first_line(exc)}",
+                fix="make the model traceable by torch.export (no data-dependent control flow)",
+            ) from exc
         return f"litert-torch {litert_torch.__version__} (batch 1)"
 
     @staticmethod
@@ -146,8 +179,16 @@ class TfliteBackend(Backend):
             return recorded
         return self._artifact_for(path, model, exporter="unknown (file given with --artifact)", precision=None)
 
-    def _artifact_for(self, path: Path, model: LoadedModel, *, exporter: str, precision: str | None,
-                      calibration_images: int | None = None, float_layers: tuple[str, ...] = ()) -> Artifact:
+    def _artifact_for(
+        self,
+        path: Path,
+        model: LoadedModel,
+        *,
+        exporter: str,
+        precision: str | None,
+        calibration_images: int | None = None,
+        float_layers: tuple[str, ...] = (),
+    ) -> Artifact:
         interpreter = _interpreter(path)
         return self._artifact(
             model, [path],
@@ -192,8 +233,10 @@ def _float_regexes(path: Path, layers: tuple[str, ...]) -> list[str]:
         regex = layer_regex(layer)
         mine = [op for op in ops if any(re.search(regex, names.get(t, "")) for t in op["outputs"])]
         if not mine:
-            raise ExportError(f"cannot find layer {layer} in the tensor names litert-torch wrote, so it cannot be "
-                              "kept in float", fix="keep other layers in float, or export fp16/fp32")
+            raise ExportError(
+                f"cannot find layer {layer} in the tensor names litert-torch wrote, so it cannot be kept in float",
+                fix="keep other layers in float, or export fp16/fp32",
+            )
         regexes.append(regex)
         inside = {op["index"] for op in mine}  # the layer's ops: its PAD/TRANSPOSE carry its name too
         for op in mine:
@@ -220,8 +263,10 @@ def _precision_of(interpreter) -> str:
 
 def _spec(detail) -> TensorSpec:
     signature = detail.get("shape_signature")
-    shape = tuple(int(d) if d >= 0 else "batch" for d in (signature if signature is not None and len(signature)
-                                                         else detail["shape"]))
+    shape = tuple(
+        int(d) if d >= 0 else "batch"
+        for d in (signature if signature is not None and len(signature) else detail["shape"])
+    )
     quantized = np.dtype(detail["dtype"]).kind in "iu" and detail.get("quantization", (0.0, 0))[0]
     return TensorSpec(detail["name"], shape, "float32" if quantized else np.dtype(detail["dtype"]).name)
 

@@ -84,18 +84,24 @@ class AdbTransport(Transport):
         found = self.devices()
         if self.requested is None:
             if not found:
-                raise DeviceError("no Android device is attached (`adb devices` lists none)",
-                                  fix="connect one by USB with USB debugging on, or `adb connect HOST:PORT`")
+                raise DeviceError(
+                    "no Android device is attached (`adb devices` lists none)",
+                    fix="connect one by USB with USB debugging on, or `adb connect HOST:PORT`",
+                )
             if len(found) > 1:
-                raise DeviceError(f"{len(found)} Android devices are attached ({', '.join(sorted(found))})",
-                                  fix="pick one with --serial or EDGEPRUNE_SERIAL")
+                raise DeviceError(
+                    f"{len(found)} Android devices are attached ({', '.join(sorted(found))})",
+                    fix="pick one with --serial or EDGEPRUNE_SERIAL",
+                )
             serial = next(iter(found))
         else:
             serial = self.requested
             if serial not in found:
                 attached = ", ".join(sorted(found)) or "none"
-                raise DeviceError(f"Android device {serial} is not attached (attached: {attached})",
-                                  fix="check the cable or `adb connect HOST:PORT`, and the serial `adb devices` lists")
+                raise DeviceError(
+                    f"Android device {serial} is not attached (attached: {attached})",
+                    fix="check the cable or `adb connect HOST:PORT`, and the serial `adb devices` lists",
+                )
         state = found[serial]
         if state != "device":
             fix = next((f for s, f in _STATE_FIXES.items() if state.startswith(s)), "check `adb devices`")
@@ -131,17 +137,21 @@ class AdbTransport(Transport):
         if proc.returncode != 0:
             raise DeviceError(f"adb pull of {remote} from {self.label} failed: {_last_line(proc.stderr)}")
 
-    def _adb(self, args: list[str], *, what: str, with_serial: bool = True,
-             timeout_s: float | None = None) -> subprocess.CompletedProcess:
+    def _adb(
+        self, args: list[str], *, what: str, with_serial: bool = True, timeout_s: float | None = None
+    ) -> subprocess.CompletedProcess:
         adb = shutil.which("adb")
         if adb is None:
-            raise DeviceError("adb is not installed on this machine",
-                              fix="install Android platform-tools (Debian/Ubuntu: apt install adb) and put adb on PATH")
+            raise DeviceError(
+                "adb is not installed on this machine",
+                fix="install Android platform-tools (Debian/Ubuntu: apt install adb) and put adb on PATH",
+            )
         command = [adb, *(["-s", self.serial()] if with_serial else []), *args]
         timeout_s = timeout_s or self.timeout_s
         try:
-            return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                                  timeout=timeout_s)
+            return subprocess.run(
+                command, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=timeout_s
+            )
         except subprocess.TimeoutExpired:
             raise DeviceError(
                 f"adb {what} on {self.label} took longer than {timeout_s:.0f} s",

@@ -76,24 +76,45 @@ class AgentSession:
         )
 
     def bench(
-        self, model: Path, runtime: str, *, threads: int | None, warmup: int, runs: int, batch: int = 1,
-        on_progress: ProgressCallback | None = None, power: dict[str, Any] | None = None,
+        self,
+        model: Path,
+        runtime: str,
+        *,
+        threads: int | None,
+        warmup: int,
+        runs: int,
+        batch: int = 1,
+        on_progress: ProgressCallback | None = None,
+        power: dict[str, Any] | None = None,
         precision: str | None = None,
     ) -> dict[str, Any]:
         """Per-run wall times; with `power` ({sensor, interval_ms, idle_s}) also the sensor's raw samples under
         result["power"], for edgeprune.latency.energy to turn into energy. `precision` is a load-time hint for
         runtimes that choose their compute precision (openvino: fp32 | fp16 | bf16); None: the runtime's default
         as the agent resolves it (openvino: fp32)."""
-        args = {"model": self.put_model(model), "runtime": runtime, "threads": threads, "warmup": warmup,
-                "runs": runs, "batch": batch}
+        args = {
+            "model": self.put_model(model),
+            "runtime": runtime,
+            "threads": threads,
+            "warmup": warmup,
+            "runs": runs,
+            "batch": batch,
+        }
         if power:
             args["power"] = power
         if precision is not None:
             args["precision"] = precision
         return self.request("bench", args, on_progress)
 
-    def run(self, model: Path, runtime: str, feeds: dict[str, np.ndarray], *, threads: int | None,
-            precision: str | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        model: Path,
+        runtime: str,
+        feeds: dict[str, np.ndarray],
+        *,
+        threads: int | None,
+        precision: str | None = None,
+    ) -> dict[str, np.ndarray]:
         inputs = {}
         for i, (name, value) in enumerate(feeds.items()):
             local = self._scratch / f"in{i}.npy"
@@ -106,9 +127,17 @@ class AgentSession:
         return {name: np.load(self.transport.fetch(path, self._scratch)) for name, path in result["outputs"].items()}
 
     def build_engine(
-        self, onnx: Path, *, precision: str = "fp32", calibration: Path | None = None,
-        calibration_batch: int | None = None, workspace_mb: int | None = None, batch: int = 1, out: str | None = None,
-        float_layers: list[str] | None = None, on_progress: ProgressCallback | None = None,
+        self,
+        onnx: Path,
+        *,
+        precision: str = "fp32",
+        calibration: Path | None = None,
+        calibration_batch: int | None = None,
+        workspace_mb: int | None = None,
+        batch: int = 1,
+        out: str | None = None,
+        float_layers: list[str] | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
         """Build a TensorRT engine ON the device from `onnx` (see targets/agent_tensorrt.py). `calibration` (int8
         only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
@@ -118,8 +147,12 @@ class AgentSession:
         args: dict[str, Any] = {"onnx": self.put_model(onnx), "precision": precision, "batch": batch}
         if calibration is not None:
             args["calibration"] = self.transport.put(Path(calibration))
-        for key, value in (("calibration_batch", calibration_batch), ("workspace_mb", workspace_mb), ("out", out),
-                           ("float_layers", float_layers or None)):
+        for key, value in (
+            ("calibration_batch", calibration_batch),
+            ("workspace_mb", workspace_mb),
+            ("out", out),
+            ("float_layers", float_layers or None),
+        ):
             if value is not None:
                 args[key] = value
         return self.request("build-engine", args, on_progress)
@@ -127,8 +160,9 @@ class AgentSession:
     def put_model(self, model: Path) -> str:
         """Put a model file and the files it needs beside it (an OpenVINO IR's .bin, an ONNX's external data)."""
         model = Path(model)
-        for companion in (model.with_suffix(".bin"),) if model.suffix == ".xml" else (
-                model.with_name(model.name + ".data"),):
+        for companion in (
+            (model.with_suffix(".bin"),) if model.suffix == ".xml" else (model.with_name(model.name + ".data"),)
+        ):
             if companion.is_file():
                 self.transport.put(companion)
         return self.transport.put(model)
@@ -149,8 +183,10 @@ class AgentSession:
                 continue
             if not message.get("ok"):
                 if message.get("error_type") == "internal":
-                    raise AgentBug(f"the agent on {self.transport.label} failed {cmd} with an internal error: "
-                                   f"{message.get('error')}\n{self._stderr_tail(_TRACEBACK_LINES)}")
+                    raise AgentBug(
+                        f"the agent on {self.transport.label} failed {cmd} with an internal error: "
+                        f"{message.get('error')}\n{self._stderr_tail(_TRACEBACK_LINES)}"
+                    )
                 raise DeviceError(f"agent on {self.transport.label} failed {cmd}: {message.get('error')}")
             return message["result"]
 

@@ -19,17 +19,34 @@ from dataclasses import dataclass
 
 _NUM = r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
 _SUMMARIES = (
-    ("current", re.compile(rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, "
-                           rf"Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}")),
-    ("inference", re.compile(rf"Average inference timings in us: Warmup: {_NUM}, (?:Init: {_NUM}, )?"
-                             rf"Inference: {_NUM}")),
-    ("no_stats", re.compile(rf"Average inference timings in us: Warmup: {_NUM}, (?:Init: {_NUM}, )?"
-                            rf"no stats: {_NUM}")),
+    (
+        "current",
+        re.compile(
+            rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, "
+            rf"Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}"
+        ),
+    ),
+    (
+        "inference",
+        re.compile(
+            rf"Average inference timings in us: Warmup: {_NUM}, (?:Init: {_NUM}, )?"
+            rf"Inference: {_NUM}"
+        ),
+    ),
+    (
+        "no_stats",
+        re.compile(
+            rf"Average inference timings in us: Warmup: {_NUM}, (?:Init: {_NUM}, )?"
+            rf"no stats: {_NUM}"
+        ),
+    ),
 )
 _STATS_START = re.compile(r"(?:^|\s)((?:count|curr)=\S.*)$")
 _PAIR = re.compile(rf"(\w+)={_NUM}(\(all same\))?")
-_MEMORY = re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
-                     rf"init={_NUM} overall={_NUM}")
+_MEMORY = re.compile(
+    rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
+    rf"init={_NUM} overall={_NUM}"
+)
 _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUM}")
 
 
@@ -87,7 +104,7 @@ def parse_stats_line(line: str) -> RunStats:
     if set(pairs) - allowed:
         raise BenchmarkOutputError(f"unknown fields {sorted(set(pairs) - allowed)} in {line.strip()!r}")
     if pairs["count"] >= 1 and "avg" not in pairs:  # "count=N curr=X" / "(all same)": every run took curr
-        pairs.update({k: pairs["curr"] for k in ("first", "min", "max", "avg")}, std=0.0)
+        pairs.update(dict.fromkeys(("first", "min", "max", "avg"), pairs["curr"]), std=0.0)
     return RunStats(count=int(pairs["count"]), **{f"{k}_us": pairs.get(k) for k in sorted(allowed - {"count"})})
 
 
@@ -117,8 +134,9 @@ def parse_benchmark_model_output(text: str) -> BenchmarkModelResult:
             last_error = line.strip()
     if summary is None:
         hint = f"; last error: {last_error!r}" if last_error else ""
-        raise BenchmarkOutputError(f"benchmark_model printed no 'inference timings in us' summary (it did not "
-                                   f"finish){hint}")
+        raise BenchmarkOutputError(
+            f"benchmark_model printed no 'inference timings in us' summary (it did not finish){hint}"
+        )
     fmt, m = summary
     if fmt == "current":
         init, first, warm, inf = (float(g) for g in m.groups())
@@ -126,7 +144,14 @@ def parse_benchmark_model_output(text: str) -> BenchmarkModelResult:
         warm, init, inf = (None if g is None else float(g) for g in m.groups())
         first = None
     return BenchmarkModelResult(
-        format=fmt, init_us=init, first_inference_us=first, warmup_avg_us=warm, inference_avg_us=inf,
-        warmup=stats[0] if len(stats) >= 2 else None, inference=stats[-1] if stats else None,
-        init_mem_mb=memory[0] if memory else None, overall_mem_mb=memory[1] if memory else None, peak_mem_mb=peak,
+        format=fmt,
+        init_us=init,
+        first_inference_us=first,
+        warmup_avg_us=warm,
+        inference_avg_us=inf,
+        warmup=stats[0] if len(stats) >= 2 else None,
+        inference=stats[-1] if stats else None,
+        init_mem_mb=memory[0] if memory else None,
+        overall_mem_mb=memory[1] if memory else None,
+        peak_mem_mb=peak,
     )

@@ -24,8 +24,18 @@ CONNECTION_KINDS = ("local", "ssh", "adb")
 SENSORS = ("ina3221", "tegrastats", "pmic_read_adc", "odpm", "battery", "rapl", "nvml")
 
 _TOP_KEYS = {
-    "name", "description", "runtime", "precision", "threads", "connection", "power", "hardware",
-    "setup", "throttle", "channel_step", "runtimes",
+    "name",
+    "description",
+    "runtime",
+    "precision",
+    "threads",
+    "connection",
+    "power",
+    "hardware",
+    "setup",
+    "throttle",
+    "channel_step",
+    "runtimes",
 }
 _FACT_KEYS = ("value", "source")
 
@@ -61,7 +71,9 @@ def _parse(data: Any, path: Path) -> TargetProfile:
         raise ConfigError(f"target profile {path} is not a mapping", expected="keys " + ", ".join(sorted(_TOP_KEYS)))
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"target profile {path} has unknown keys {sorted(unknown)}", expected=", ".join(sorted(_TOP_KEYS)))
+        raise ConfigError(
+            f"target profile {path} has unknown keys {sorted(unknown)}", expected=", ".join(sorted(_TOP_KEYS))
+        )
     for key in ("name", "runtime"):
         if not data.get(key):
             raise ConfigError(f"target profile {path} lacks '{key}'")
@@ -99,9 +111,11 @@ def with_runtime(profile: TargetProfile, runtime: str | None) -> TargetProfile:
     if runtime not in KNOWN_RUNTIMES:
         raise UnknownName("runtime", runtime, KNOWN_RUNTIMES)
     if runtime not in profile.can_run():
-        raise ConfigError(f"target {profile.name} does not declare runtime {runtime}",
-                          expected=" | ".join(profile.can_run()),
-                          fix=f"pick one of those, or add {runtime} to 'runtimes' in {profile.source_file or 'its profile'}")
+        raise ConfigError(
+            f"target {profile.name} does not declare runtime {runtime}",
+            expected=" | ".join(profile.can_run()),
+            fix=f"pick one of those, or add {runtime} to 'runtimes' in {profile.source_file or 'its profile'}",
+        )
     return dataclasses.replace(profile, runtime=runtime)
 
 
@@ -158,7 +172,9 @@ def _setup(data: dict, path: Path) -> SetupCommands:
     setup = _section(data, "setup", path, ("pin_clocks", "restore", "source"))
     commands = {key: _commands(setup.get(key), path, f"setup.{key}") for key in ("pin_clocks", "restore")}
     if (commands["pin_clocks"] or commands["restore"]) and not setup.get("source"):
-        raise ConfigError(f"{path}: setup has commands but no source", expected="setup.source: <the document they come from>")
+        raise ConfigError(
+            f"{path}: setup has commands but no source", expected="setup.source: <the document they come from>"
+        )
     _check_str(setup, "source", path, "setup.source")
     return SetupCommands(**commands, source=setup.get("source") or "")
 
@@ -168,9 +184,12 @@ def _throttle(data: dict, path: Path) -> ThrottleCheck:
     for key in throttle:
         _check_str(throttle, key, path, f"throttle.{key}")
     if (throttle.get("command") or throttle.get("temperature")) and not throttle.get("source"):
-        raise ConfigError(f"{path}: throttle has a check but no source", expected="throttle.source: <the document it comes from>")
-    return ThrottleCheck(command=throttle.get("command"), temperature=throttle.get("temperature"),
-                         source=throttle.get("source") or "")
+        raise ConfigError(
+            f"{path}: throttle has a check but no source", expected="throttle.source: <the document it comes from>"
+        )
+    return ThrottleCheck(
+        command=throttle.get("command"), temperature=throttle.get("temperature"), source=throttle.get("source") or ""
+    )
 
 
 def _channel_step(data: dict, path: Path) -> Fact | None:
@@ -191,12 +210,20 @@ def _section(data: dict, key: str, path: Path, allowed: tuple[str, ...]) -> dict
 def _fact(value: Any, path: Path, where: str, *, required: bool = False) -> Fact | None:
     if value is None and not required:
         return None
-    if not isinstance(value, dict) or "value" not in value or not isinstance(value.get("source"), str) \
-            or not value["source"].strip():
-        raise ConfigError(f"{path}: {where} has no source", expected="{value: ..., source: <where the number comes from>}")
+    if (
+        not isinstance(value, dict)
+        or "value" not in value
+        or not isinstance(value.get("source"), str)
+        or not value["source"].strip()
+    ):
+        raise ConfigError(
+            f"{path}: {where} has no source", expected="{value: ..., source: <where the number comes from>}"
+        )
     if set(value) - set(_FACT_KEYS):
-        raise ConfigError(f"{path}: {where} has unexpected keys {sorted(set(value) - set(_FACT_KEYS))}",
-                          expected="{value: ..., source: ...}")
+        raise ConfigError(
+            f"{path}: {where} has unexpected keys {sorted(set(value) - set(_FACT_KEYS))}",
+            expected="{value: ..., source: ...}",
+        )
     if not isinstance(value["value"], (str, int, float)) or isinstance(value["value"], bool):
         raise ConfigError(f"{path}: {where} value must be a string or a number, not {value['value']!r}")
     return Fact(value=value["value"], source=value["source"].strip())

@@ -86,12 +86,14 @@ class SshTransport(Transport):
                 raise DeviceError(
                     f"no {self.python} on {self.where}",
                     fix="install Python >= 3.6 with numpy and the runtime on the device, or name its interpreter "
-                        "with connection.python in the profile or EDGEPRUNE_REMOTE_PYTHON",
+                    "with connection.python in the profile or EDGEPRUNE_REMOTE_PYTHON",
                 )
             version = tuple(int(p) for p in self._remote_python.split(".")[:2] if p.isdigit())
             if version < _MIN_PYTHON:
-                raise DeviceError(f"{self.python} on {self.where} is Python {self._remote_python}; the agent needs "
-                                  f">= 3.6", fix="name a newer interpreter with EDGEPRUNE_REMOTE_PYTHON")
+                raise DeviceError(
+                    f"{self.python} on {self.where} is Python {self._remote_python}; the agent needs >= 3.6",
+                    fix="name a newer interpreter with EDGEPRUNE_REMOTE_PYTHON",
+                )
             remote_dir = f"{self._base}/agent-{_agent_sha()}"
             if not self._agent_present:
                 self._run(["mkdir", "-p", remote_dir], what="making the agent's directory")
@@ -100,8 +102,9 @@ class SshTransport(Transport):
                 self._agent_present = True
             line = "exec " + shell_line([self.python, "-u", f"{remote_dir}/agent.py"])
             command = [*self._ssh(), "--", self.connection.host, line]
-            return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=open(stderr_log, "wb"))
+            return subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb")
+            )
         except BaseException:
             self.close()
             raise
@@ -180,8 +183,10 @@ class SshTransport(Transport):
         if self._control_dir is not None:
             return
         if shutil.which("ssh") is None:
-            raise DeviceError("the OpenSSH client `ssh` is not installed on this machine",
-                              fix="install it (Debian/Ubuntu: apt install openssh-client)")
+            raise DeviceError(
+                "the OpenSSH client `ssh` is not installed on this machine",
+                fix="install it (Debian/Ubuntu: apt install openssh-client)",
+            )
         self._control_dir = Path(tempfile.mkdtemp(prefix="edgeprune-ssh-", dir=_short_temp_dir()))
         self._stop_master = weakref.finalize(
             self, _stop_master, [*self._ssh(), "-O", "exit", "--", self.connection.host], self._control_dir
@@ -190,11 +195,18 @@ class SshTransport(Transport):
         command = [*self._ssh(master=True), "-N", "-f", "--", self.connection.host]
         with open(log, "wb") as stderr:  # a file, not a pipe: the backgrounded master keeps it open
             try:
-                proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                      timeout=self.connect_timeout_s + 30)
+                proc = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    timeout=self.connect_timeout_s + 30,
+                )
             except subprocess.TimeoutExpired:
-                raise DeviceError(f"ssh to {self.where} did not finish logging in within "
-                                  f"{self.connect_timeout_s + 30} s", fix=self._reach_fix) from None
+                raise DeviceError(
+                    f"ssh to {self.where} did not finish logging in within {self.connect_timeout_s + 30} s",
+                    fix=self._reach_fix,
+                ) from None
         if proc.returncode != 0:
             raise self._ssh_failure(log.read_text(errors="replace"))
 
@@ -203,8 +215,12 @@ class SshTransport(Transport):
             return False
         check = [*self._ssh(), "-O", "check", "--", self.connection.host]
         try:
-            return subprocess.run(check, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=5).returncode == 0
+            return (
+                subprocess.run(
+                    check, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5
+                ).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             return False
 
@@ -218,8 +234,10 @@ class SshTransport(Transport):
             key, _, value = line.partition("=")
             facts[key] = value
         if not facts.get("session"):
-            raise DeviceError(f"could not make a work directory on {self.where}",
-                              fix="check that the device's login shell is a POSIX sh")
+            raise DeviceError(
+                f"could not make a work directory on {self.where}",
+                fix="check that the device's login shell is a POSIX sh",
+            )
         self._session = facts["session"]
         self._base = self._session.rsplit("/", 1)[0]
         self._remote_python = facts.get("python", "")
@@ -228,19 +246,27 @@ class SshTransport(Transport):
     def _upload(self, local: Path, remote: str) -> None:
         timeout_s = COMMAND_TIMEOUT_S + local.stat().st_size / _UPLOAD_BYTES_PER_S
         with open(local, "rb") as content:
-            self._run(["sh", "-c", _RECEIVE, "sh", remote], stdin=content, what=f"copying {local.name}",
-                      timeout_s=timeout_s)
+            self._run(
+                ["sh", "-c", _RECEIVE, "sh", remote], stdin=content, what=f"copying {local.name}", timeout_s=timeout_s
+            )
 
-    def _run(self, remote: Sequence[str], *, what: str, stdin=None, stdout=None,
-             timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+    def _run(
+        self, remote: Sequence[str], *, what: str, stdin=None, stdout=None, timeout_s: float = COMMAND_TIMEOUT_S
+    ) -> str:
         """Run one remote command over the master connection; its stdout (unless redirected) as text."""
         command = [*self._ssh(), "--", self.connection.host, shell_line(remote)]
         try:
-            proc = subprocess.run(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=timeout_s)
+            proc = subprocess.run(
+                command,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"{what} on {self.where} took longer than {timeout_s:.0f} s", fix=self._reach_fix) from None
+            raise DeviceError(
+                f"{what} on {self.where} took longer than {timeout_s:.0f} s", fix=self._reach_fix
+            ) from None
         stderr = proc.stderr.decode(errors="replace")
         if proc.returncode == 255:
             raise self._ssh_failure(stderr)
@@ -253,25 +279,29 @@ class SshTransport(Transport):
         line = _last_line(stderr)
         text = stderr.lower()
         if "connection refused" in text:
-            return DeviceError(f"cannot reach {self.where}: connection refused ({line})",
-                               fix="check that the device is on and runs sshd, and its address and port "
-                                   "(--host/--port or EDGEPRUNE_HOST/EDGEPRUNE_PORT)")
+            return DeviceError(
+                f"cannot reach {self.where}: connection refused ({line})",
+                fix="check that the device is on and runs sshd, and its address and port "
+                "(--host/--port or EDGEPRUNE_HOST/EDGEPRUNE_PORT)",
+            )
         if any(s in text for s in ("timed out", "no route to host", "network is unreachable")):
             return DeviceError(f"cannot reach {self.where} ({line})", fix=self._reach_fix)
         if "could not resolve hostname" in text or "name or service not known" in text:
-            return DeviceError(f"cannot resolve the host of {self.where} ({line})",
-                               fix="check the name, or add a Host entry for it to ~/.ssh/config")
+            return DeviceError(
+                f"cannot resolve the host of {self.where} ({line})",
+                fix="check the name, or add a Host entry for it to ~/.ssh/config",
+            )
         if "host key verification failed" in text or "identification has changed" in text:
             return DeviceError(
                 f"the host key of {self.where} is unknown or has changed, and ssh refused it",
                 fix=f"connect once with `{self.pasteable()}` to check and accept it (edgeprune keeps your "
-                    "StrictHostKeyChecking setting)",
+                "StrictHostKeyChecking setting)",
             )
         if "permission denied" in text or "too many authentication failures" in text:
             return DeviceError(
                 f"ssh login to {self.where} was refused (no accepted key)",
                 fix="edgeprune logs in with keys only: run `ssh-copy-id` for the device, or name the key with "
-                    "connection.key or EDGEPRUNE_SSH_KEY",
+                "connection.key or EDGEPRUNE_SSH_KEY",
             )
         return DeviceError(f"ssh to {self.where} failed: {line or 'no message from ssh'}", fix=self._reach_fix)
 
@@ -301,16 +331,18 @@ class SshTransport(Transport):
 def _stop_master(command: list[str], control_dir: Path) -> None:
     if (control_dir / "c").exists():
         try:
-            subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=5)
+            subprocess.run(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5
+            )
         except (subprocess.TimeoutExpired, OSError):
             pass
     shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip() and not line.startswith("Warning: Permanently added")]
+    lines = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")
+    ]
     return lines[-1][:300] if lines else ""
 
 

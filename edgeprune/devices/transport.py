@@ -36,7 +36,7 @@ class Transport(ABC):
     def fetch(self, remote: str, local_dir: Path) -> Path:
         """Bring a device file to the host; returns its host path."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: a transport without connections has nothing to release)
         """Release connections and device-side scratch files. Safe to call twice."""
 
     def agent_died(self, code: int, last_words: str) -> DeviceError:
@@ -125,7 +125,8 @@ def resolve_connection(
         if name not in applicable:
             raise ConfigError(
                 f"--{name.replace('_', '-')} does not apply to target {profile.name}, which connects over "
-                f"{connection.kind}", fix=_kind_fix(connection.kind),
+                f"{connection.kind}",
+                fix=_kind_fix(connection.kind),
             )
         values[name] = _port(value, f"--{name}") if name == "port" else value
     resolved = dataclasses.replace(connection, **values)
@@ -166,11 +167,15 @@ def _check(connection: Connection, target: str) -> None:
         for name in ("host", "user"):
             value = getattr(connection, name)
             if value is not None and (value.startswith("-") or not value.strip() or any(c.isspace() for c in value)):
-                raise ConfigError(f"ssh {name} {value!r} of target {target} is not a {name} name",
-                                  expected="no spaces and no leading '-'")
+                raise ConfigError(
+                    f"ssh {name} {value!r} of target {target} is not a {name} name",
+                    expected="no spaces and no leading '-'",
+                )
     if connection.kind == "adb" and connection.serial is not None and connection.serial.startswith("-"):
-        raise ConfigError(f"adb serial {connection.serial!r} of target {target} starts with '-'",
-                          fix="pass the serial `adb devices` lists")
+        raise ConfigError(
+            f"adb serial {connection.serial!r} of target {target} starts with '-'",
+            fix="pass the serial `adb devices` lists",
+        )
 
 
 def shell_line(args: Sequence[object]) -> str:

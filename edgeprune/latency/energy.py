@@ -34,12 +34,19 @@ def power_request(profile: TargetProfile, interval_ms: float | None = None, idle
     """What the agent's `bench` is asked to sample for this target, or None when it has no sensor."""
     if not profile.power.sensor:
         return None
-    return {"sensor": profile.power.sensor, "interval_ms": interval_ms or DEFAULT_INTERVAL_MS,
-            "idle_s": DEFAULT_IDLE_S if idle_s is None else idle_s}
+    return {
+        "sensor": profile.power.sensor,
+        "interval_ms": interval_ms or DEFAULT_INTERVAL_MS,
+        "idle_s": DEFAULT_IDLE_S if idle_s is None else idle_s,
+    }
 
 
 def energy_for(
-    profile: TargetProfile, median_ms: float, batch: int = 1, *, power: dict[str, Any] | None = None,
+    profile: TargetProfile,
+    median_ms: float,
+    batch: int = 1,
+    *,
+    power: dict[str, Any] | None = None,
     runs: int | None = None,
 ) -> EnergyFigure:
     """mJ per inference (per sample when batch > 1). `power` is the agent's bench result["power"] and `runs` the
@@ -48,12 +55,20 @@ def energy_for(
     spec = profile.power
     if spec.sensor:
         if power is None:
-            return EnergyFigure("unavailable", None, None,
-                                f"no {spec.sensor} samples came back from the device (the agent was not asked for "
-                                f"power, or is too old to sample it)")
+            return EnergyFigure(
+                "unavailable",
+                None,
+                None,
+                f"no {spec.sensor} samples came back from the device (the agent was not asked for "
+                f"power, or is too old to sample it)",
+            )
         if not power.get("available", True):
-            return EnergyFigure("unavailable", None, None,
-                                f"the {spec.sensor} sensor cannot be read on the device: {power.get('reason')}")
+            return EnergyFigure(
+                "unavailable",
+                None,
+                None,
+                f"the {spec.sensor} sensor cannot be read on the device: {power.get('reason')}",
+            )
         if not runs:
             raise ValueError("measured energy needs the number of timed runs")
         try:
@@ -68,7 +83,9 @@ def energy_for(
             watts,
             f"{watts} W × median latency; power figure from {spec.estimate_w.source}",
         )
-    return EnergyFigure("unavailable", None, None, f"target {profile.name} has no power sensor and no sourced power figure")
+    return EnergyFigure(
+        "unavailable", None, None, f"target {profile.name} has no power sensor and no sourced power figure"
+    )
 
 
 def measure(power: dict[str, Any], *, runs: int, batch: int = 1, rails: tuple[str, ...] = ()) -> EnergyFigure:
@@ -92,11 +109,21 @@ def measure(power: dict[str, Any], *, runs: int, batch: int = 1, rails: tuple[st
     gross_mj = gross_j * 1000.0 / inferences
     net_mj = (gross_j - idle_w * run_s) * 1000.0 / inferences if idle_w is not None else None
     detail = EnergyDetail(
-        sensor=trace.sensor, rails=trace.rails, rail_rule=trace.rail_rule,
+        sensor=trace.sensor,
+        rails=trace.rails,
+        rail_rule=trace.rail_rule,
         method="difference of energy counters" if trace.kind == "energy" else "trapezoid over power samples",
-        interval_ms=interval_s * 1000.0, achieved_interval_ms=None if spacing is None else spacing * 1000.0,
-        n_samples_run=n_run, n_samples_idle=n_idle, run_s=run_s, idle_s=idle_s, inferences=inferences,
-        gross_mj=gross_mj, net_mj=net_mj, power_w=gross_j / run_s, idle_power_w=idle_w,
+        interval_ms=interval_s * 1000.0,
+        achieved_interval_ms=None if spacing is None else spacing * 1000.0,
+        n_samples_run=n_run,
+        n_samples_idle=n_idle,
+        run_s=run_s,
+        idle_s=idle_s,
+        inferences=inferences,
+        gross_mj=gross_mj,
+        net_mj=net_mj,
+        power_w=gross_j / run_s,
+        idle_power_w=idle_w,
         basis="net" if net_mj is not None else "gross",
     )
     return EnergyFigure("measured", net_mj if net_mj is not None else gross_mj, detail.power_w, _note(detail), detail)
@@ -113,10 +140,12 @@ def window_energy(trace: PowerTrace, t0: float, t1: float, interval_s: float) ->
     if len(inside) < 2:
         raise SensorError(
             f"only {len(inside)} {trace.sensor} sample(s) fell in a {t1 - t0:.3f} s window at a {interval_s * 1000:.0f} ms "
-            f"interval: run more inferences (--runs) or sample faster")
+            f"interval: run more inferences (--runs) or sample faster"
+        )
     if t[0] > t0 + interval_s or t[-1] < t1 - interval_s:
-        raise SensorError(f"the {trace.sensor} samples ({t[0]:.3f} .. {t[-1]:.3f} s) do not cover the window "
-                          f"{t0:.3f} .. {t1:.3f} s")
+        raise SensorError(
+            f"the {trace.sensor} samples ({t[0]:.3f} .. {t[-1]:.3f} s) do not cover the window {t0:.3f} .. {t1:.3f} s"
+        )
     spacing = float(np.median(np.diff(inside))) if len(inside) > 1 else None
     if trace.kind == "energy":
         e0, e1 = np.interp([t0, t1], t, v)
@@ -127,14 +156,18 @@ def window_energy(trace: PowerTrace, t0: float, t1: float, interval_s: float) ->
 
 
 def _note(d: EnergyDetail) -> str:
-    text = (f"measured with {d.sensor} ({'+'.join(d.rails)}: {d.rail_rule}); {d.method}, {d.n_samples_run} samples "
-            f"over {d.run_s:.2f} s")
+    text = (
+        f"measured with {d.sensor} ({'+'.join(d.rails)}: {d.rail_rule}); {d.method}, {d.n_samples_run} samples "
+        f"over {d.run_s:.2f} s"
+    )
     if d.achieved_interval_ms is not None:
         text += f" every {d.achieved_interval_ms:.0f} ms (asked {d.interval_ms:.0f})"
     text += f"; gross {d.gross_mj:.3f} mJ/inference at {d.power_w:.3f} W over {d.inferences} inferences"
     if d.net_mj is not None:
-        text += (f"; net of idle {d.net_mj:.3f} mJ/inference (idle {d.idle_power_w:.3f} W from {d.n_samples_idle} "
-                 f"samples over {d.idle_s:.2f} s)")
+        text += (
+            f"; net of idle {d.net_mj:.3f} mJ/inference (idle {d.idle_power_w:.3f} W from {d.n_samples_idle} "
+            f"samples over {d.idle_s:.2f} s)"
+        )
         if d.net_mj <= 0:
             text += "; net <= 0: the load's power is within the idle noise, read the gross figure"
     else:

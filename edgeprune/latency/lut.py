@@ -23,7 +23,14 @@ from edgeprune.devices.transport import scratch_dir, transport_for
 from edgeprune.errors import ConfigError
 from edgeprune.latency.microbench import layer_uses, single_layer_onnx
 from edgeprune.latency.table import (
-    Calibration, EntryCache, LatencyTable, TableEntry, cache_root, device_key, measure_missing, needed_entries,
+    Calibration,
+    EntryCache,
+    LatencyTable,
+    TableEntry,
+    cache_root,
+    device_key,
+    measure_missing,
+    needed_entries,
 )  # fmt: skip
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
@@ -31,7 +38,9 @@ from edgeprune.types import LatencyStats, Record, TargetProfile
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
-LAYER_PASSES = 2  # each layer timed twice, far apart in time; the faster median is kept (slow spells of shared machines)
+LAYER_PASSES = (
+    2  # each layer timed twice, far apart in time; the faster median is kept (slow spells of shared machines)
+)
 # End-to-end models are timed in interleaved rounds, at least ROUNDS, and more while they fit in ROUNDS_TIME_S (at
 # most MAX_ROUNDS); the median round counts. Sub-millisecond models vary by 50-200 % run to run on a shared 2-core
 # VM, so their few seconds per round buy precision cheaply; a 100 ms detector stays at ROUNDS.
@@ -144,19 +153,27 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
     with AgentSession(transport_for(target)) as agent:
         device = agent.info(target.name, target.runtime)
         threads = threads or target.threads or device.cpu_count
-        cache = EntryCache((cache_dir or cache_root() / "lut") / f"{device_key(device, threads, target.precision)}.jsonl")
+        cache = EntryCache(
+            (cache_dir or cache_root() / "lut") / f"{device_key(device, threads, target.precision)}.jsonl"
+        )
 
         def measure(signature, cin, cout) -> TableEntry:
             path = single_layer_onnx(signature, cin, cout, scratch / "layer.onnx")
             timed = agent.bench(path, target.runtime, threads=threads, warmup=LAYER_WARMUP, runs=LAYER_RUNS)
-            stats = LatencyStats.from_samples(timed["timings_ms"], warmup=LAYER_WARMUP, runtime=timed["runtime"],
-                                              runtime_version=timed["runtime_version"], threads=timed["threads"])
+            stats = LatencyStats.from_samples(
+                timed["timings_ms"],
+                warmup=LAYER_WARMUP,
+                runtime=timed["runtime"],
+                runtime_version=timed["runtime_version"],
+                threads=timed["threads"],
+            )
             return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed["runtime"],
                               timed["threads"])  # fmt: skip
 
         with progress.task(f"latency table on {target.name}", len(needed) * LAYER_PASSES) as update:
-            entries, measured_now, remeasured = measure_missing(needed, cache, measure,
-                                                                lambda done, total: update(done), LAYER_PASSES)
+            entries, measured_now, remeasured = measure_missing(
+                needed, cache, measure, lambda done, total: update(done), LAYER_PASSES
+            )
         table = LatencyTable(entries)
         artifacts = [backend.export(variant, scratch / name, target.precision) for name, _, variant in models]
         rounds: list[list[list[float]]] = [[] for _ in models]
@@ -202,7 +219,9 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
     ]  # fmt: skip
     table = table.calibrated(sums[:n_fit], [v.measured_ms for v in results[:n_fit]],
                              [len(uses) for uses in variant_uses[:n_fit]])  # fmt: skip
-    results = tuple(dataclasses.replace(v, predicted_ms=table.predict_ms(uses)) for v, uses in zip(results, variant_uses))
+    results = tuple(
+        dataclasses.replace(v, predicted_ms=table.predict_ms(uses)) for v, uses in zip(results, variant_uses)
+    )
     errors = [abs(v.error) for v in results if v.role == "evaluation"]
     report = LutReport(
         model=model.spec, target=target.name, device_key=cache.path.stem, runtime=target.runtime, threads=threads,
@@ -225,7 +244,7 @@ def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> li
     ranking, so layers keep different widths) and, where the model has residual blocks, a random number of them
     removed (lowest γ first)."""
     from edgeprune.prune.channels import prune_channels
-    from edgeprune.prune.depth import remove_blocks, removable_blocks
+    from edgeprune.prune.depth import removable_blocks, remove_blocks
 
     try:
         removable = len(removable_blocks(model))

@@ -158,7 +158,10 @@ def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels:
     if signature.kind == "linear":
         in_shape, out_shape = [signature.height, in_channels], [signature.height, out_channels]
         weight = rng.standard_normal((out_channels, in_channels), dtype=np.float32) / math.sqrt(in_channels)
-        inits += [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(np.zeros(out_channels, np.float32), "B")]
+        inits += [
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(np.zeros(out_channels, np.float32), "B"),
+        ]
         nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["y0"], transB=1))
     else:
         groups = in_channels if signature.kind == "depthwise" else signature.groups
@@ -166,7 +169,10 @@ def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels:
         kh, kw = signature.kernel
         weight = rng.standard_normal((out_channels, in_channels // groups, kh, kw), dtype=np.float32)
         weight /= math.sqrt(in_channels // groups * kh * kw)
-        inits += [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(np.zeros(out_channels, np.float32), "B")]
+        inits += [
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(np.zeros(out_channels, np.float32), "B"),
+        ]
         ph, pw = signature.padding
         nodes.append(helper.make_node(
             "Conv", ["x", "W", "B"], ["y0"], kernel_shape=[kh, kw], strides=list(signature.stride),

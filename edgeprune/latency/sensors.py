@@ -51,8 +51,10 @@ def parse_tegrastats_line(line: str) -> TegrastatsReading:
     rails = {m.group(1): m for m in _TEGRA_RAIL.finditer(line) if m.group(1) != "NC"}
     if not rails:
         if re.search(r"\bRAM \d+/\d+MB", line):
-            raise SensorError(f"tegrastats line has no power rails (on Jetson Orin tegrastats prints them only "
-                              f"when run as root): {_quote(line)}")
+            raise SensorError(
+                f"tegrastats line has no power rails (on Jetson Orin tegrastats prints them only "
+                f"when run as root): {_quote(line)}"
+            )
         raise SensorError(f"not a tegrastats line: {_quote(line)}")
     return TegrastatsReading(
         rails_w={name: int(m.group(2)) / 1000.0 for name, m in rails.items()},
@@ -109,7 +111,8 @@ def parse_pmic_read_adc(text: str) -> PmicReading:
     paired = [name for name in current if name in volt]
     return PmicReading(
         rails_w={name: current[name] * volt[name] for name in paired},
-        current_a=current, volt_v=volt,
+        current_a=current,
+        volt_v=volt,
         voltage_only=tuple(sorted(set(volt) - set(current))),
     )
 
@@ -153,8 +156,10 @@ def battery_power_w(status: str, current_now: str, voltage_now: str) -> float:
     line = f"status={status!r} current_now={current_now!r} voltage_now={voltage_now!r}"
     ua, uv = _number(current_now, "current_now", line), _number(voltage_now, "voltage_now", line)
     if status.strip() != "Discharging":
-        raise SensorError(f"battery status is {status.strip()!r}, not 'Discharging': while it charges its current "
-                          f"is not the device's draw (unplug USB power, e.g. use adb over Wi-Fi)")
+        raise SensorError(
+            f"battery status is {status.strip()!r}, not 'Discharging': while it charges its current "
+            f"is not the device's draw (unplug USB power, e.g. use adb over Wi-Fi)"
+        )
     return abs(ua) * 1e-6 * abs(uv) * 1e-6
 
 
@@ -189,9 +194,14 @@ def unwrap_counter(values: Sequence[float], max_range: float) -> np.ndarray:
 # --- device state ---------------------------------------------------------------------------------------------------
 # `vcgencmd get_throttled` bits, from the Raspberry Pi documentation (computers/os.adoc, get_throttled).
 THROTTLE_BITS = {
-    0: "under-voltage detected", 1: "arm frequency capped", 2: "currently throttled",
-    3: "soft temperature limit active", 16: "under-voltage has occurred", 17: "arm frequency capping has occurred",
-    18: "throttling has occurred", 19: "soft temperature limit has occurred",
+    0: "under-voltage detected",
+    1: "arm frequency capped",
+    2: "currently throttled",
+    3: "soft temperature limit active",
+    16: "under-voltage has occurred",
+    17: "arm frequency capping has occurred",
+    18: "throttling has occurred",
+    19: "soft temperature limit has occurred",
 }
 
 
@@ -209,7 +219,7 @@ def parse_nvpmodel_query(text: str) -> tuple[str, int | None]:
     m = re.search(r"NV Power Mode: *(\S+)", text)
     if not m:
         raise SensorError(f"not nvpmodel -q output: {_quote(text)}")
-    number = re.search(r"^\s*(\d+)\s*$", text[m.end():], re.MULTILINE)
+    number = re.search(r"^\s*(\d+)\s*$", text[m.end() :], re.MULTILINE)
     return m.group(1), int(number.group(1)) if number else None
 
 
@@ -251,7 +261,9 @@ def select_rails(available: Iterable[str], wanted: Sequence[str], default: str) 
     return tuple(names), "sum of all rails"
 
 
-def _sum_rails(per_rail: dict[str, tuple[list[float], list[float]]], rails: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _sum_rails(
+    per_rail: dict[str, tuple[list[float], list[float]]], rails: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Rails sampled at their own times summed on the union of the times (linear interpolation in between)."""
     grid = np.unique(np.concatenate([np.asarray(per_rail[r][0], dtype=np.float64) for r in rails]))
     total = np.zeros_like(grid)
@@ -314,9 +326,19 @@ def trace_from_agent(power: dict[str, Any], rails: Sequence[str] = ()) -> PowerT
         counts = np.array([[_number(v, "energy_uj", v) for v in raw] for _, raw in samples], dtype=np.float64)
         if counts.shape[1:] != (len(zones),):
             raise SensorError(f"RAPL samples have {counts.shape[1:]} values for {len(zones)} zones")
-        joules = np.stack([unwrap_counter(counts[:, i], _number(z["max_energy_range_uj"], "max_energy_range_uj",
-                                                                 str(z["max_energy_range_uj"])))
-                           for i, z in enumerate(zones)], axis=1) * 1e-6
+        joules = (
+            np.stack(
+                [
+                    unwrap_counter(
+                        counts[:, i],
+                        _number(z["max_energy_range_uj"], "max_energy_range_uj", str(z["max_energy_range_uj"])),
+                    )
+                    for i, z in enumerate(zones)
+                ],
+                axis=1,
+            )
+            * 1e-6
+        )
         parsed = [(t, dict(zip(names, row))) for (t, _), row in zip(samples, joules)]
     else:
         raise SensorError(f"no parser for sensor {sensor!r}")

@@ -180,7 +180,9 @@ class LatencyTable:
         c = self.calibration
         return c.scale * self.layers_sum_ms(uses) + c.per_layer_ms * len(uses) + c.offset_ms
 
-    def calibrated(self, sums_ms: list[float], measured_ms: list[float], layers: list[int] | None = None) -> LatencyTable:
+    def calibrated(
+        self, sums_ms: list[float], measured_ms: list[float], layers: list[int] | None = None
+    ) -> LatencyTable:
         """This table with a calibration fitted on (layer sum, measured latency) pairs, and the models' numbers
         of layers when given; one pair fits the scale alone. The per-layer term is fitted when the layer counts
         differ and at least four models were measured, and kept only when the fit keeps the scale positive."""
@@ -222,7 +224,9 @@ def measure_missing(
     everything measured before it."""
     cached = cache.load()
     first = [n for n in needed if (n[0].key, n[1], n[2]) not in cached]
-    total = len(first) + sum(max(0, passes - cached[(s.key, i, o)].passes) for s, i, o in needed if (s.key, i, o) in cached)
+    total = len(first) + sum(
+        max(0, passes - cached[(s.key, i, o)].passes) for s, i, o in needed if (s.key, i, o) in cached
+    )
     total += len(first) * (passes - 1)
     done = 0
     for signature, cin, cout in first:

@@ -75,7 +75,9 @@ def _load_checkpoint(path: Path, options: LoadOptions):
             fix="pass --trust-pickle only if you trust where the file came from",
         )
     if options.weights:
-        raise ModelError(f"{path} carries its own weights", fix="drop --weights, or build from a .yaml and pass --weights")
+        raise ModelError(
+            f"{path} carries its own weights", fix="drop --weights, or build from a .yaml and pass --weights"
+        )
     import torch
 
     # Read the pickle ourselves: ultralytics' loader renames some files (yolov5n.pt → yolov5nu.pt) and downloads.
@@ -91,7 +93,9 @@ def _load_checkpoint(path: Path, options: LoadOptions):
         raise ModelError(f"{path} is not a loadable ultralytics checkpoint: {str(exc).splitlines()[0][:160]}") from None
     model = (checkpoint.get("ema") or checkpoint.get("model")) if isinstance(checkpoint, dict) else None
     if not isinstance(model, torch.nn.Module):
-        raise ModelError(f"{path} holds no ultralytics model", expected="a dict with 'model' or 'ema' (as ultralytics saves)")
+        raise ModelError(
+            f"{path} holds no ultralytics model", expected="a dict with 'model' or 'ema' (as ultralytics saves)"
+        )
     return model.float()
 
 
@@ -101,8 +105,12 @@ def _build_from_yaml(path: Path, options: LoadOptions):
     if not path.is_file():
         packaged = names()
         if path.name not in packaged or path.parent != Path("."):
-            raise UnknownName("ultralytics model yaml", str(path), packaged,
-                              fix="give an existing .yaml path or a yaml packaged with ultralytics")
+            raise UnknownName(
+                "ultralytics model yaml",
+                str(path),
+                packaged,
+                fix="give an existing .yaml path or a yaml packaged with ultralytics",
+            )
     code = _code_in_yaml(path) if path.is_file() and not options.trust_code else None
     if code:
         raise untrusted_code(f"{path} {code}, which ultralytics runs as Python code when it builds the model", path)

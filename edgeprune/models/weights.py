@@ -36,8 +36,8 @@ def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
     from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device="cpu")
@@ -67,7 +67,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
             expected="a checkpoint holding {name: tensor} (optionally under 'state_dict' or 'model')",
         )
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 

@@ -59,7 +59,10 @@ def measure_sensitivity(loaded: LoadedModel, structure: Structure, criterion: st
     chunks = {key: c for key, c in chunks.items() if c > 0}
     todo = [("block", name) for name in structure.blocks] + [("group", key) for key in chunks]
     found: dict[str, dict[str, float]] = {"block": {}, "group": {}}
-    with torch.no_grad(), progress.task("measuring what each block and channel group is worth", total=len(todo)) as update:
+    with (
+        torch.no_grad(),
+        progress.task("measuring what each block and channel group is worth", total=len(todo)) as update,
+    ):
         for done, (kind, name) in enumerate(todo, 1):
             state = structure.initial()
             if kind == "block":

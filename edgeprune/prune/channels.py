@@ -14,8 +14,15 @@ from edgeprune.errors import ConfigError, ModelError
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
 from edgeprune.prune.groups import (
-    TRACING_ERRORS, check_channel_splits, check_traceable, dependency_graph, example_inputs, kept_layers, min_channels,
-    output_layers, untraceable,
+    TRACING_ERRORS,
+    check_channel_splits,
+    check_traceable,
+    dependency_graph,
+    example_inputs,
+    kept_layers,
+    min_channels,
+    output_layers,
+    untraceable,
 )  # fmt: skip
 from edgeprune.prune.rewrites import apply_rewrites, tied_parts
 from edgeprune.types import PrunePlan
@@ -106,7 +113,9 @@ def prune_channels_to(
             dep = group[0].dep
             root, handler = dep.target.module, dep.handler
             width = graph.get_out_channels(root)
-            named = [graph._module2name.get(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
+            named = [
+                graph._module2name.get(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)
+            ]
             key = next((name for name in named if name in widths), None)
             if key is None or width is None:
                 continue

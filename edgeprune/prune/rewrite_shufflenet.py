@@ -36,8 +36,10 @@ class ShuffleFreeStages(nn.Module):
         rows = {(producer, e): r for e in events for producer, r in _rows_read(reads[e])}
         names = list(rows)  # slot k holds the part of producer names[k][0] that event names[k][1] reads
         if names[0] != ("input", 0) or rows[names[0]] != list(range(width)) or reads[0] != sorted(reads[0]):
-            raise ModelError("this ShuffleNetV2 variant does not start its stages with a stride-2 block reading the stem",
-                             fix="prune a torchvision ShuffleNetV2, or use depth pruning only")
+            raise ModelError(
+                "this ShuffleNetV2 variant does not start its stages with a stride-2 block reading the stem",
+                fix="prune a torchvision ShuffleNetV2, or use depth pruning only",
+            )
         slot = {name: k for k, name in enumerate(names)}
         self.reads = tuple(tuple(slot[(producer, e)] for producer, _ in _rows_read(reads[e])) for e in events)
         self.strides = tuple(b.stride for b in blocks)

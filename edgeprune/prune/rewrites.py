@@ -27,7 +27,6 @@ from edgeprune.models.base import LoadedModel
 from edgeprune.models.darknet import layers as L
 from edgeprune.prune.slicing import output_slice
 
-
 Replacements = dict[str, Callable[[nn.Module], nn.Module]]  # qualified module name -> makes its replacement
 
 
@@ -144,7 +143,7 @@ def _find_split_cv1(replacement: type[nn.Module], *classes: tuple[str, str]) -> 
                 found += [n for n, m in root.named_modules() if isinstance(m, cls) and type(m).forward is cls.forward]
         for name in found:
             _check_splittable(root.get_submodule(name).cv1, f"{name}.cv1")
-        return {name: replacement for name in found}
+        return dict.fromkeys(found, replacement)
 
     return find
 

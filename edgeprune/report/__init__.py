@@ -26,16 +26,25 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
     sections = [
         f"<h1>edgeprune build: {_e(report.model)} on {_e(report.target.name)}</h1>",
         f"<p class='verdict {'ok' if report.met else 'fail'}'>{_e(report.summary())}</p>",
-        "<h2>Models, measured on the target</h2>", _results_table(report),
-        "<h2>Accuracy vs measured latency</h2>", _img(_accuracy_plot(report)),
-        "<h2>Per-layer latency before / after (latency table, calibrated)</h2>", _img(_layer_plot(report)),
-        "<h2>Latency table: predicted vs measured</h2>", _img(_lut_plot(report, lut)),
+        "<h2>Models, measured on the target</h2>",
+        _results_table(report),
+        "<h2>Accuracy vs measured latency</h2>",
+        _img(_accuracy_plot(report)),
+        "<h2>Per-layer latency before / after (latency table, calibrated)</h2>",
+        _img(_layer_plot(report)),
+        "<h2>Latency table: predicted vs measured</h2>",
+        _img(_lut_plot(report, lut)),
         f"<p>Table: {_e(lut.summary())}</p><p>Method: {_e(lut.method)}</p>",
-        "<h2>Plan rounds (solve → prune → measure)</h2>", _rounds_table(report),
+        "<h2>Plan rounds (solve → prune → measure)</h2>",
+        _rounds_table(report),
         f"<p>What the planner weighed against latency: {_e(report.plan.value)}; "
         f"{len(report.plan.choice.removed_blocks)} blocks removed.</p>",
-        "<h2>How the latencies were measured</h2>", f"<p>{_e(report.latency_method)}</p>",
-        "<h2>Environment</h2>", _kv(report.environment), "<h2>Stage times (s)</h2>", _kv(report.stage_seconds),
+        "<h2>How the latencies were measured</h2>",
+        f"<p>{_e(report.latency_method)}</p>",
+        "<h2>Environment</h2>",
+        _kv(report.environment),
+        "<h2>Stage times (s)</h2>",
+        _kv(report.stage_seconds),
     ]
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -71,8 +80,11 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) 
         "speedup_relative_se": plan.speedup_se,
         "budget": report.budget.describe(),
         "budget_met": report.met,
-        "energy": {"mj_per_inference": plan.latency.energy_mj, "how": plan.latency.energy,
-                   "note": plan.latency.energy_note},
+        "energy": {
+            "mj_per_inference": plan.latency.energy_mj,
+            "how": plan.latency.energy,
+            "note": plan.latency.energy_note,
+        },
         "tool_versions": {**report.environment, **plan.artifact.tool_versions},
         "prune_plan": report.plan.prune_plan.to_dict(),
     }

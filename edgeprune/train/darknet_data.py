@@ -45,8 +45,15 @@ def training_sample(
         prepared = prepare_image(path, preprocessing)
         g = prepared.geometry
         x1, y1, x2, y2 = _corners(labels, g.width, g.height)
-        boxes = np.stack([(x1 * g.gain_x + g.pad_x) / width, (y1 * g.gain_y + g.pad_y) / height,
-                          (x2 * g.gain_x + g.pad_x) / width, (y2 * g.gain_y + g.pad_y) / height], 1)
+        boxes = np.stack(
+            [
+                (x1 * g.gain_x + g.pad_x) / width,
+                (y1 * g.gain_y + g.pad_y) / height,
+                (x2 * g.gain_x + g.pad_x) / width,
+                (y2 * g.gain_y + g.pad_y) / height,
+            ],
+            1,
+        )
         return prepared.array, _truths(labels[:max_boxes, 0], boxes[:max_boxes], width, height)
     pixels = _decode(path, preprocessing)
     image, boxes, labels = _augment(pixels, labels, preprocessing, augmentation, rng)
@@ -80,8 +87,9 @@ def _decode(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
         with Image.open(path) as image:
             array = np.atleast_3d(np.asarray(image.convert(mode)))
     except Exception as exc:  # PIL raises many types for bad files
-        raise DataError(f"cannot read image {path}: PIL cannot decode it ({type(exc).__name__})",
-                        fix="remove or replace the file") from None
+        raise DataError(
+            f"cannot read image {path}: PIL cannot decode it ({type(exc).__name__})", fix="remove or replace the file"
+        ) from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32) * preprocessing.scale
 
 
@@ -134,8 +142,13 @@ def _resize(image: torch.Tensor, height: int, width: int, preprocessing: Preproc
         return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=True)[0]
     mode = preprocessing.interpolation
     corners = None if mode == "nearest" else False
-    return F.interpolate(image[None], size=(height, width), mode=mode, align_corners=corners,
-                         antialias=preprocessing.antialias and mode != "nearest")[0]
+    return F.interpolate(
+        image[None],
+        size=(height, width),
+        mode=mode,
+        align_corners=corners,
+        antialias=preprocessing.antialias and mode != "nearest",
+    )[0]
 
 
 def _distort(rgb: torch.Tensor, hue: float, saturation: float, exposure: float) -> torch.Tensor:

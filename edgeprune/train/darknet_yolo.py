@@ -197,8 +197,11 @@ def learning_rate(settings: _Settings, step: int) -> float:
 
 def _darknet_module(loaded: LoadedModel) -> DarknetModel:
     if not isinstance(loaded.module, DarknetModel) or loaded.task != "detection":
-        raise ConfigError(f"{loaded.spec} is not a Darknet detector", expected="a darknet: model with [yolo] layers",
-                          fix="fine-tune other detectors with their own framework")
+        raise ConfigError(
+            f"{loaded.spec} is not a Darknet detector",
+            expected="a darknet: model with [yolo] layers",
+            fix="fine-tune other detectors with their own framework",
+        )
     return loaded.module
 
 
@@ -325,8 +328,13 @@ def _refuse(model: DarknetModel, augment: bool) -> None:
                 raise _option_error(section, key, False, layer=block.index)
         if augment and section.kind == "yolo":
             if section.integer("random", 0):
-                raise _option_error(section, "random", True, layer=block.index,
-                                    why="multi-scale training; edgeprune trains at the cfg's input size")
+                raise _option_error(
+                    section,
+                    "random",
+                    True,
+                    layer=block.index,
+                    why="multi-scale training; edgeprune trains at the cfg's input size",
+                )
             if section.number("resize", 1.0) != 1:
                 raise _option_error(section, "resize", True, layer=block.index)
 

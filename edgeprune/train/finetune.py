@@ -62,8 +62,9 @@ def finetune_classifier(
     generator = torch.Generator().manual_seed(recipe.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels).long()
     steps_per_epoch = (len(x_all) + recipe.batch_size - 1) // recipe.batch_size
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, recipe.epochs * steps_per_epoch))
     black = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
     if teacher is not None:
@@ -117,7 +118,11 @@ def _loss(model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch
 def _add_bn_l1_subgradient(model: nn.Module, weight: float) -> None:
     """Network slimming: the subgradient of λ·Σ|γ| added to every BatchNorm γ's gradient."""
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None and module.weight.grad is not None:
+        if (
+            isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and module.weight is not None
+            and module.weight.grad is not None
+        ):
             module.weight.grad.add_(weight * torch.sign(module.weight.detach()))
 
 

@@ -39,8 +39,23 @@ from edgeprune.types import Record
 
 RUN_NAME = "finetune"  # the trainer's folder under out_dir; its weights/ holds best.pt and last.pt
 # set by finetune_ultralytics from its own arguments, or owned by it (where the run writes)
-_RESERVED = ("model", "data", "epochs", "imgsz", "batch", "seed", "device", "project", "name", "exist_ok",
-             "save_dir", "resume", "pretrained", "task", "mode")
+_RESERVED = (
+    "model",
+    "data",
+    "epochs",
+    "imgsz",
+    "batch",
+    "seed",
+    "device",
+    "project",
+    "name",
+    "exist_ok",
+    "save_dir",
+    "resume",
+    "pretrained",
+    "task",
+    "mode",
+)
 _DEFAULTS = {"workers": 0, "plots": False, "deterministic": True, "val": True}
 
 

@@ -68,8 +68,10 @@ class YoloHead:
 def yolo_heads(model: DarknetModel) -> list[YoloHead]:
     """The loss settings of every [yolo] layer, in cfg order; a ConfigError names an option the loss cannot honour."""
     if not model.yolo_layers:
-        raise ConfigError("the Darknet model has no [yolo] layers, so it has no detection loss",
-                          expected="a detection cfg (YOLOv3/v4-style [yolo] heads)")
+        raise ConfigError(
+            "the Darknet model has no [yolo] layers, so it has no detection loss",
+            expected="a detection cfg (YOLOv3/v4-style [yolo] heads)",
+        )
     heads = []
     for block in model.yolo_layers:
         section = model.sections[block.index + 1]
@@ -107,8 +109,9 @@ def _refuse_unsupported(section: Section) -> None:
         raise _unsupported(section, "counters_per_class", expected="no per-class weights")
     if section.number("cls_normalizer", 1.0) != 1:
         # AlexeyAB applies cls_normalizer only together with counters_per_class, so any other value would mislead
-        raise _unsupported(section, "cls_normalizer", expected="cls_normalizer=1 (Darknet ignores it without "
-                                                               "counters_per_class)")
+        raise _unsupported(
+            section, "cls_normalizer", expected="cls_normalizer=1 (Darknet ignores it without counters_per_class)"
+        )
 
 
 def _unsupported(section: Section, key: str, expected: str) -> ConfigError:

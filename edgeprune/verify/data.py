@@ -21,7 +21,9 @@ class ImageFolder:
     samples: tuple[tuple[Path, int], ...]
 
     @classmethod
-    def scan(cls, root: str | Path, class_names: Sequence[str] | None = None, num_outputs: int | None = None) -> ImageFolder:
+    def scan(
+        cls, root: str | Path, class_names: Sequence[str] | None = None, num_outputs: int | None = None
+    ) -> ImageFolder:
         """Find the images; labels follow the model's class names when the folders are named after them,
         else sorted folder order (torchvision's ImageFolder convention)."""
         root = Path(root)
@@ -134,8 +136,9 @@ def _open(path: Path, mode: str):
     # PIL raises many types for bad files, and once ultralytics is imported its patched Image.open raises
     # ModuleNotFoundError (pi_heif) for them instead
     except Exception as exc:
-        raise DataError(f"cannot read image {path}: PIL cannot decode it ({type(exc).__name__})",
-                        fix="remove or replace the file") from None
+        raise DataError(
+            f"cannot read image {path}: PIL cannot decode it ({type(exc).__name__})", fix="remove or replace the file"
+        ) from None
 
 
 def _resize_and_crop(image, preprocessing: Preprocessing):
@@ -145,12 +148,17 @@ def _resize_and_crop(image, preprocessing: Preprocessing):
     from torchvision.transforms import functional as TF
 
     height, width = preprocessing.crop
-    resized = TF.resize(image, preprocessing.resize, interpolation=InterpolationMode(preprocessing.interpolation),
-                        antialias=preprocessing.antialias)
+    resized = TF.resize(
+        image,
+        preprocessing.resize,
+        interpolation=InterpolationMode(preprocessing.interpolation),
+        antialias=preprocessing.antialias,
+    )
     cropped = TF.center_crop(resized, [height, width])
     gain_x, gain_y = resized.size[0] / image.size[0], resized.size[1] / image.size[1]
-    geometry = Geometry(image.size[1], image.size[0], gain_x, gain_y,
-                        (width - resized.size[0]) / 2, (height - resized.size[1]) / 2)
+    geometry = Geometry(
+        image.size[1], image.size[0], gain_x, gain_y, (width - resized.size[0]) / 2, (height - resized.size[1]) / 2
+    )
     return TF.pil_to_tensor(cropped).to(torch.float32) * preprocessing.scale, geometry
 
 
@@ -189,10 +197,15 @@ def _resize(pixels, height: int, width: int, preprocessing: Preprocessing):
         return F.interpolate(scaled, size=(height, width), mode="bilinear", align_corners=True)[0]
     if preprocessing.antialias:
         mode = InterpolationMode(preprocessing.interpolation)
-        return TF.resize(pixels, [height, width], interpolation=mode, antialias=True).to(torch.float32) * preprocessing.scale
+        return (
+            TF.resize(pixels, [height, width], interpolation=mode, antialias=True).to(torch.float32)
+            * preprocessing.scale
+        )
     import cv2
 
     # OpenCV's resize is what ultralytics' letterbox (and OpenCV DNN users) run
     flags = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
-    resized = cv2.resize(pixels.permute(1, 2, 0).numpy(), (width, height), interpolation=flags[preprocessing.interpolation])
+    resized = cv2.resize(
+        pixels.permute(1, 2, 0).numpy(), (width, height), interpolation=flags[preprocessing.interpolation]
+    )
     return torch.from_numpy(np.atleast_3d(resized)).permute(2, 0, 1).to(torch.float32) * preprocessing.scale

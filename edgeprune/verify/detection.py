@@ -36,10 +36,17 @@ def postprocess(raw: np.ndarray, head: DetectionHead) -> list[np.ndarray]:
     else:
         raise ConfigError(f"unknown detection output layout {head.layout!r}", expected="darknet | ultralytics")
     if prediction.shape[1] != 4 + head.num_classes:
-        raise ConfigError(f"detector output has {prediction.shape[1] - 4} class scores, the model declares {head.num_classes}")
+        raise ConfigError(
+            f"detector output has {prediction.shape[1] - 4} class scores, the model declares {head.num_classes}"
+        )
     kept = non_max_suppression(
-        prediction.float(), head.conf_threshold, head.iou_threshold, multi_label=True,
-        agnostic=head.class_agnostic_nms, max_det=head.max_det, max_time_img=_NMS_SECONDS_PER_IMAGE,
+        prediction.float(),
+        head.conf_threshold,
+        head.iou_threshold,
+        multi_label=True,
+        agnostic=head.class_agnostic_nms,
+        max_det=head.max_det,
+        max_time_img=_NMS_SECONDS_PER_IMAGE,
     )
     return [k.numpy() for k in kept]
 
@@ -73,14 +80,29 @@ class DetectionScorer:
         pred_cls, gt_cls = detections[:, 5], labels[:, 0]
         if len(gt_cls) and len(pred_cls):
             iou = box_iou(torch.from_numpy(gt_boxes), torch.from_numpy(pred_boxes))
-            tp = self._matcher.match_predictions(torch.from_numpy(pred_cls), torch.from_numpy(gt_cls), iou).cpu().numpy()
+            tp = (
+                self._matcher.match_predictions(torch.from_numpy(pred_cls), torch.from_numpy(gt_cls), iou).cpu().numpy()
+            )
         else:
             tp = np.zeros((len(pred_cls), 10), dtype=bool)
-        self.metrics.update_stats({"tp": tp, "conf": detections[:, 4], "pred_cls": pred_cls, "target_cls": gt_cls,
-                                   "target_img": np.unique(gt_cls), "im_name": name})
+        self.metrics.update_stats(
+            {
+                "tp": tp,
+                "conf": detections[:, 4],
+                "pred_cls": pred_cls,
+                "target_cls": gt_cls,
+                "target_img": np.unique(gt_cls),
+                "im_name": name,
+            }
+        )
         self.images += 1
 
     def result(self) -> dict[str, float]:
         self.metrics.process(plot=False)
         box = self.metrics.box
-        return {"mAP50-95": float(box.map), "mAP50": float(box.map50), "precision": float(box.mp), "recall": float(box.mr)}
+        return {
+            "mAP50-95": float(box.map),
+            "mAP50": float(box.map50),
+            "precision": float(box.mp),
+            "recall": float(box.mr),
+        }

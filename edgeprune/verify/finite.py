@@ -40,6 +40,7 @@ def refuse_nonfinite_outputs(model: LoadedModel, inputs=None, *, on: str = "a sa
         def hook(module, _inputs, output):
             if not first and any(nonfinite_count(t) for t in tensor_outputs(output)):
                 first.append((name, module))
+
         return hook
 
     handles = [m.register_forward_hook(watch(name)) for name, m in model.module.named_modules()]

@@ -25,9 +25,11 @@ class ParityAccumulator:
 
     def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
         if reference.shape != runtime.shape:
-            raise ConfigError(f"output {self.name}: the runtime's shape {runtime.shape} differs from PyTorch's "
-                              f"{reference.shape}", expected="an artifact exported from this model",
-                              fix="drop --artifact to export it, or pass the file exported from this model")
+            raise ConfigError(
+                f"output {self.name}: the runtime's shape {runtime.shape} differs from PyTorch's {reference.shape}",
+                expected="an artifact exported from this model",
+                fix="drop --artifact to export it, or pass the file exported from this model",
+            )
         if reference.size == 0:
             return
         ref = reference.astype(np.float64).reshape(len(reference), -1)

@@ -90,7 +90,9 @@ class DetectionScoring:
         if model.detection is None:
             raise ConfigError(f"{model.spec} declares no detection head, so its outputs cannot be decoded")
         if not str(data).endswith((".yaml", ".yml")):
-            raise DataError(f"--data {data} is not a data yaml", expected="a YOLO data yaml (path, val, names) for a detector")
+            raise DataError(
+                f"--data {data} is not a data yaml", expected="a YOLO data yaml (path, val, names) for a detector"
+            )
         self.dataset = YoloDataset.from_yaml(data).subset(limit).checked(model.detection.num_classes)
         self.unlabelled_images = self.dataset.unlabelled
         self.head = model.detection

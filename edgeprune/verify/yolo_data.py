@@ -40,12 +40,17 @@ class YoloDataset:
         entries = _split_entries(spec, split, path)
         declared_root = spec.get("path")
         if declared_root is not None and not isinstance(declared_root, str):
-            raise DataError(f"{path}: 'path' is {declared_root!r} ({type(declared_root).__name__})",
-                            expected="the dataset's directory as a string", fix="quote it, e.g. path: 'datasets/coco'")
+            raise DataError(
+                f"{path}: 'path' is {declared_root!r} ({type(declared_root).__name__})",
+                expected="the dataset's directory as a string",
+                fix="quote it, e.g. path: 'datasets/coco'",
+            )
         root = _dataset_root(path, declared_root)
         images = tuple(image for entry in entries for image in _list_images(root, entry, path))
         if not images:
-            raise DataError(f"the '{split}' split of {path} has no images", fix=f"check '{split}:' and 'path:' in the yaml")
+            raise DataError(
+                f"the '{split}' split of {path} has no images", fix=f"check '{split}:' and 'path:' in the yaml"
+            )
         return cls(path, root, names, images)
 
     def subset(self, limit: int | None) -> YoloDataset:
@@ -59,8 +64,10 @@ class YoloDataset:
         line names its file and line) and its background images counted. Refused when its images hold no box at
         all: both sides would score mAP 0 and a comparison of them would pass without comparing anything."""
         if len(self.names) != classes:
-            raise DataError(f"{self.yaml_path} has {len(self.names)} classes and the model predicts {classes}",
-                            fix="use data labelled with the model's classes")
+            raise DataError(
+                f"{self.yaml_path} has {len(self.names)} classes and the model predicts {classes}",
+                fix="use data labelled with the model's classes",
+            )
         label_files = [label_path_for(image) for image in self.images]
         missing = sum(not p.is_file() for p in label_files)
         if missing == len(self.images):
@@ -70,8 +77,10 @@ class YoloDataset:
                 fix="put one .txt per image (class cx cy w h, normalised) in labels/ beside images/, as YOLO does",
             )
         if not sum(len(self.labels(image)) for image in self.images):  # reads (and checks) every file
-            raise DataError(f"the label files of the {len(self.images)} images used from {self.yaml_path} hold no box",
-                            fix="use images with labelled objects (or more of them: raise --limit)")
+            raise DataError(
+                f"the label files of the {len(self.images)} images used from {self.yaml_path} hold no box",
+                fix="use images with labelled objects (or more of them: raise --limit)",
+            )
         return replace(self, unlabelled=missing)
 
     def labels(self, image: Path) -> np.ndarray:
@@ -82,10 +91,15 @@ class YoloDataset:
         try:
             lines = label_path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read label file {label_path}: {getattr(exc, 'strerror', None) or 'not text'}",
-                            expected="a text file of lines: class cx cy w h (normalised)") from None
-        rows = [_label_row(line, f"{label_path} line {number}", len(self.names))
-                for number, line in enumerate(lines, 1) if line.strip()]
+            raise DataError(
+                f"cannot read label file {label_path}: {getattr(exc, 'strerror', None) or 'not text'}",
+                expected="a text file of lines: class cx cy w h (normalised)",
+            ) from None
+        rows = [
+            _label_row(line, f"{label_path} line {number}", len(self.names))
+            for number, line in enumerate(lines, 1)
+            if line.strip()
+        ]
         return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 
@@ -96,15 +110,19 @@ def _label_row(line: str, where: str, classes: int) -> list[float]:
     except ValueError:
         raise DataError(f"{where} is not numbers: {line.strip()[:60]!r}") from None
     if len(values) != 5 and (len(values) < 7 or len(values) % 2 == 0):
-        raise DataError(f"{where} has {len(values)} values",
-                        expected="class cx cy w h (normalised), or class x1 y1 x2 y2 … for a segment")
+        raise DataError(
+            f"{where} has {len(values)} values",
+            expected="class cx cy w h (normalised), or class x1 y1 x2 y2 … for a segment",
+        )
     if not 0 <= values[0] < classes or values[0] != int(values[0]):
         raise DataError(f"{where}: class {values[0]:g} is not one of the {classes} names")
     outside = [v for v in values[1:] if not 0 <= v <= 1]  # NaN fails this too
     if outside:
-        raise DataError(f"{where}: coordinate {outside[0]:g} is outside 0..1",
-                        expected="coordinates normalised by the image's width and height",
-                        fix="divide pixel x by the image width and y by its height")
+        raise DataError(
+            f"{where}: coordinate {outside[0]:g} is outside 0..1",
+            expected="coordinates normalised by the image's width and height",
+            fix="divide pixel x by the image width and y by its height",
+        )
     if len(values) == 5:
         return values
     xs, ys = values[1::2], values[2::2]
@@ -127,14 +145,19 @@ def _names(spec: dict, yaml_path: Path) -> tuple[str, ...]:
     if isinstance(names, dict):
         keys = list(names)
         if any(type(k) is not int for k in keys) or sorted(keys) != list(range(len(keys))):
-            raise DataError(f"{yaml_path}: 'names' has keys {keys[:6]}", expected=f"{expected} with integer keys 0..n-1")
+            raise DataError(
+                f"{yaml_path}: 'names' has keys {keys[:6]}", expected=f"{expected} with integer keys 0..n-1"
+            )
         names = [names[i] for i in range(len(keys))]
     elif not isinstance(names, list):
         raise DataError(f"{yaml_path}: 'names' is {names!r} ({type(names).__name__})", expected=expected)
     for i, name in enumerate(names):
         if isinstance(name, bool) or not isinstance(name, (str, int, float)):
-            raise DataError(f"{yaml_path}: class {i} in 'names' is {name!r} ({type(name).__name__})",
-                            expected="a name", fix="quote it (YAML reads yes/no/on/off as booleans)")
+            raise DataError(
+                f"{yaml_path}: class {i} in 'names' is {name!r} ({type(name).__name__})",
+                expected="a name",
+                fix="quote it (YAML reads yes/no/on/off as booleans)",
+            )
     if not names:
         raise DataError(f"{yaml_path}: 'names' is empty", expected=expected)
     nc = spec.get("nc")
@@ -148,9 +171,11 @@ def _split_entries(spec: dict, split: str, yaml_path: Path) -> list[str]:
     entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
     wrong = [e for e in entries if not isinstance(e, str)]
     if wrong or not entries:
-        raise DataError(f"{yaml_path}: '{split}' holds {wrong[0] if wrong else spec[split]!r}",
-                        expected="an image directory or .txt list relative to 'path', or a list of them",
-                        fix="quote it")
+        raise DataError(
+            f"{yaml_path}: '{split}' holds {wrong[0] if wrong else spec[split]!r}",
+            expected="an image directory or .txt list relative to 'path', or a list of them",
+            fix="quote it",
+        )
     return entries
 
 
@@ -159,8 +184,11 @@ def _dataset_root(yaml_path: Path, declared: str | None) -> Path:
     if not declared:
         return yaml_path.parent
     declared_path = Path(declared)
-    candidates = [declared_path] if declared_path.is_absolute() else [yaml_path.parent / declared_path,
-                                                                      yaml_path.parent.parent / declared_path]
+    candidates = (
+        [declared_path]
+        if declared_path.is_absolute()
+        else [yaml_path.parent / declared_path, yaml_path.parent.parent / declared_path]
+    )
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()

@@ -40,11 +40,14 @@ def test_rewrite_works_on_a_copy_and_keeps_routing_attributes():
 
 
 def test_exported_pad_then_pool_matches_pytorch_on_onnxruntime(tmp_path):
-    model = LoadedModel(PadThenPool().eval(), "python:test", "classification", image_input(6, 5),
-                        Preprocessing(crop=(6, 5)))
+    model = LoadedModel(
+        PadThenPool().eval(), "python:test", "classification", image_input(6, 5), Preprocessing(crop=(6, 5))
+    )
     artifact = OnnxRuntimeBackend().export(model, tmp_path)
     assert "ZeroPad2d exported as Concat" in artifact.exporter
-    out = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"]).run(None, {"input": NEGATIVE.numpy()})[0]
+    out = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": NEGATIVE.numpy()}
+    )[0]
     np.testing.assert_array_equal(out, model.module(NEGATIVE).numpy())
 
 
@@ -52,8 +55,9 @@ def test_the_onnxruntime_bug_the_rewrite_avoids_is_there_before_1_32(tmp_path):
     """ORT's Pad→MaxPool fusion gets this wrong in 1.31.1 and right in 1.32.0 (both measured). The rewrite stays for
     devices on older runtimes; if an older runtime stops showing the bug here, the version bound is wrong."""
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(PadThenPool().eval(), (NEGATIVE,), str(path), input_names=["x"], dynamo=True,
-                      external_data=False, verbose=False)
+    torch.onnx.export(
+        PadThenPool().eval(), (NEGATIVE,), str(path), input_names=["x"], dynamo=True, external_data=False, verbose=False
+    )
     fused = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": NEGATIVE.numpy()})[0]
     version = tuple(int(part) for part in ort.__version__.split(".")[:2])
     assert np.array_equal(fused, PadThenPool()(NEGATIVE).numpy()) == (version >= (1, 32)), ort.__version__

@@ -72,8 +72,9 @@ def test_export_runs_on_its_runtime_within_the_documented_tolerance(exports, tin
     with torch.inference_mode():
         reference = tiny.module(torch.from_numpy(images)).numpy()
     with AgentSession(LocalTransport()) as agent:
-        runtime = next(iter(agent.run(artifact.path, RUNTIME[fmt], {artifact.inputs[0].name: images},
-                                      threads=1).values()))
+        runtime = next(
+            iter(agent.run(artifact.path, RUNTIME[fmt], {artifact.inputs[0].name: images}, threads=1).values())
+        )
     parity = compare_output("logits", reference, runtime, backend.tolerances(precision))
     assert parity.passed, parity
     # the precision is real: fp32 is near-exact, fp16/int8 are not bit-identical to PyTorch
@@ -88,7 +89,7 @@ def test_export_runs_on_its_runtime_within_the_documented_tolerance(exports, tin
 
 def test_openvino_fp32_keeps_fp32_weights_and_fp16_halves_them(exports):
     fp32, fp16 = exports["openvino", "fp32"], exports["openvino", "fp16"]
-    size = lambda a: sum(f.stat().st_size for f in map(type(a.path), a.files) if f.suffix == ".bin")  # noqa: E731
+    size = lambda a: sum(f.stat().st_size for f in map(type(a.path), a.files) if f.suffix == ".bin")
     assert size(fp16) < 0.6 * size(fp32)
 
 
@@ -134,12 +135,38 @@ def test_sensitivity_names_the_layer_int8_breaks(outlier_data):
 @pytest.mark.parametrize("fmt", ["openvino", "tflite"])
 def test_failing_int8_exits_3_naming_the_sensitive_layer_and_keep_float_fixes_it(outlier_data, tmp_path, fmt):
     int8 = tmp_path / "int8"
-    exported = run_cli("export", "--model", OUTLIER, "--format", fmt, "--precision", "int8", "--data", outlier_data,
-                       "--out", int8, cwd=REPO)
+    exported = run_cli(
+        "export",
+        "--model",
+        OUTLIER,
+        "--format",
+        fmt,
+        "--precision",
+        "int8",
+        "--data",
+        outlier_data,
+        "--out",
+        int8,
+        cwd=REPO,
+    )
     assert exported.code == 0, exported.stderr[-2000:]
     artifact = json.loads((int8 / "artifact.json").read_text())["files"][0]
-    failed = run_cli("verify", "--model", OUTLIER, "--data", outlier_data, "--runtime", fmt, "--artifact", artifact,
-                     "--threads", "1", "--out", tmp_path / "verify", cwd=REPO)
+    failed = run_cli(
+        "verify",
+        "--model",
+        OUTLIER,
+        "--data",
+        outlier_data,
+        "--runtime",
+        fmt,
+        "--artifact",
+        artifact,
+        "--threads",
+        "1",
+        "--out",
+        tmp_path / "verify",
+        cwd=REPO,
+    )
     assert failed.code == 3, failed.stderr[-2000:]
     message = failed.stderr.strip().splitlines()[-1]
     assert "top1" in message and "most int8-sensitive layers: conv2 (" in message and "--keep-float" in message
@@ -154,16 +181,25 @@ def test_failing_int8_exits_3_naming_the_sensitive_layer_and_keep_float_fixes_it
     assert json.loads((mixed / "sensitivity.json").read_text())[0]["layer"] == "conv2"
     from edgeprune.pipeline import verify_artifact
 
-    result = verify_artifact(model, with_runtime(load_profile("host"), fmt), str(outlier_data), tmp_path / "v2",
-                             artifact_path=str(artifact.path), threads=1)
+    result = verify_artifact(
+        model,
+        with_runtime(load_profile("host"), fmt),
+        str(outlier_data),
+        tmp_path / "v2",
+        artifact_path=str(artifact.path),
+        threads=1,
+    )
     assert result, result.failures()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "openvino", "--precision", "int8"], "openvino int8 export needs calibration images"),
-    (["--format", "coreml"], "Invalid value for '--format'"),
-    (["--format", "tflite", "--precision", "int4"], "Invalid value for '--precision'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "openvino", "--precision", "int8"], "openvino int8 export needs calibration images"),
+        (["--format", "coreml"], "Invalid value for '--format'"),
+        (["--format", "tflite", "--precision", "int4"], "Invalid value for '--precision'"),
+    ],
+)
 def test_bad_export_input_exits_2_with_one_line(args, message, tmp_path):
     result = run_cli("export", "--model", TINY, *args, "--out", tmp_path, cwd=REPO)
     assert result.code == 2 and message in result.stderr

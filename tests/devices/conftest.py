@@ -41,11 +41,26 @@ class SshServer:
 
     def profile(self, path: Path, **connection) -> Path:
         """A target profile YAML that reaches this server over ssh with the venv's Python as the device's."""
-        spec = {"kind": "ssh", "host": "127.0.0.1", "port": self.port, "user": self.keys.user,
-                "python": sys.executable, "key": str(self.keys.client_key), "ssh_config": str(self.config),
-                **connection}
-        path.write_text(yaml.safe_dump({"name": "ssh-loopback", "description": "this machine over ssh",
-                                        "runtime": "onnxruntime", "connection": spec}))
+        spec = {
+            "kind": "ssh",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.keys.user,
+            "python": sys.executable,
+            "key": str(self.keys.client_key),
+            "ssh_config": str(self.config),
+            **connection,
+        }
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "ssh-loopback",
+                    "description": "this machine over ssh",
+                    "runtime": "onnxruntime",
+                    "connection": spec,
+                }
+            )
+        )
         return path
 
     def kill(self) -> None:
@@ -78,26 +93,34 @@ def start_sshd(keys: SshKeys, directory: Path) -> SshServer:
     port = _free_port()
     cache = directory / "device cache"  # a space in the device's paths, on purpose
     config = directory / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}",
-        "ListenAddress 127.0.0.1",
-        f"HostKey {keys.host_key}",
-        f"PidFile {directory / 'sshd.pid'}",
-        f"AuthorizedKeysFile {keys.root / 'authorized_keys'}",
-        f"AllowUsers {keys.user}",
-        "StrictModes no",
-        "UsePAM no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password",
-        f'SetEnv "XDG_CACHE_HOME={cache}"',
-        "LogLevel ERROR",
-        "",
-    ]))
-    process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=open(directory / "sshd.log", "wb"),
-                               preexec_fn=_die_with_parent)
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {keys.host_key}",
+                f"PidFile {directory / 'sshd.pid'}",
+                f"AuthorizedKeysFile {keys.root / 'authorized_keys'}",
+                f"AllowUsers {keys.user}",
+                "StrictModes no",
+                "UsePAM no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                f'SetEnv "XDG_CACHE_HOME={cache}"',
+                "LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    process = subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(directory / "sshd.log", "wb"),
+        preexec_fn=_die_with_parent,
+    )
     deadline = time.monotonic() + 10
     while True:
         if process.poll() is not None:
@@ -114,8 +137,9 @@ def start_sshd(keys: SshKeys, directory: Path) -> SshServer:
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n")
     client = directory / "ssh_config"
-    client.write_text(f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-                      "  StrictHostKeyChecking yes\n")
+    client.write_text(
+        f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
+    )
     return SshServer(port=port, process=process, keys=keys, config=client, cache=cache)
 
 

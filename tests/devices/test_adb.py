@@ -18,7 +18,7 @@ from edgeprune.devices.adb import AdbTransport
 from edgeprune.errors import DeviceError
 
 # Answers like adb: `devices`, `-s SERIAL shell CMD` (run by sh here), push and pull (copies).
-FAKE_ADB = '''#!{python}
+FAKE_ADB = """#!{python}
 import os, shutil, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_ADB_LOG"], "a") as log:
@@ -31,7 +31,7 @@ elif args[0] == "shell":
     os.execvp("sh", ["sh", "-c", args[1]])
 elif args[0] in ("push", "pull"):
     shutil.copy(args[1], args[2])
-'''
+"""
 
 
 @pytest.fixture

@@ -34,8 +34,14 @@ def test_info_reports_the_runtime_and_cores():
 def test_bench_times_every_run_and_reports_progress(tiny_onnx):
     seen = []
     with AgentSession(LocalTransport()) as agent:
-        result = agent.bench(tiny_onnx, "onnxruntime", threads=1, warmup=2, runs=30,
-                             on_progress=lambda done, total: seen.append((done, total)))
+        result = agent.bench(
+            tiny_onnx,
+            "onnxruntime",
+            threads=1,
+            warmup=2,
+            runs=30,
+            on_progress=lambda done, total: seen.append((done, total)),
+        )
     assert len(result["timings_ms"]) == 30 and all(t > 0 for t in result["timings_ms"])
     assert result["threads"] == 1 and result["input_shapes"] == {"input": [1, 3, 32, 32]}
     assert seen[-1] == (30, 30)
@@ -63,7 +69,9 @@ def test_a_bad_request_is_an_error_and_the_session_survives(tiny_onnx, tmp_path)
 def test_an_internal_agent_error_is_a_bug_with_the_agents_traceback_not_a_device_error():
     with AgentSession(LocalTransport()) as agent:
         # args must be an object: a list reaches code that no user input reaches, and fails there
-        with pytest.raises(AgentBug, match=r"(?s)failed bench with an internal error: AttributeError.*Traceback") as bug:
+        with pytest.raises(
+            AgentBug, match=r"(?s)failed bench with an internal error: AttributeError.*Traceback"
+        ) as bug:
             agent.request("bench", ["not", "an", "object"])
         assert not isinstance(bug.value, DeviceError)  # so the CLI shows it as a bug, not as exit 2
         assert agent.info("host", "onnxruntime").runtime == "onnxruntime"  # the session goes on
@@ -80,10 +88,13 @@ class _DyingTransport(LocalTransport):
     """An agent that starts and then dies mid-session, like a device that drops off."""
 
     def start_agent(self, stderr_log: Path) -> subprocess.Popen:
-        code = "import sys, json; print(json.dumps({'event': 'ready'}), flush=True); sys.stdin.readline(); " \
-               "sys.stderr.write('device lost power\\n'); sys.exit(9)"
-        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=open(stderr_log, "wb"))
+        code = (
+            "import sys, json; print(json.dumps({'event': 'ready'}), flush=True); sys.stdin.readline(); "
+            "sys.stderr.write('device lost power\\n'); sys.exit(9)"
+        )
+        return subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb")
+        )
 
 
 def test_agent_death_is_a_device_error_with_its_last_words():
@@ -94,12 +105,15 @@ def test_agent_death_is_a_device_error_with_its_last_words():
 
 class _SilentTransport(LocalTransport):
     def start_agent(self, stderr_log: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=open(stderr_log, "wb"))
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(stderr_log, "wb"),
+        )
 
 
 def test_a_silent_device_times_out(monkeypatch):
     monkeypatch.setattr("edgeprune.devices.agent_client._START_TIMEOUT_S", 1.0)
     with pytest.raises(DeviceError, match="sent nothing for 1 s"):
         AgentSession(_SilentTransport())
-

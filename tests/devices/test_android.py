@@ -15,7 +15,12 @@ import pytest
 
 from edgeprune.devices import adb as adb_module
 from edgeprune.devices.android import (
-    AndroidRun, benchmark_command, cpu_count_from_possible, energy_for_run, latency_from_run, parse_getprop,
+    AndroidRun,
+    benchmark_command,
+    cpu_count_from_possible,
+    energy_for_run,
+    latency_from_run,
+    parse_getprop,
     profile_android,
 )
 from edgeprune.devices.benchmark_model import parse_benchmark_model_output
@@ -23,7 +28,6 @@ from edgeprune.devices.transport import resolve_connection
 from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.pipeline import profile_end_to_end
 from edgeprune.types import Artifact, Connection, Fact, LatencyStats, PowerSpec, ProfileReport, TargetProfile
-
 from tests.devices.test_adb import fake_adb, real_adb  # noqa: F401  (fixtures)
 from tests.devices.test_benchmark_model import TI_AM62X, ZEDBOARD
 
@@ -38,20 +42,43 @@ PIXEL_GETPROP = """\
 
 
 def _android(tmp_path: Path, **connection) -> TargetProfile:
-    return TargetProfile(name="android", description="", runtime="tflite", threads=4,
-                         connection=Connection(kind="adb", **connection), power=PowerSpec(sensor="odpm"))
+    return TargetProfile(
+        name="android",
+        description="",
+        runtime="tflite",
+        threads=4,
+        connection=Connection(kind="adb", **connection),
+        power=PowerSpec(sensor="odpm"),
+    )
 
 
 def _run(text: str, runs: int = 50) -> AndroidRun:
-    return AndroidRun(serial="R58M", binary="/b", graph="/g.tflite", argv=("/b",), threads=4, warmup=3, runs=runs,
-                      result=parse_benchmark_model_output(text), output=text)
+    return AndroidRun(
+        serial="R58M",
+        binary="/b",
+        graph="/g.tflite",
+        argv=("/b",),
+        threads=4,
+        warmup=3,
+        runs=runs,
+        result=parse_benchmark_model_output(text),
+        output=text,
+    )
 
 
 def test_the_command_asks_for_exactly_the_runs_requested():
-    assert benchmark_command("/data/local/tmp/benchmark_model", "/data/local/tmp/edgeprune/m.tflite", threads=4,
-                             warmup=10, runs=50) == [
-        "/data/local/tmp/benchmark_model", "--graph=/data/local/tmp/edgeprune/m.tflite", "--num_threads=4",
-        "--warmup_runs=10", "--num_runs=50", "--min_secs=0", "--warmup_min_secs=0", "--use_xnnpack=true"]
+    assert benchmark_command(
+        "/data/local/tmp/benchmark_model", "/data/local/tmp/edgeprune/m.tflite", threads=4, warmup=10, runs=50
+    ) == [
+        "/data/local/tmp/benchmark_model",
+        "--graph=/data/local/tmp/edgeprune/m.tflite",
+        "--num_threads=4",
+        "--warmup_runs=10",
+        "--num_runs=50",
+        "--min_secs=0",
+        "--warmup_min_secs=0",
+        "--use_xnnpack=true",
+    ]
     assert benchmark_command("/b", "/g", threads=1, warmup=0, runs=1, xnnpack=False)[-1] == "--use_xnnpack=false"
     assert not any("xnnpack" in a for a in benchmark_command("/b", "/g", threads=1, warmup=0, runs=1, xnnpack=None))
     with pytest.raises(ConfigError, match="threads >= 1"):
@@ -71,8 +98,11 @@ def test_latency_from_a_run_with_percentiles_and_from_an_old_one_without():
     assert stats.mean_ms == pytest.approx(1240.27) and stats.median_ms == pytest.approx(1239.807)
     assert (stats.min_ms, stats.max_ms) == (pytest.approx(1238.588), pytest.approx(1252.566))
     assert stats.cv == pytest.approx(2565 / 1.24027e6) and stats.p90_ms is None and stats.p99_ms is None
-    assert stats.method.startswith("measured: benchmark_model on R58M") and "per-run samples are not available" in \
-        stats.method and "count, mean, std, min, max, median" in stats.method
+    assert (
+        stats.method.startswith("measured: benchmark_model on R58M")
+        and "per-run samples are not available" in stats.method
+        and "count, mean, std, min, max, median" in stats.method
+    )
     assert stats.summary().startswith("median 1239.807 ms (n=50, CV 0.2%, tflite benchmark_model sha256:abc")
     assert LatencyStats.from_json(stats.to_json()) == stats
 
@@ -112,19 +142,20 @@ def test_real_adb_without_a_phone(real_adb, tmp_path):  # noqa: F811
 
 # --- end to end through the stand-in adb ------------------------------------------------------------------------------
 
-FAKE_BENCHMARK_MODEL = '''#!{python}
+FAKE_BENCHMARK_MODEL = """#!{python}
 import sys
 with open({log!r}, "w") as log:
     log.write("\\n".join(sys.argv[1:]))
 sys.stderr.write({output!r})
-'''
+"""
 
 
 @pytest.fixture
 def phone(fake_adb):  # noqa: F811
     binary = fake_adb / "benchmark_model"
-    binary.write_text(FAKE_BENCHMARK_MODEL.format(python=sys.executable, log=str(fake_adb / "argv.txt"),
-                                                  output=TI_AM62X))
+    binary.write_text(
+        FAKE_BENCHMARK_MODEL.format(python=sys.executable, log=str(fake_adb / "argv.txt"), output=TI_AM62X)
+    )
     binary.chmod(0o755)
     model = fake_adb / "my model.tflite"  # a space, on purpose: every word is quoted for the device shell
     model.write_bytes(b"tflite")
@@ -133,14 +164,30 @@ def phone(fake_adb):  # noqa: F811
 
 def test_profile_end_to_end_on_a_phone(phone):
     target = _android(phone.root, serial="R58M", benchmark_model=str(phone.binary))
-    artifact = Artifact(format="tflite", precision="fp32", files=(str(phone.model),), inputs=(), outputs=(),
-                        preprocessing=None, model="tiny", model_fingerprint="f", exporter="litert-torch")
-    report = profile_end_to_end(SimpleNamespace(spec="tiny"), artifact, target, phone.root, runs=50, warmup=3,
-                                threads=2)
+    artifact = Artifact(
+        format="tflite",
+        precision="fp32",
+        files=(str(phone.model),),
+        inputs=(),
+        outputs=(),
+        preprocessing=None,
+        model="tiny",
+        model_fingerprint="f",
+        exporter="litert-torch",
+    )
+    report = profile_end_to_end(
+        SimpleNamespace(spec="tiny"), artifact, target, phone.root, runs=50, warmup=3, threads=2
+    )
     pushed = f"{adb_module.DEVICE_DIR}/my model.tflite"
     assert (phone.root / "argv.txt").read_text().splitlines() == [
-        f"--graph={pushed}", "--num_threads=2", "--warmup_runs=3", "--num_runs=50", "--min_secs=0",
-        "--warmup_min_secs=0", "--use_xnnpack=true"]
+        f"--graph={pushed}",
+        "--num_threads=2",
+        "--warmup_runs=3",
+        "--num_runs=50",
+        "--min_secs=0",
+        "--warmup_min_secs=0",
+        "--use_xnnpack=true",
+    ]
     assert Path(pushed).read_bytes() == b"tflite"
     latency = report.latency
     assert latency.n == 50 and latency.median_ms == pytest.approx(1239.807) and latency.energy == "unavailable"
@@ -152,13 +199,22 @@ def test_profile_end_to_end_on_a_phone(phone):
 
 
 def test_a_host_binary_is_pushed_and_a_missing_one_is_named(phone):
-    _, latency, run = profile_android(phone.model, _android(phone.root, serial="R58M", benchmark_model=str(phone.binary)),
-                                      runs=50, warmup=1, threads=1)
+    _, latency, run = profile_android(
+        phone.model,
+        _android(phone.root, serial="R58M", benchmark_model=str(phone.binary)),
+        runs=50,
+        warmup=1,
+        threads=1,
+    )
     assert run.binary == f"{adb_module.DEVICE_DIR}/benchmark_model" and Path(run.binary).stat().st_mode & 0o111
     assert latency.n == 50 and run.threads == 1
-    with pytest.raises(DeviceError, match=r"no executable benchmark_model at /data/local/tmp/nope on adb R58M; fix: get"):
-        profile_android(phone.model, _android(phone.root, serial="R58M", benchmark_model="/data/local/tmp/nope"),
-                        runs=50, warmup=1)
+    with pytest.raises(
+        DeviceError, match=r"no executable benchmark_model at /data/local/tmp/nope on adb R58M; fix: get"
+    ):
+        profile_android(
+            phone.model, _android(phone.root, serial="R58M", benchmark_model="/data/local/tmp/nope"), runs=50, warmup=1
+        )
     with pytest.raises(ConfigError, match="neither a file on this machine nor an absolute path on the device"):
-        profile_android(phone.model, _android(phone.root, serial="R58M", benchmark_model="relative/bm"),
-                        runs=50, warmup=1)
+        profile_android(
+            phone.model, _android(phone.root, serial="R58M", benchmark_model="relative/bm"), runs=50, warmup=1
+        )

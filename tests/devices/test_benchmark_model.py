@@ -3,7 +3,10 @@
 import pytest
 
 from edgeprune.devices.benchmark_model import (
-    BenchmarkOutputError, RunStats, parse_benchmark_model_output, parse_stats_line,
+    BenchmarkOutputError,
+    RunStats,
+    parse_benchmark_model_output,
+    parse_stats_line,
 )
 
 # Current format with percentiles and an "INFO: " prefix (TF Lite 2.18/2.20, TI AM62x, CPU only):
@@ -29,8 +32,10 @@ TI_AM62X = """\
 """
 
 # Current format as Android's logcat shows it: tensorflow/tensorflow tensorflow/lite/tools/benchmark/android/README.md.
-ANDROID_LOGCAT = ("... tflite  : Inference timings in us: Init: 1007529, First inference: 4098, Warmup (avg): 1686.59, "
-                  "Inference (avg): 1687.92")
+ANDROID_LOGCAT = (
+    "... tflite  : Inference timings in us: Init: 1007529, First inference: 4098, Warmup (avg): 1686.59, "
+    "Inference (avg): 1687.92"
+)
 
 # "Inference:" generation (TF ~2.0-2.2) after op profiling, whose "Timings (microseconds): count=..." line is the
 # profiler's, not a phase: the then tensorflow/lite/tools/benchmark/README.md of tensorflow/tensorflow.
@@ -62,10 +67,25 @@ Average inference timings in us: Warmup: 751932, Init: 21039, no stats: 747733
 def test_current_format_with_percentiles():
     r = parse_benchmark_model_output(TI_AM62X)
     assert r.format == "current"
-    assert (r.init_us, r.first_inference_us, r.warmup_avg_us, r.inference_avg_us) == (5579, 1357602, 1.3576e6, 1.24027e6)
+    assert (r.init_us, r.first_inference_us, r.warmup_avg_us, r.inference_avg_us) == (
+        5579,
+        1357602,
+        1.3576e6,
+        1.24027e6,
+    )
     assert r.inference_avg_ms == pytest.approx(1240.27)
-    assert r.inference == RunStats(count=50, curr_us=1240143, first_us=1249964, min_us=1238588, max_us=1252566,
-                                   avg_us=1.24027e6, std_us=2565, p5_us=1238753, median_us=1239807, p95_us=1247415)
+    assert r.inference == RunStats(
+        count=50,
+        curr_us=1240143,
+        first_us=1249964,
+        min_us=1238588,
+        max_us=1252566,
+        avg_us=1.24027e6,
+        std_us=2565,
+        p5_us=1238753,
+        median_us=1239807,
+        p95_us=1247415,
+    )
     assert r.warmup.count == 1 and r.warmup.avg_us == 1357602 and r.warmup.std_us == 0  # one run: all same
     assert (r.init_mem_mb, r.overall_mem_mb) == (6.36328, 109.832)
 

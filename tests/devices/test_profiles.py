@@ -79,7 +79,9 @@ def test_jetson_pins_a_power_mode_its_sourced_mode_table_declares(name):
     commands = " ; ".join(profile.setup.pin_clocks)
     mode = re.search(r"nvpmodel -m (\d+)", commands).group(1)
     assert "jetson_clocks" in commands
-    assert re.search(rf"(^|[ ,]){mode}[ :]", profile.hardware["power_modes"].value), profile.hardware["power_modes"].value
+    assert re.search(rf"(^|[ ,]){mode}[ :]", profile.hardware["power_modes"].value), profile.hardware[
+        "power_modes"
+    ].value
     assert profile.runtime == "tensorrt" and "tensorrt" in profile.hardware
 
 
@@ -118,7 +120,10 @@ def _write(tmp_path, text):
 
 
 def test_user_profile_file_with_sourced_facts(tmp_path):
-    profile = load_profile(_write(tmp_path, """
+    profile = load_profile(
+        _write(
+            tmp_path,
+            """
 name: lab-box
 description: a box
 runtime: onnxruntime
@@ -132,7 +137,9 @@ setup:
   source: kernel cpufreq docs
 throttle: {command: vcgencmd get_throttled, source: vendor docs}
 channel_step: {value: 16, source: "vendor tuning guide"}
-"""))
+""",
+        )
+    )
     assert profile.connection.host == "10.0.0.5" and profile.power.estimate_w.value == 6.4
     assert profile.hardware["cpu"].source == "vendor product page"
     assert profile.setup.pin_clocks[0].startswith("echo performance") and profile.throttle.temperature is None
@@ -147,35 +154,58 @@ def test_every_known_runtime_loads_whether_or_not_it_has_a_backend(tmp_path, run
 def test_connection_accepts_exactly_the_fields_connection_declares(tmp_path):
     fields = {f.name for f in dataclasses.fields(Connection)} - {"kind"}
     values = {name: ("1" if name != "port" else 22) for name in fields}
-    text = "name: x\nruntime: onnxruntime\nconnection:\n  kind: ssh\n" + "".join(f"  {k}: {v!r}\n" for k, v in values.items())
+    text = "name: x\nruntime: onnxruntime\nconnection:\n  kind: ssh\n" + "".join(
+        f"  {k}: {v!r}\n" for k, v in values.items()
+    )
     connection = load_profile(_write(tmp_path, text)).connection
     assert all(getattr(connection, k) == v for k, v in values.items())
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\nruntime: onnxruntime\ncolour: red\n", "unknown keys \\['colour'\\]"),
-    ("name: x\nruntime: onnxruntim\n", "did you mean 'onnxruntime'"),
-    ("name: x\nruntime: tensorrtt\n", "did you mean 'tensorrt'"),
-    ("name: x\nruntime: coreml\n", "unknown runtime in dev.yaml 'coreml'"),
-    ("name: x\n", "lacks 'runtime'"),
-    ("name: x\nruntime: onnxruntime\nprecision: fp8\n", "unknown precision"),
-    ("name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76}}\n", "hardware.cpu has no source"),
-    ("name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76, source: ''}}\n", "hardware.cpu has no source"),
-    ("name: x\nruntime: onnxruntime\nhardware: {cpu: A76}\n", "hardware.cpu has no source"),
-    ("name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76, source: s, note: n}}\n", "unexpected keys \\['note'\\]"),
-    ("name: x\nruntime: onnxruntime\nconnection: {kind: serial}\n", "connection kind 'serial'"),
-    ("name: x\nruntime: onnxruntime\nconnection: {kind: ssh, colour: red}\n", "'connection' has unexpected content \\['colour'\\]"),
-    ("name: x\nruntime: onnxruntime\npower: {sensor: multimeter}\n", "unknown power sensor"),
-    ("name: x\nruntime: onnxruntime\npower: {estimate_w: {value: -3, source: s}}\n", "positive number of watts"),
-    ("name: x\nruntime: onnxruntime\nsetup: {pin_clocks: [sudo jetson_clocks]}\n", "setup has commands but no source"),
-    ("name: x\nruntime: onnxruntime\nsetup: {pin_clocks: sudo jetson_clocks, source: s}\n", "must be a list of shell commands"),
-    ("name: x\nruntime: onnxruntime\nsetup: {pin: [a], source: s}\n", "'setup' has unexpected content \\['pin'\\]"),
-    ("name: x\nruntime: onnxruntime\nthrottle: {command: vcgencmd get_throttled}\n", "throttle has a check but no source"),
-    ("name: x\nruntime: onnxruntime\nchannel_step: {value: 8}\n", "channel_step has no source"),
-    ("name: x\nruntime: onnxruntime\nchannel_step: {value: 0.5, source: s}\n", "channel_step must be a positive integer"),
-    ("name: x\nruntime: onnxruntime\nthreads: 0\n", "threads must be a positive integer"),
-    ("[unclosed", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nruntime: onnxruntime\ncolour: red\n", "unknown keys \\['colour'\\]"),
+        ("name: x\nruntime: onnxruntim\n", "did you mean 'onnxruntime'"),
+        ("name: x\nruntime: tensorrtt\n", "did you mean 'tensorrt'"),
+        ("name: x\nruntime: coreml\n", "unknown runtime in dev.yaml 'coreml'"),
+        ("name: x\n", "lacks 'runtime'"),
+        ("name: x\nruntime: onnxruntime\nprecision: fp8\n", "unknown precision"),
+        ("name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76}}\n", "hardware.cpu has no source"),
+        ("name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76, source: ''}}\n", "hardware.cpu has no source"),
+        ("name: x\nruntime: onnxruntime\nhardware: {cpu: A76}\n", "hardware.cpu has no source"),
+        (
+            "name: x\nruntime: onnxruntime\nhardware: {cpu: {value: A76, source: s, note: n}}\n",
+            "unexpected keys \\['note'\\]",
+        ),
+        ("name: x\nruntime: onnxruntime\nconnection: {kind: serial}\n", "connection kind 'serial'"),
+        (
+            "name: x\nruntime: onnxruntime\nconnection: {kind: ssh, colour: red}\n",
+            "'connection' has unexpected content \\['colour'\\]",
+        ),
+        ("name: x\nruntime: onnxruntime\npower: {sensor: multimeter}\n", "unknown power sensor"),
+        ("name: x\nruntime: onnxruntime\npower: {estimate_w: {value: -3, source: s}}\n", "positive number of watts"),
+        (
+            "name: x\nruntime: onnxruntime\nsetup: {pin_clocks: [sudo jetson_clocks]}\n",
+            "setup has commands but no source",
+        ),
+        (
+            "name: x\nruntime: onnxruntime\nsetup: {pin_clocks: sudo jetson_clocks, source: s}\n",
+            "must be a list of shell commands",
+        ),
+        ("name: x\nruntime: onnxruntime\nsetup: {pin: [a], source: s}\n", "'setup' has unexpected content \\['pin'\\]"),
+        (
+            "name: x\nruntime: onnxruntime\nthrottle: {command: vcgencmd get_throttled}\n",
+            "throttle has a check but no source",
+        ),
+        ("name: x\nruntime: onnxruntime\nchannel_step: {value: 8}\n", "channel_step has no source"),
+        (
+            "name: x\nruntime: onnxruntime\nchannel_step: {value: 0.5, source: s}\n",
+            "channel_step must be a positive integer",
+        ),
+        ("name: x\nruntime: onnxruntime\nthreads: 0\n", "threads must be a positive integer"),
+        ("[unclosed", "not valid YAML"),
+    ],
+)
 def test_malformed_profiles_are_named_in_one_line(tmp_path, text, message):
     with pytest.raises((ConfigError, UnknownName), match=message) as err:
         load_profile(_write(tmp_path, text))

@@ -25,8 +25,15 @@ from tests.devices.conftest import _free_port, start_sshd, stop_sshd
 
 
 def _connection(sshd, **changes) -> Connection:
-    fields = {"kind": "ssh", "host": "127.0.0.1", "port": sshd.port, "user": sshd.keys.user, "python": sys.executable,
-              "key": str(sshd.keys.client_key), "ssh_config": str(sshd.config)}
+    fields = {
+        "kind": "ssh",
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.keys.user,
+        "python": sys.executable,
+        "key": str(sshd.keys.client_key),
+        "ssh_config": str(sshd.config),
+    }
     return Connection(**{**fields, **changes})
 
 
@@ -49,8 +56,11 @@ def test_profile_over_ssh_agrees_with_local(sshd, tiny_onnx, tmp_path):
     assert ssh_latency["method"].startswith(f"measured: ssh {sshd.keys.user}@127.0.0.1:{sshd.port} agent")
     assert 0.7 < ssh_latency["median_ms"] / local_latency["median_ms"] < 1.3
     # the key itself never appears in what edgeprune prints or writes
-    written = over_ssh.stdout + over_ssh.stderr + "".join(p.read_text(errors="replace")
-                                                          for p in (tmp_path / "ssh").rglob("*.json"))
+    written = (
+        over_ssh.stdout
+        + over_ssh.stderr
+        + "".join(p.read_text(errors="replace") for p in (tmp_path / "ssh").rglob("*.json"))
+    )
     assert not [secret for secret in _secrets(sshd) if secret in written]
 
 
@@ -60,11 +70,18 @@ def test_verify_over_ssh_gives_the_local_top1(sshd, resnet20_weights, cifar_test
     from edgeprune.pipeline import verify_artifact
 
     model = load_model("cifar:resnet20", LoadOptions(weights=str(resnet20_weights)))
-    local = verify_artifact(model, load_profile("host"), str(cifar_test_dir), tmp_path / "local", limit=20,
-                            batch_size=10)
-    over_ssh = verify_artifact(model, load_profile(str(sshd.profile(tmp_path / "loopback.yaml"))),
-                               str(cifar_test_dir), tmp_path / "ssh", artifact_path=local.artifact.path, limit=20,
-                               batch_size=10)
+    local = verify_artifact(
+        model, load_profile("host"), str(cifar_test_dir), tmp_path / "local", limit=20, batch_size=10
+    )
+    over_ssh = verify_artifact(
+        model,
+        load_profile(str(sshd.profile(tmp_path / "loopback.yaml"))),
+        str(cifar_test_dir),
+        tmp_path / "ssh",
+        artifact_path=local.artifact.path,
+        limit=20,
+        batch_size=10,
+    )
     assert over_ssh.n_samples == local.n_samples == 20
     assert [(m.name, m.runtime) for m in over_ssh.metrics] == [(m.name, m.runtime) for m in local.metrics]
     assert over_ssh.parity[0].max_abs == local.parity[0].max_abs
@@ -75,9 +92,27 @@ def test_a_dropped_connection_is_one_line_and_exit_2(ssh_keys, tiny_onnx, tmp_pa
     try:
         target = server.profile(tmp_path / "doomed.yaml")
         cli = subprocess.Popen(
-            [sys.executable, "-m", "edgeprune.cli", "profile", "--target", str(target), "--model", "cifar:resnet20",
-             "--artifact", str(tiny_onnx), "--runs", "1000000", "--threads", "1", "--out", str(tmp_path / "out")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "edgeprune.cli",
+                "profile",
+                "--target",
+                str(target),
+                "--model",
+                "cifar:resnet20",
+                "--artifact",
+                str(tiny_onnx),
+                "--runs",
+                "1000000",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 120
         while not list(server.cache.glob(f"edgeprune/session-*/{tiny_onnx.name}")):  # the model is on the device
@@ -99,8 +134,19 @@ def test_a_dropped_connection_is_one_line_and_exit_2(ssh_keys, tiny_onnx, tmp_pa
 def test_an_unreachable_port_is_one_line_naming_host_and_port(sshd, tiny_onnx, tmp_path):
     closed = _free_port()
     target = sshd.profile(tmp_path / "loopback.yaml")
-    result = run_cli("profile", "--target", target, "--port", closed, "--model", "cifar:resnet20",
-                     "--artifact", tiny_onnx, "--runs", "30")
+    result = run_cli(
+        "profile",
+        "--target",
+        target,
+        "--port",
+        closed,
+        "--model",
+        "cifar:resnet20",
+        "--artifact",
+        tiny_onnx,
+        "--runs",
+        "30",
+    )
     assert result.code == 2
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
@@ -108,7 +154,9 @@ def test_an_unreachable_port_is_one_line_naming_host_and_port(sshd, tiny_onnx, t
     assert lines[-1].startswith(f"edgeprune: error: cannot reach {where}: connection refused")
 
 
-needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client: apt-get install openssh-client")
+needs_ssh = pytest.mark.skipif(
+    shutil.which("ssh") is None, reason="needs the OpenSSH client: apt-get install openssh-client"
+)
 
 
 @needs_ssh
@@ -160,9 +208,10 @@ def test_paths_and_names_reach_the_device_literally(sshd, tiny_onnx, tmp_path):
 
 def test_a_host_alias_from_the_ssh_config_is_enough(sshd, tmp_path):
     config = tmp_path / "alias_config"
-    config.write_text(f"Host lab-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.keys.user}\n"
-                      f"  IdentityFile {sshd.keys.client_key}\n  IdentitiesOnly yes\n"
-                      + sshd.config.read_text())
+    config.write_text(
+        f"Host lab-box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.keys.user}\n"
+        f"  IdentityFile {sshd.keys.client_key}\n  IdentitiesOnly yes\n" + sshd.config.read_text()
+    )
     transport = SshTransport(Connection(kind="ssh", host="lab-box", python=sys.executable, ssh_config=str(config)))
     with AgentSession(transport) as agent:
         assert agent.info("lab-box", "onnxruntime").runtime == "onnxruntime"
@@ -196,8 +245,10 @@ def test_an_unaccepted_key_is_an_auth_error_without_the_key(sshd, tmp_path):
 
 def test_an_unknown_host_key_is_refused_not_bypassed(sshd, tmp_path):
     config = tmp_path / "strict_config"
-    config.write_text(f"Host *\n  UserKnownHostsFile {tmp_path / 'empty_known_hosts'}\n"
-                      "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n")
+    config.write_text(
+        f"Host *\n  UserKnownHostsFile {tmp_path / 'empty_known_hosts'}\n"
+        "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
+    )
     with pytest.raises(DeviceError, match="host key of .* is unknown or has changed"):
         AgentSession(SshTransport(_connection(sshd, ssh_config=str(config))))
 

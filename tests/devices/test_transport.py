@@ -39,13 +39,21 @@ def test_a_flag_for_another_kind_of_connection_is_an_error_and_a_variable_is_not
     assert resolve_connection(phone, environ={"EDGEPRUNE_SERIAL": "emulator-5554"}).serial == "emulator-5554"
 
 
-@pytest.mark.parametrize("profile, overrides, environ, message", [
-    (PI, None, {"EDGEPRUNE_PORT": "ssh"}, "EDGEPRUNE_PORT 'ssh' is not a port"),
-    (PI, {"port": 70000}, {}, "--port 70000 is not a port"),
-    (_profile(kind="ssh"), None, {}, "names no host; fix: pass --host"),
-    (PI, {"host": "-oProxyCommand=touch /tmp/x"}, {}, "ssh host '-oProxyCommand=touch /tmp/x' .* is not a host name"),
-    (PI, {"user": "pi; rm -rf ~"}, {}, "is not a user name"),
-])
+@pytest.mark.parametrize(
+    "profile, overrides, environ, message",
+    [
+        (PI, None, {"EDGEPRUNE_PORT": "ssh"}, "EDGEPRUNE_PORT 'ssh' is not a port"),
+        (PI, {"port": 70000}, {}, "--port 70000 is not a port"),
+        (_profile(kind="ssh"), None, {}, "names no host; fix: pass --host"),
+        (
+            PI,
+            {"host": "-oProxyCommand=touch /tmp/x"},
+            {},
+            "ssh host '-oProxyCommand=touch /tmp/x' .* is not a host name",
+        ),
+        (PI, {"user": "pi; rm -rf ~"}, {}, "is not a user name"),
+    ],
+)
 def test_bad_connections_are_config_errors(profile, overrides, environ, message):
     with pytest.raises(ConfigError, match=message):
         resolve_connection(profile, overrides, environ=environ)
@@ -62,9 +70,11 @@ def test_transport_for_each_kind(monkeypatch):
 
 
 def test_cli_connection_flags_are_checked_before_any_work():
-    result = run_cli("verify", "--model", "cifar:resnet20", "--data", "/nonexistent", "--target", "host",
-                     "--serial", "R58M")
+    result = run_cli(
+        "verify", "--model", "cifar:resnet20", "--data", "/nonexistent", "--target", "host", "--serial", "R58M"
+    )
     assert result.code == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "edgeprune: error: --serial does not apply to target host, which connects over local; "
-        "fix: connection flags apply to ssh and adb targets; pick one with --target")
+        "fix: connection flags apply to ssh and adb targets; pick one with --target"
+    )

@@ -42,9 +42,16 @@ def _ina_payload(idle_w, run_w, *, idle=(0.0, 0.9), run=(1.0, 3.0), step=0.1):
     """Agent-shaped samples of a one-rail INA3221 (iio form: mW) at `step` seconds."""
     samples = [[t, [str(idle_w * 1000)]] for t in np.arange(idle[0], idle[1] + 1e-9, step)]
     samples += [[t, [str(run_w * 1000)]] for t in np.arange(run[0], run[1] + 1e-9, step)]
-    return {"sensor": "ina3221", "available": True, "kind": "pull", "interval_ms": step * 1000,
-            "meta": {"variant": "iio", "rails": [{"rail": "POM_5V_IN", "power_mw": 0}]},
-            "windows": {"idle": list(idle), "run": list(run)}, "samples": samples, "errors": []}
+    return {
+        "sensor": "ina3221",
+        "available": True,
+        "kind": "pull",
+        "interval_ms": step * 1000,
+        "meta": {"variant": "iio", "rails": [{"rail": "POM_5V_IN", "power_mw": 0}]},
+        "windows": {"idle": list(idle), "run": list(run)},
+        "samples": samples,
+        "errors": [],
+    }
 
 
 def test_measured_energy_gross_and_net_of_idle():
@@ -74,8 +81,14 @@ def test_energy_counters_with_wraparound():
     watts = np.where(t < 1.0, 2.0, 5.0)
     joules = np.concatenate([[0.0], np.cumsum(watts[:-1] * 0.05)])
     samples = [[ti, [str(int(round(j * 1e6)) % 1000000)]] for ti, j in zip(t, joules)]
-    payload = {"sensor": "rapl", "available": True, "interval_ms": 50.0, "meta": {"zones": zones},
-               "windows": {"idle": [0.0, 1.0], "run": [1.0, 3.0]}, "samples": samples}
+    payload = {
+        "sensor": "rapl",
+        "available": True,
+        "interval_ms": 50.0,
+        "meta": {"zones": zones},
+        "windows": {"idle": [0.0, 1.0], "run": [1.0, 3.0]},
+        "samples": samples,
+    }
     figure = measure(payload, runs=10, batch=1)
     assert figure.detail.method == "difference of energy counters"
     assert figure.detail.power_w == pytest.approx(5.0)
@@ -85,8 +98,14 @@ def test_energy_counters_with_wraparound():
 
 def test_unusable_samples_are_unavailable_with_the_reason():
     target = _target(PowerSpec(sensor="tegrastats"))
-    payload = {"sensor": "tegrastats", "available": True, "interval_ms": 50.0, "meta": {},
-               "windows": {"run": [0.0, 1.0]}, "samples": [[0.1, "tegrastats: Permission denied"]]}
+    payload = {
+        "sensor": "tegrastats",
+        "available": True,
+        "interval_ms": 50.0,
+        "meta": {},
+        "windows": {"run": [0.0, 1.0]},
+        "samples": [[0.1, "tegrastats: Permission denied"]],
+    }
     figure = energy_for(target, 1.0, power=payload, runs=50)
     assert figure.energy == "unavailable"
     assert "samples unusable: not a tegrastats line: 'tegrastats: Permission denied'" in figure.note
@@ -101,9 +120,18 @@ def test_too_few_samples_in_a_short_loop():
 
 def test_latency_stats_round_trip_with_energy_detail():
     figure = measure(_ina_payload(2.0, 5.0), runs=100)
-    stats = LatencyStats.from_samples([1.0, 2.0, 3.0], warmup=1, runtime="r", runtime_version="1", threads=1,
-                                      energy=figure.energy, energy_mj=figure.energy_mj, power_w=figure.power_w,
-                                      energy_note=figure.note, energy_detail=figure.detail)
+    stats = LatencyStats.from_samples(
+        [1.0, 2.0, 3.0],
+        warmup=1,
+        runtime="r",
+        runtime_version="1",
+        threads=1,
+        energy=figure.energy,
+        energy_mj=figure.energy_mj,
+        power_w=figure.power_w,
+        energy_note=figure.note,
+        energy_detail=figure.detail,
+    )
     again = LatencyStats.from_json(stats.to_json())
     assert again == stats and again.energy_detail.rails == ("POM_5V_IN",)
     assert "[net; gross 100.00 mJ at 5.00 W, ina3221]" in stats.summary()

@@ -14,7 +14,12 @@ def test_resnet_layers_with_their_input_sizes_and_fused_activations():
     uses = layer_uses(load_model("cifar:resnet20"))
     assert len(uses) == 1 + 18 + 1  # stem, two convolutions per block, classifier
     stem, first_block_conv1, first_block_conv2, fc = uses[0], uses[1], uses[2], uses[-1]
-    assert (stem.in_channels, stem.out_channels, stem.signature.height, stem.signature.activation) == (3, 16, 32, "Relu")
+    assert (stem.in_channels, stem.out_channels, stem.signature.height, stem.signature.activation) == (
+        3,
+        16,
+        32,
+        "Relu",
+    )
     assert first_block_conv1.signature.activation == "Relu"
     assert first_block_conv2.signature.activation == ""  # its ReLU comes after the residual add: not fusable
     downsampling = [u for u in uses if u.signature.stride == (2, 2)]
@@ -47,7 +52,9 @@ def test_width_grid_is_on_the_step_and_ends_at_the_width():
 def test_single_layer_model_computes_the_layer(signature, tmp_path):
     cin, cout = 8, 12
     path = single_layer_onnx(signature, cin, cout, tmp_path / "layer.onnx")
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer}
+    weights = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer
+    }
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     shape = [signature.height, cin] if signature.kind == "linear" else [1, cin, signature.height, signature.width]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -57,7 +64,9 @@ def test_single_layer_model_computes_the_layer(signature, tmp_path):
         expected = F.linear(xt, weights["W"], weights["B"])
     else:
         groups = cin if signature.kind == "depthwise" else signature.groups
-        expected = F.conv2d(xt, weights["W"], weights["B"], signature.stride, signature.padding, signature.dilation, groups)
+        expected = F.conv2d(
+            xt, weights["W"], weights["B"], signature.stride, signature.padding, signature.dilation, groups
+        )
     activation = {"LeakyRelu": lambda t: F.leaky_relu(t, 0.1), "HardSwish": F.hardswish, "SiLU": F.silu,
                   "Clip6": F.relu6, "Mish": F.mish}[signature.activation]  # fmt: skip
     assert np.allclose(y, activation(expected).numpy(), atol=1e-5)

@@ -4,52 +4,76 @@ numbers in brackets are placeholders the source itself prints as variables (note
 import pytest
 
 from edgeprune.latency.sensors import (
-    SensorError, battery_power_w, ina3221_rails_w, parse_get_throttled, parse_nvidia_smi_power, parse_nvpmodel_query,
-    parse_odpm_energy_value, parse_pmic_read_adc, parse_tegrastats_line, select_rails, trace_from_agent, unwrap_counter,
+    SensorError,
+    battery_power_w,
+    ina3221_rails_w,
+    parse_get_throttled,
+    parse_nvidia_smi_power,
+    parse_nvpmodel_query,
+    parse_odpm_energy_value,
+    parse_pmic_read_adc,
+    parse_tegrastats_line,
+    select_rails,
+    trace_from_agent,
+    unwrap_counter,
 )
 
 # --- tegrastats -------------------------------------------------------------------------------------------------------
 
 # JetPack 4, Jetson Nano: rbonghi/jetson_stats tests/tegrastats (the emulator's "Other example Jetson Nano" line).
-NANO_JP4 = ("RAM 1180/3965MB (lfb 1x2MB) SWAP 149/1024MB (cached 7MB) IRAM 0/252kB(lfb 252kB) "
-            "CPU [30%@1036,33%@1036,28%@1036,26%@1036] EMC_FREQ 10%@1600 GR3D_FREQ 0%@76 NVENC 716 NVDEC 716 APE 25 "
-            "PLL@57C CPU@60.5C PMIC@100C GPU@59C AO@65C thermal@59.75C POM_5V_IN 4520/4680 POM_5V_GPU 0/0 "
-            "POM_5V_CPU 1078/1205")
+NANO_JP4 = (
+    "RAM 1180/3965MB (lfb 1x2MB) SWAP 149/1024MB (cached 7MB) IRAM 0/252kB(lfb 252kB) "
+    "CPU [30%@1036,33%@1036,28%@1036,26%@1036] EMC_FREQ 10%@1600 GR3D_FREQ 0%@76 NVENC 716 NVDEC 716 APE 25 "
+    "PLL@57C CPU@60.5C PMIC@100C GPU@59C AO@65C thermal@59.75C POM_5V_IN 4520/4680 POM_5V_GPU 0/0 "
+    "POM_5V_CPU 1078/1205"
+)
 # JetPack 4 (L4T 28), Jetson TX2: github.com/gustavz/realtime_object_detection/issues/24 (comment of 2018-06-15).
-TX2_JP4 = ("RAM 1685/7854MB (lfb 1044x4MB) SWAP 278/8192MB (cached 23MB) CPU [0%@1303,0%@345,0%@345,0%@1419,0%@1420,"
-           "0%@1421] EMC_FREQ 0%@1866 GR3D_FREQ 0%@140 APE 150 MTS fg 1% bg 8% BCPU@41C MCPU@41C GPU@39C PLL@41C "
-           "Tboard@37C Tdiode@37.25C PMIC@100C thermal@39.9C VDD_IN 1931/1931 VDD_CPU 231/231 VDD_GPU 154/154 "
-           "VDD_SOC 385/385 VDD_WIFI 38/38 VDD_DDR 326/326")
+TX2_JP4 = (
+    "RAM 1685/7854MB (lfb 1044x4MB) SWAP 278/8192MB (cached 23MB) CPU [0%@1303,0%@345,0%@345,0%@1419,0%@1420,"
+    "0%@1421] EMC_FREQ 0%@1866 GR3D_FREQ 0%@140 APE 150 MTS fg 1% bg 8% BCPU@41C MCPU@41C GPU@39C PLL@41C "
+    "Tboard@37C Tdiode@37.25C PMIC@100C thermal@39.9C VDD_IN 1931/1931 VDD_CPU 231/231 VDD_GPU 154/154 "
+    "VDD_SOC 385/385 VDD_WIFI 38/38 VDD_DDR 326/326"
+)
 # JetPack 4.2, Jetson AGX Xavier (rails without a VDD_ prefix, no board-input rail):
 # github.com/martinkersner/gtop/pull/7 (comment of 2019-06-17).
-XAVIER_JP42 = ("RAM 14700/15692MB (lfb 3x2MB) SWAP 898/8192MB (cached 23MB) CPU [0%@1190,0%@1190,0%@1190,0%@1190,"
-               "0%@1190,0%@1190,0%@1190,0%@1190] EMC_FREQ 0% GR3D_FREQ 0% AO@30C GPU@30.5C Tboard@31C Tdiode@32C "
-               "AUX@30.5C CPU@31.5C thermal@30.8C PMIC@100C GPU 463/463 CPU 618/618 SOC 2936/2936 CV 0/0 "
-               "VDDRQ 309/309 SYS5V 3306/3306")
+XAVIER_JP42 = (
+    "RAM 14700/15692MB (lfb 3x2MB) SWAP 898/8192MB (cached 23MB) CPU [0%@1190,0%@1190,0%@1190,0%@1190,"
+    "0%@1190,0%@1190,0%@1190,0%@1190] EMC_FREQ 0% GR3D_FREQ 0% AO@30C GPU@30.5C Tboard@31C Tdiode@32C "
+    "AUX@30.5C CPU@31.5C thermal@30.8C PMIC@100C GPU 463/463 CPU 618/618 SOC 2936/2936 CV 0/0 "
+    "VDDRQ 309/309 SYS5V 3306/3306"
+)
 # JetPack 5, Jetson AGX Orin as root (dated 01-03-2023; "NC" = unconnected channels): the jetson_stats tegrastats
 # emulator, "Jetson Orin (SUDO)", as vendored in github.com/GDWR/jetson_exporter scripts/tegrastats. The CPU loads
 # and GR3D percentages are $RANDOM there; 10 and 20 stand in for them.
-ORIN_JP5_ROOT = ("01-03-2023 16:07:54 RAM 2257/30536MB (lfb 5392x4MB) SWAP 0/15268MB (cached 0MB) "
-                 "CPU [10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,"
-                 "10%@729] EMC_FREQ 0%@204 GR3D_FREQ 10%@0 GR3D2_FREQ 20%@0 NVJPG1 729 VIC_FREQ 115 APE 233 "
-                 "CV0@-256C CPU@41.437C Tboard@29C SOC2@39.062C Tdiode@30.75C SOC0@39.031C CV1@-256C GPU@-256C "
-                 "tj@41.656C SOC1@38.937C CV2@-256C VDD_GPU_SOC 2390mW/2390mW VDD_CPU_CV 796mW/796mW "
-                 "VIN_SYS_5V0 3522mW/3522mW NC 0mW/0mW VDDQ_VDD2_1V8AO 301mW/301mW NC 0mW/0mW")
+ORIN_JP5_ROOT = (
+    "01-03-2023 16:07:54 RAM 2257/30536MB (lfb 5392x4MB) SWAP 0/15268MB (cached 0MB) "
+    "CPU [10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,10%@729,"
+    "10%@729] EMC_FREQ 0%@204 GR3D_FREQ 10%@0 GR3D2_FREQ 20%@0 NVJPG1 729 VIC_FREQ 115 APE 233 "
+    "CV0@-256C CPU@41.437C Tboard@29C SOC2@39.062C Tdiode@30.75C SOC0@39.031C CV1@-256C GPU@-256C "
+    "tj@41.656C SOC1@38.937C CV2@-256C VDD_GPU_SOC 2390mW/2390mW VDD_CPU_CV 796mW/796mW "
+    "VIN_SYS_5V0 3522mW/3522mW NC 0mW/0mW VDDQ_VDD2_1V8AO 301mW/301mW NC 0mW/0mW"
+)
 # ... and the same emulator's non-root Orin line: no rails at all.
-ORIN_JP5_USER = ("01-03-2023 16:10:22 RAM 2257/30536MB (lfb 5392x4MB) SWAP 0/15268MB (cached 0MB) CPU [10%@729,"
-                 "10%@729] EMC_FREQ 0% GR3D_FREQ 10% CV0@-256C CPU@41.375C Tboard@29C SOC2@39C Tdiode@30.75C "
-                 "SOC0@38.906C CV1@-256C GPU@-256C tj@41.468C SOC1@38.843C CV2@-256C")
+ORIN_JP5_USER = (
+    "01-03-2023 16:10:22 RAM 2257/30536MB (lfb 5392x4MB) SWAP 0/15268MB (cached 0MB) CPU [10%@729,"
+    "10%@729] EMC_FREQ 0% GR3D_FREQ 10% CV0@-256C CPU@41.375C Tboard@29C SOC2@39C Tdiode@30.75C "
+    "SOC0@38.906C CV1@-256C GPU@-256C tj@41.468C SOC1@38.843C CV2@-256C"
+)
 # JetPack 6 (kernel 5.15.148-tegra), Jetson Orin Nano: github.com/henrygd/beszel/issues/286 as kept in
 # henrygd/beszel agent/gpu_test.go ("more valid data").
-ORIN_NANO_JP6 = ("11-15-2024 08:38:09 RAM 6185/7620MB (lfb 8x2MB) SWAP 851/3810MB (cached 1MB) CPU [15%@729,"
-                 "11%@729,14%@729,13%@729,11%@729,8%@729] EMC_FREQ 43%@2133 GR3D_FREQ 63%@[621] NVDEC off NVJPG off "
-                 "NVJPG1 off VIC off OFA off APE 200 cpu@53.968C soc2@52.437C soc0@50.75C gpu@53.343C tj@53.968C "
-                 "soc1@51.656C VDD_IN 12479mW/12479mW VDD_CPU_GPU_CV 4667mW/4667mW VDD_SOC 2817mW/2817mW")
+ORIN_NANO_JP6 = (
+    "11-15-2024 08:38:09 RAM 6185/7620MB (lfb 8x2MB) SWAP 851/3810MB (cached 1MB) CPU [15%@729,"
+    "11%@729,14%@729,13%@729,11%@729,8%@729] EMC_FREQ 43%@2133 GR3D_FREQ 63%@[621] NVDEC off NVJPG off "
+    "NVJPG1 off VIC off OFA off APE 200 cpu@53.968C soc2@52.437C soc0@50.75C gpu@53.343C tj@53.968C "
+    "soc1@51.656C VDD_IN 12479mW/12479mW VDD_CPU_GPU_CV 4667mW/4667mW VDD_SOC 2817mW/2817mW"
+)
 # JetPack 6, Orin Nano, idle: henrygd/beszel agent/gpu_test.go ("orin nano", 06-18-2025).
-ORIN_NANO_JP6_IDLE = ("06-18-2025 11:25:24 RAM 3452/7620MB (lfb 25x4MB) SWAP 1518/16384MB (cached 174MB) "
-                      "CPU [1%@1420,2%@1420,0%@1420,2%@1420,2%@729,1%@729] GR3D_FREQ 0% cpu@50.031C soc2@49.031C "
-                      "soc0@50C gpu@49.031C tj@50.25C soc1@50.25C VDD_IN 4824mW/4824mW VDD_CPU_GPU_CV 518mW/518mW "
-                      "VDD_SOC 1475mW/1475mW")
+ORIN_NANO_JP6_IDLE = (
+    "06-18-2025 11:25:24 RAM 3452/7620MB (lfb 25x4MB) SWAP 1518/16384MB (cached 174MB) "
+    "CPU [1%@1420,2%@1420,0%@1420,2%@1420,2%@729,1%@729] GR3D_FREQ 0% cpu@50.031C soc2@49.031C "
+    "soc0@50C gpu@49.031C tj@50.25C soc1@50.25C VDD_IN 4824mW/4824mW VDD_CPU_GPU_CV 518mW/518mW "
+    "VDD_SOC 1475mW/1475mW"
+)
 
 
 def test_tegrastats_jetpack4_nano_pom_rails_without_units():
@@ -63,14 +87,14 @@ def test_tegrastats_jetpack4_tx2_and_xavier():
     tx2 = parse_tegrastats_line(TX2_JP4).rails_w
     assert set(tx2) == {"VDD_IN", "VDD_CPU", "VDD_GPU", "VDD_SOC", "VDD_WIFI", "VDD_DDR"} and tx2["VDD_IN"] == 1.931
     xavier = parse_tegrastats_line(XAVIER_JP42).rails_w
-    assert xavier == {"GPU": .463, "CPU": .618, "SOC": 2.936, "CV": 0.0, "VDDRQ": .309, "SYS5V": 3.306}
+    assert xavier == {"GPU": 0.463, "CPU": 0.618, "SOC": 2.936, "CV": 0.0, "VDDRQ": 0.309, "SYS5V": 3.306}
     rails, rule = select_rails(xavier, (), "board_input")
     assert len(rails) == 6 and "no board-input rail" in rule
 
 
 def test_tegrastats_jetpack5_orin_mw_units_and_nc_channels():
     r = parse_tegrastats_line(ORIN_JP5_ROOT).rails_w
-    assert r == {"VDD_GPU_SOC": 2.39, "VDD_CPU_CV": .796, "VIN_SYS_5V0": 3.522, "VDDQ_VDD2_1V8AO": .301}
+    assert r == {"VDD_GPU_SOC": 2.39, "VDD_CPU_CV": 0.796, "VIN_SYS_5V0": 3.522, "VDDQ_VDD2_1V8AO": 0.301}
     with pytest.raises(SensorError, match="only\\s+when run as root"):
         parse_tegrastats_line(ORIN_JP5_USER)
 
@@ -79,7 +103,10 @@ def test_tegrastats_jetpack5_orin_mw_units_and_nc_channels():
 def test_tegrastats_jetpack6_orin_nano(line, vdd_in):
     r = parse_tegrastats_line(line)
     assert set(r.rails_w) == {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"} and r.rails_w["VDD_IN"] == vdd_in
-    assert select_rails(r.rails_w, (), "board_input") == (("VDD_IN",), "board-input rail VDD_IN (the other rails are inside it)")
+    assert select_rails(r.rails_w, (), "board_input") == (
+        ("VDD_IN",),
+        "board-input rail VDD_IN (the other rails are inside it)",
+    )
 
 
 def test_tegrastats_garbage_names_the_line():
@@ -205,10 +232,16 @@ def test_rapl_counter_wraps_at_max_energy_range():
 
 
 def test_rapl_trace_sums_package_zones_not_psys():
-    power = {"sensor": "rapl", "meta": {"zones": [
-        {"zone": "intel-rapl:0", "name": "package-0", "max_energy_range_uj": "262143328850"},
-        {"zone": "intel-rapl:1", "name": "psys", "max_energy_range_uj": "262143328850"}]},
-        "samples": [[0.0, ["1000000", "5000000"]], [1.0, ["3000000", "9000000"]]]}
+    power = {
+        "sensor": "rapl",
+        "meta": {
+            "zones": [
+                {"zone": "intel-rapl:0", "name": "package-0", "max_energy_range_uj": "262143328850"},
+                {"zone": "intel-rapl:1", "name": "psys", "max_energy_range_uj": "262143328850"},
+            ]
+        },
+        "samples": [[0.0, ["1000000", "5000000"]], [1.0, ["3000000", "9000000"]]],
+    }
     trace = trace_from_agent(power)
     assert trace.kind == "energy" and trace.rails == ("package-0",)
     assert list(trace.values) == pytest.approx([1.0, 3.0])
@@ -222,8 +255,12 @@ def test_get_throttled_bits():
     # output of an under-powered Pi, decoded bit by bit in pastebin.com/xRpwmYYs.
     bits, names = parse_get_throttled("throttled=0x50005")
     assert bits == 0x50005
-    assert names == ("under-voltage detected", "currently throttled", "under-voltage has occurred",
-                     "throttling has occurred")
+    assert names == (
+        "under-voltage detected",
+        "currently throttled",
+        "under-voltage has occurred",
+        "throttling has occurred",
+    )
     assert parse_get_throttled("throttled=0x0") == (0, ())
     with pytest.raises(SensorError):
         parse_get_throttled("error=2")

@@ -82,7 +82,9 @@ def test_a_damaged_cache_line_is_detected_and_measured_again(tmp_path):
 
     assert len(cache.load()) == len(needed) - 2 and cache.corrupted == 2
     again = []
-    entries, measured_now, _ = measure_missing(needed, cache, lambda s, i, o: again.append(1) or _entry(s, i, o, _cost(i, o)))
+    entries, measured_now, _ = measure_missing(
+        needed, cache, lambda s, i, o: again.append(1) or _entry(s, i, o, _cost(i, o))
+    )
     assert measured_now == 2 == len(again)
     assert min(e.median_ms for e in entries.values()) > 0.001
 

@@ -14,14 +14,16 @@ def user_package(tmp_path, monkeypatch):
     package = tmp_path / "usernets"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "declared.py").write_text(textwrap.dedent("""
+    (package / "declared.py").write_text(
+        textwrap.dedent("""
         import torch
         edgeprune_input = {"shape": (1, 1, 28, 28), "mean": (0.1307,), "std": (0.3081,), "class_names": list("0123456789")}
         def build():
             return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
         def not_a_model():
             return 42
-    """))
+    """)
+    )
     (package / "bare.py").write_text("import torch\ndef build():\n    return torch.nn.Conv2d(3, 4, 3)\n")
     monkeypatch.chdir(tmp_path)
     yield

@@ -34,7 +34,9 @@ def test_packaged_yaml_builds_exports_and_matches_onnxruntime(yaml_name, tmp_pat
         reference = model.module(x).numpy()
     assert reference.shape[:2] == (3, 84)
     assert np.abs(reference[0] - reference[1]).max() > 1e-3  # the outputs depend on the input
-    runtime = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    runtime = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()}
+    )[0]
     assert np.abs(runtime - reference).max() / np.ptp(reference) <= 1e-4
 
 
@@ -45,7 +47,9 @@ def test_pt_needs_trust_pickle_and_round_trips(tmp_path):
         load_model(str(tmp_path / "y.pt"))
     loaded = load_model(str(tmp_path / "y.pt"), LoadOptions(trust_pickle=True))
     assert loaded.spec.endswith("y.pt") and loaded.weights == str(tmp_path / "y.pt")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(), model.module.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(), model.module.state_dict().values())
+    )
 
 
 def test_yolov5_repository_checkpoint_is_refused_clearly():

@@ -79,8 +79,9 @@ def test_priced_groups_are_worth_their_measured_damage(measured):
     for key, damage in sensitivity.groups.items():
         group, chunk = valued.groups[key], sensitivity.chunk[key]
         assert chunk % group.unit == 0 and group.width - chunk >= group.min_width
-        assert group.value_of(group.width, group.width - chunk) == pytest.approx(max(damage, 1e-12), rel=1e-6) or \
-            damage < 0.01 * np.median(list(sensitivity.groups.values()))  # raised to the noise floor
+        assert group.value_of(group.width, group.width - chunk) == pytest.approx(
+            max(damage, 1e-12), rel=1e-6
+        ) or damage < 0.01 * np.median(list(sensitivity.groups.values()))  # raised to the noise floor
         # the order of channels inside a group is the criterion's
         assert np.all(np.diff(group.scores) >= 0)
     for name, damage in sensitivity.blocks.items():

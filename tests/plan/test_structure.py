@@ -34,8 +34,9 @@ def _check(loaded, step: int, seed: int = 0):
     pruned = copy.deepcopy(loaded)
     plan = realize(pruned, structure, state, "l1")
     actual = layer_uses(pruned)
-    assert [(u.signature.key, u.in_channels, u.out_channels) for u in predicted] == \
-        [(u.signature.key, u.in_channels, u.out_channels) for u in actual]
+    assert [(u.signature.key, u.in_channels, u.out_channels) for u in predicted] == [
+        (u.signature.key, u.in_channels, u.out_channels) for u in actual
+    ]
     assert set(plan.removed_blocks) == state.removed
     return structure, state
 

@@ -86,8 +86,9 @@ def test_30_percent_prunes_exactly_exports_and_replays(spec, rewrites, tmp_path)
     assert all(torch.equal(p, dict(model.module.named_parameters())[n]) for n, p in fresh.module.named_parameters())
 
 
-@pytest.mark.parametrize("spec", ["cifar:resnet56", "torchvision:mobilenet_v3_small",
-                                  "darknet/alexeyab/yolov4-tiny.cfg"])
+@pytest.mark.parametrize(
+    "spec", ["cifar:resnet56", "torchvision:mobilenet_v3_small", "darknet/alexeyab/yolov4-tiny.cfg"]
+)
 def test_round_to_keeps_widths_on_the_hardware_step(spec):
     model = _load(spec)
     before = _widths(rewritten_copy(model).module)

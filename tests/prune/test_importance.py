@@ -42,7 +42,7 @@ def _data(n=3):
 
 def _removed_from_conv1(model, criterion, data=None) -> tuple[int, ...]:
     plan = prune_channels(model, 0.25, criterion, data=data)  # every group of 4 channels loses one
-    return dict((name, idxs) for name, _, idxs in plan.channel_history)["conv1"]
+    return {name: idxs for name, _, idxs in plan.channel_history}["conv1"]
 
 
 def test_l1_removes_the_zeroed_filter():

@@ -124,8 +124,17 @@ def fake_build_trt(version, calls, parse_ok=True):
 
     class Inspector:
         def get_engine_information(self, fmt):
-            return json.dumps({"Layers": [{"Name": "conv", "LayerType": "CaskConvolution",
-                                           "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}]}]})
+            return json.dumps(
+                {
+                    "Layers": [
+                        {
+                            "Name": "conv",
+                            "LayerType": "CaskConvolution",
+                            "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}],
+                        }
+                    ]
+                }
+            )
 
     class Runtime:
         def __init__(self, logger):
@@ -136,10 +145,19 @@ def fake_build_trt(version, calls, parse_ok=True):
             return SimpleNamespace(create_engine_inspector=Inspector)
 
     return SimpleNamespace(
-        __version__=version, Logger=Logger, ILogger=Base, IInt8EntropyCalibrator2=Base, Builder=Builder,
-        OnnxParser=Parser, Runtime=Runtime, NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", **precision_flag), float32="float32", MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"), LayerInformationFormat=SimpleNamespace(JSON="JSON"),
+        __version__=version,
+        Logger=Logger,
+        ILogger=Base,
+        IInt8EntropyCalibrator2=Base,
+        Builder=Builder,
+        OnnxParser=Parser,
+        Runtime=Runtime,
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", **precision_flag),
+        float32="float32",
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"),
+        LayerInformationFormat=SimpleNamespace(JSON="JSON"),
     )
 
 
@@ -157,4 +175,3 @@ def _read_onnx(path, network, layer_class) -> None:
                                                                  for d in v.type.tensor_type.shape.dim))
                       for v in graph.input if v.name not in weights]  # fmt: skip
     network.layers = [layer_class(node.name) for node in graph.node]
-

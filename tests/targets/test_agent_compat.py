@@ -32,7 +32,10 @@ def test_agent_uses_nothing_newer_than_python_3_6():
     vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
     if not Path(vermin).exists():
         pytest.fail('vermin is not installed: pip install "edgeprune[test]"')
-    proc = subprocess.run([vermin, "--target=3.6-", "--no-tips", "--violations", "--eval-annotations",
-                           *map(str, AGENT_SOURCES)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    proc = subprocess.run(
+        [vermin, "--target=3.6-", "--no-tips", "--violations", "--eval-annotations", *map(str, AGENT_SOURCES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout

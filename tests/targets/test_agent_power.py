@@ -25,7 +25,6 @@ from edgeprune.devices.transport import LocalTransport
 from edgeprune.latency.energy import energy_for
 from edgeprune.latency.sensors import parse_get_throttled
 from edgeprune.types import PowerSpec, TargetProfile
-
 from tests.latency.test_sensors import ORIN_NANO_JP6, PMIC
 
 
@@ -42,10 +41,21 @@ def _target(sensor, rails=()):
 
 def _bench(tiny_onnx, sensor, runs=300, interval_ms=20.0, idle_s=0.5):
     with AgentSession(LocalTransport()) as agent:
-        result = agent.bench(tiny_onnx, "onnxruntime", threads=1, warmup=5, runs=runs,
-                             power={"sensor": sensor, "interval_ms": interval_ms, "idle_s": idle_s})
-    figure = energy_for(_target(sensor), float(np.median(result["timings_ms"])), result["batch"],
-                        power=result.get("power"), runs=len(result["timings_ms"]))
+        result = agent.bench(
+            tiny_onnx,
+            "onnxruntime",
+            threads=1,
+            warmup=5,
+            runs=runs,
+            power={"sensor": sensor, "interval_ms": interval_ms, "idle_s": idle_s},
+        )
+    figure = energy_for(
+        _target(sensor),
+        float(np.median(result["timings_ms"])),
+        result["batch"],
+        power=result.get("power"),
+        runs=len(result["timings_ms"]),
+    )
     return result, figure
 
 
@@ -136,7 +146,7 @@ def test_rapl_counter_sampled_through_the_agent(tiny_onnx, tmp_path, monkeypatch
     assert d.n_samples_run >= 10 and d.n_samples_idle >= 10 and d.achieved_interval_ms == pytest.approx(20, rel=0.5)
     # The samples are the pipe's last reads (the first was the agent's check that the file is readable).
     times = np.array([t for t, _ in power["samples"]])
-    true_uj = np.array(counter.served[-len(times):], dtype=np.float64)
+    true_uj = np.array(counter.served[-len(times) :], dtype=np.float64)
     assert power["errors"] == [] and [raw for _, raw in power["samples"]] == [[str(int(e) % 350_000)] for e in true_uj]
     (run0, run1), (idle0, idle1) = power["windows"]["run"], power["windows"]["idle"]
     in_run = true_uj[(times >= run0) & (times <= run1)] % 350_000
@@ -193,8 +203,11 @@ def _tool(bin_dir: Path, name: str, script: str) -> None:
 
 def test_tegrastats_stream(tiny_onnx, tmp_path, monkeypatch):
     # A stand-in tegrastats that prints a published JetPack 6 Orin Nano line every --interval ms.
-    _tool(tmp_path / "bin", "tegrastats",
-          f'ms=$2\nwhile true; do echo "{ORIN_NANO_JP6}"; sleep $(echo "scale=3; $ms/1000" | bc 2>/dev/null || echo 0.02); done\n')
+    _tool(
+        tmp_path / "bin",
+        "tegrastats",
+        f'ms=$2\nwhile true; do echo "{ORIN_NANO_JP6}"; sleep $(echo "scale=3; $ms/1000" | bc 2>/dev/null || echo 0.02); done\n',
+    )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     result, figure = _bench(tiny_onnx, "tegrastats", runs=300, interval_ms=20.0)
@@ -205,9 +218,12 @@ def test_tegrastats_stream(tiny_onnx, tmp_path, monkeypatch):
 
 def test_pmic_read_adc_and_throttle_state(tiny_onnx, tmp_path, monkeypatch):
     # A stand-in vcgencmd answering with the published Pi 5 outputs (tests/latency/test_sensors.py cites them).
-    _tool(tmp_path / "bin", "vcgencmd",
-          f'case "$1" in\n pmic_read_adc) cat <<"EOF"\n{PMIC}EOF\n;;\n get_throttled) echo "throttled=0x50005";;\n'
-          f' *) echo "error=2 error_msg=\\"Invalid arguments\\""; exit 2;;\nesac\n')
+    _tool(
+        tmp_path / "bin",
+        "vcgencmd",
+        f'case "$1" in\n pmic_read_adc) cat <<"EOF"\n{PMIC}EOF\n;;\n get_throttled) echo "throttled=0x50005";;\n'
+        f' *) echo "error=2 error_msg=\\"Invalid arguments\\""; exit 2;;\nesac\n',
+    )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     result, figure = _bench(tiny_onnx, "pmic_read_adc", runs=300, interval_ms=50.0, idle_s=0.3)
@@ -238,8 +254,17 @@ class _AsNobody(LocalTransport):
         self.agent_dir, self.site = agent_dir, site
 
     def start_agent(self, stderr_log):
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"PYTHONPATH={self.site}",
-                   self.python, "-u", str(self.agent_dir / "agent.py")]
+        command = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            f"PYTHONPATH={self.site}",
+            self.python,
+            "-u",
+            str(self.agent_dir / "agent.py"),
+        ]
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb"))
 
 
@@ -261,7 +286,9 @@ def _copy_packages(site: Path, *names: str) -> None:
             shutil.copytree(path, site / path.name, ignore=shutil.ignore_patterns("__pycache__"))
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to uid 65534")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to uid 65534"
+)
 def test_root_only_energy_counter_says_why(monkeypatch):
     # Since Linux 5.10 energy_uj is mode 0400 root (CVE-2020-8694); the agent must say so, not crash.
     python = _system_python_like_this_one()
@@ -290,8 +317,13 @@ def test_root_only_energy_counter_says_why(monkeypatch):
 
 def test_info_reports_clocks_thermal_and_sensors(tmp_path, monkeypatch):
     policy = tmp_path / "sys/devices/system/cpu/cpufreq/policy0"
-    for name, value in (("affected_cpus", "0 1 2 3"), ("scaling_governor", "schedutil"),
-                        ("scaling_min_freq", "115200"), ("scaling_max_freq", "1510400"), ("scaling_cur_freq", "729600")):
+    for name, value in (
+        ("affected_cpus", "0 1 2 3"),
+        ("scaling_governor", "schedutil"),
+        ("scaling_min_freq", "115200"),
+        ("scaling_max_freq", "1510400"),
+        ("scaling_cur_freq", "729600"),
+    ):
         _write(policy / name, value)
     _write(tmp_path / "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
     _write(tmp_path / "sys/class/thermal/thermal_zone0/temp", "48500")
@@ -299,8 +331,9 @@ def test_info_reports_clocks_thermal_and_sensors(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     with AgentSession(LocalTransport()) as agent:
         info = agent.info("dev", "onnxruntime")
-    assert info.clocks == {"policy0": {"cpus": "0 1 2 3", "governor": "schedutil", "min_khz": 115200,
-                                       "max_khz": 1510400}}
+    assert info.clocks == {
+        "policy0": {"cpus": "0 1 2 3", "governor": "schedutil", "min_khz": 115200, "max_khz": 1510400}
+    }
     assert info.clocks_now_khz == {"policy0": 729600} and info.thermal_c == {"cpu-thermal (thermal_zone0)": 48.5}
     assert info.sensors["ina3221"] == {"available": True, "reason": None}
     assert info.sensors["rapl"]["available"] is False and "no RAPL zones" in info.sensors["rapl"]["reason"]
@@ -319,8 +352,7 @@ def test_profile_end_to_end_reports_measured_energy(tmp_path, monkeypatch):
     artifact = OnnxRuntimeBackend().export(model, tmp_path / "export")
     sysfs = tmp_path / "sysfs"
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(sysfs))
-    target = TargetProfile(name="dev", description="", runtime="onnxruntime", threads=1,
-                           power=PowerSpec(sensor="rapl"))
+    target = TargetProfile(name="dev", description="", runtime="onnxruntime", threads=1, power=PowerSpec(sensor="rapl"))
     with RaplWriter(sysfs, watts=3.0):
         report = profile_end_to_end(model, artifact, target, tmp_path, runs=200, warmup=5)
     latency = report.latency

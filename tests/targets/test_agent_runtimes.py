@@ -35,8 +35,9 @@ def _relative_error(runtime: np.ndarray, reference: np.ndarray) -> float:
 def tiny():
     """Two convolutions, seeded: the model every runtime here must reproduce."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Conv2d(8, 4, 3, stride=2)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, stride=2)
+    ).eval()
     x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
     with torch.inference_mode():
         reference = model(torch.from_numpy(x)).numpy()
@@ -53,11 +54,13 @@ def tiny_files(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runtimes")
     sample = torch.from_numpy(x[:1])
     onnx = out / "tiny.onnx"
-    torch.onnx.export(model, (sample,), str(onnx), input_names=["input"], output_names=["output"],
-                      external_data=False)
+    torch.onnx.export(model, (sample,), str(onnx), input_names=["input"], output_names=["output"], external_data=False)
     ov.save_model(ov.convert_model(str(onnx)), str(out / "tiny.xml"), compress_to_fp16=False)
-    ov.save_model(ov.convert_model(model, example_input=sample, input=[-1, 3, 16, 16]), str(out / "dynamic.xml"),
-                  compress_to_fp16=False)
+    ov.save_model(
+        ov.convert_model(model, example_input=sample, input=[-1, 3, 16, 16]),
+        str(out / "dynamic.xml"),
+        compress_to_fp16=False,
+    )
     litert_torch.convert(model, (sample,)).export(str(out / "tiny.tflite"))
     return {"onnx": onnx, "ir": out / "tiny.xml", "dynamic_ir": out / "dynamic.xml", "tflite": out / "tiny.tflite"}
 
@@ -115,8 +118,12 @@ def test_tflite_runs_like_pytorch_by_name_and_by_position(tiny, tiny_files):
 
 
 def test_tflite_quantized_tensors_are_float32_to_the_caller():
-    detail = {"name": "in", "dtype": np.int8, "quantization": (0.05, -3),
-              "quantization_parameters": {"scales": np.array([0.05], np.float32)}}
+    detail = {
+        "name": "in",
+        "dtype": np.int8,
+        "quantization": (0.05, -3),
+        "quantization_parameters": {"scales": np.array([0.05], np.float32)},
+    }
     scale, zero = agent_runtimes.tflite_quantization(detail)
     x = np.array([-10.0, -0.1, 0.0, 0.26, 6.5], np.float32)
     q = agent_runtimes.quantize(x, scale, zero, np.int8)

@@ -61,8 +61,11 @@ class FakeCuda:
 
 
 def fake_trt(version):
-    return SimpleNamespace(__version__=version, TensorIOMode=SimpleNamespace(INPUT="IN", OUTPUT="OUT"),
-                           nptype=lambda dt: {"FLOAT": np.float32, "HALF": np.float16}[dt])
+    return SimpleNamespace(
+        __version__=version,
+        TensorIOMode=SimpleNamespace(INPUT="IN", OUTPUT="OUT"),
+        nptype=lambda dt: {"FLOAT": np.float32, "HALF": np.float16}[dt],
+    )
 
 
 class _Doubler:
@@ -164,8 +167,9 @@ class BindingEngine(_Doubler):  # TensorRT 8.2 (JetPack 4): bindings only
 # --- running an engine ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine_class, api, version", [(TensorEngine, "tensors", "10.3.0"),
-                                                         (BindingEngine, "bindings", "8.2.1.8")])
+@pytest.mark.parametrize(
+    "engine_class, api, version", [(TensorEngine, "tensors", "10.3.0"), (BindingEngine, "bindings", "8.2.1.8")]
+)
 def test_session_runs_each_api_generation(engine_class, api, version):
     cuda = FakeCuda()
     session = trt_agent.TensorRtSession.__new__(trt_agent.TensorRtSession)
@@ -205,7 +209,9 @@ def test_workspace_and_serialization_pick_the_api_that_exists():
     builder = SimpleNamespace()
     assert trt_agent.trt_set_workspace(trt, builder, SimpleNamespace(), 5) == "builder.max_workspace_size"
     assert builder.max_workspace_size == 5
-    assert trt_agent.trt_serialize(SimpleNamespace(build_serialized_network=lambda n, c: b"plan"), None, None) == b"plan"
+    assert (
+        trt_agent.trt_serialize(SimpleNamespace(build_serialized_network=lambda n, c: b"plan"), None, None) == b"plan"
+    )
     legacy = SimpleNamespace(build_engine=lambda n, c: SimpleNamespace(serialize=lambda: b"old"))
     assert trt_agent.trt_serialize(legacy, None, None) == b"old"
     assert trt_agent.trt_serialize(SimpleNamespace(build_serialized_network=lambda n, c: None), None, None) is None
@@ -262,8 +268,9 @@ def test_build_requests_are_checked_before_tensorrt_loads(onnx, tmp_path):
     spec = trt_agent.check_build_args({"onnx": onnx, "precision": "int8", "calibration": str(cache)})
     assert spec["calibration"] == {"path": str(cache), "kind": "cache", "cache": str(cache), "batch": None}
     np.save(tmp_path / "samples.npy", np.zeros((3, 2), np.float32))
-    spec = trt_agent.check_build_args({"onnx": onnx, "precision": "int8", "calibration": str(tmp_path / "samples.npy"),
-                                       "calibration_batch": 2})
+    spec = trt_agent.check_build_args(
+        {"onnx": onnx, "precision": "int8", "calibration": str(tmp_path / "samples.npy"), "calibration_batch": 2}
+    )
     assert spec["calibration"]["kind"] == "npy_file" and spec["calibration"]["cache"] == spec["out"] + ".calib"
 
 
@@ -301,8 +308,9 @@ def test_calibration_batches_from_a_file_of_samples_and_from_a_directory(tmp_pat
 def test_calibration_feeder_and_cache(tmp_path):
     np.save(tmp_path / "samples.npy", np.ones((4, 2), np.float32))
     cuda, cache = FakeCuda(), str(tmp_path / "net.calib")
-    feeder = trt_agent.CalibrationFeeder(trt_agent.CalibrationBatches(str(tmp_path / "samples.npy"), "npy_file", 2),
-                                         cuda, cache, read_cache=False)
+    feeder = trt_agent.CalibrationFeeder(
+        trt_agent.CalibrationBatches(str(tmp_path / "samples.npy"), "npy_file", 2), cuda, cache, read_cache=False
+    )
     assert feeder.read_cache() is None  # calibrating from data: never an old cache
     pointers = [feeder.get_batch(["x"]), feeder.get_batch(["x"]), feeder.get_batch(["x"])]
     assert pointers[0] == pointers[1] and pointers[2] is None and feeder.given == 2
@@ -310,19 +318,33 @@ def test_calibration_feeder_and_cache(tmp_path):
     feeder.write_cache(memoryview(b"scales"))
     assert trt_agent.read_calibration_cache(cache) == b"scales"
     assert trt_agent.CalibrationFeeder(None, None, cache, read_cache=True).read_cache() == b"scales"
-    two_inputs = trt_agent.CalibrationFeeder(trt_agent.CalibrationBatches(str(tmp_path / "samples.npy"), "npy_file", 2),
-                                             cuda, cache, read_cache=False)
+    two_inputs = trt_agent.CalibrationFeeder(
+        trt_agent.CalibrationBatches(str(tmp_path / "samples.npy"), "npy_file", 2), cuda, cache, read_cache=False
+    )
     assert two_inputs.get_batch(["a", "b"]) is None and "feeds one input; the network has 2" in str(two_inputs.error)
 
 
 def test_layer_precisions_from_the_engine_inspector():
-    detailed = json.dumps({"Layers": [
-        {"Name": "conv1 + relu", "LayerType": "CaskConvolution",
-         "Outputs": [{"Name": "a", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format."}]},
-        {"Name": "head", "LayerType": "CaskGemm", "Outputs": [{"Format/Datatype": "Row major linear FP16 format"},
-                                                              {"Format/Datatype": "Float"}]},
-        {"Name": "shape", "LayerType": "NoOp", "Outputs": [{"Format/Datatype": "N/A due to dynamic shapes"}]},
-    ], "Bindings": ["x", "y"]})
+    detailed = json.dumps(
+        {
+            "Layers": [
+                {
+                    "Name": "conv1 + relu",
+                    "LayerType": "CaskConvolution",
+                    "Outputs": [
+                        {"Name": "a", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format."}
+                    ],
+                },
+                {
+                    "Name": "head",
+                    "LayerType": "CaskGemm",
+                    "Outputs": [{"Format/Datatype": "Row major linear FP16 format"}, {"Format/Datatype": "Float"}],
+                },
+                {"Name": "shape", "LayerType": "NoOp", "Outputs": [{"Format/Datatype": "N/A due to dynamic shapes"}]},
+            ],
+            "Bindings": ["x", "y"],
+        }
+    )
     assert trt_agent.trt_layer_precisions(detailed) == [
         {"name": "conv1 + relu", "type": "CaskConvolution", "precision": "int8"},
         {"name": "head", "type": "CaskGemm", "precision": "fp16+fp32"},
@@ -360,10 +382,13 @@ def test_build_fp16_on_tensorrt_10_and_8(with_fake_trt, onnx, tmp_path):
     assert result["layers"] == [{"name": "conv", "type": "CaskConvolution", "precision": "fp16"}]
 
     calls = with_fake_trt("8.2.1.8")
-    result = trt_agent.build_engine({"onnx": onnx, "precision": "fp16", "workspace_mb": 256,
-                                     "out": str(tmp_path / "jetson.engine")})
+    result = trt_agent.build_engine(
+        {"onnx": onnx, "precision": "fp16", "workspace_mb": 256, "out": str(tmp_path / "jetson.engine")}
+    )
     assert calls["network_flags"] == 1 << 0 and calls["config"].max_workspace_size == 256 << 20
-    assert result["workspace_api"] == "config.max_workspace_size" and result["engine"] == str(tmp_path / "jetson.engine")
+    assert result["workspace_api"] == "config.max_workspace_size" and result["engine"] == str(
+        tmp_path / "jetson.engine"
+    )
 
 
 def test_build_int8_calibrates_then_reuses_the_cache(with_fake_trt, onnx, tmp_path):
@@ -377,8 +402,9 @@ def test_build_int8_calibrates_then_reuses_the_cache(with_fake_trt, onnx, tmp_pa
     assert trt_agent.read_calibration_cache(cache) == b"calibration table"
 
     calls = with_fake_trt("10.3.0")
-    result = trt_agent.build_engine({"onnx": onnx, "precision": "int8", "calibration": cache,
-                                     "out": str(tmp_path / "again.engine")})
+    result = trt_agent.build_engine(
+        {"onnx": onnx, "precision": "int8", "calibration": cache, "out": str(tmp_path / "again.engine")}
+    )
     assert "batches_fed" not in calls and result["calibration"]["kind"] == "cache"  # the cache, not the data
 
 
@@ -394,8 +420,12 @@ def test_build_reports_the_parser_and_calibration_errors(with_fake_trt, onnx, tm
 
 def test_build_keeps_the_named_layers_in_fp32(with_fake_trt, onnx, tmp_path):
     np.save(tmp_path / "samples.npy", np.zeros((8, 3, 4, 4), np.float32))
-    int8 = {"onnx": onnx, "precision": "int8", "calibration": str(tmp_path / "samples.npy"),
-            "float_layers": ["/fc/Gemm"]}
+    int8 = {
+        "onnx": onnx,
+        "precision": "int8",
+        "calibration": str(tmp_path / "samples.npy"),
+        "float_layers": ["/fc/Gemm"],
+    }
     calls = with_fake_trt("10.3.0")
     result = trt_agent.build_engine(int8)
     fc, conv = calls["network"].layers[2], calls["network"].layers[0]
@@ -414,15 +444,18 @@ def test_build_keeps_the_named_layers_in_fp32(with_fake_trt, onnx, tmp_path):
 
 
 @pytest.mark.hardware
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
-                    reason="needs TensorRT and an NVIDIA GPU (JetPack on a Jetson); not installable on this machine")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None,
+    reason="needs TensorRT and an NVIDIA GPU (JetPack on a Jetson); not installable on this machine",
+)
 def test_real_build_and_run(tmp_path):  # pragma: no cover - runs on a device with TensorRT
     import torch
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
     x = torch.randn(1, 3, 16, 16)
-    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), input_names=["input"], output_names=["output"],
-                      external_data=False)
+    torch.onnx.export(
+        model, (x,), str(tmp_path / "m.onnx"), input_names=["input"], output_names=["output"], external_data=False
+    )
     result = trt_agent.build_engine({"onnx": str(tmp_path / "m.onnx"), "precision": "fp32"})
     session = trt_agent.TensorRtSession(result["engine"], 1)
     out = session.run({"input": x.numpy()})["output"]

@@ -170,8 +170,17 @@ def test_iou_thresh_adds_anchors_and_ignore_thresh_spares_good_predictions(tmp_p
         # predicts the truth's box exactly, with objectness σ(0) and class 1 at `class_logit`
         cls, cx, cy, w, h = TRUTH
         i, j = int(cx * 16), int(cy * 16)
-        for channel, value in enumerate([logit(cx * 16 - i), logit(cy * 16 - j), math.log(w * 64 / 12),
-                                         math.log(h * 64 / 20), 0.0, -20.0, class_logit]):
+        for channel, value in enumerate(
+            [
+                logit(cx * 16 - i),
+                logit(cy * 16 - j),
+                math.log(w * 64 / 12),
+                math.log(h * 64 / 20),
+                0.0,
+                -20.0,
+                class_logit,
+            ]
+        ):
             raw[1][0, 14 + channel, j, i] = value
         raw = [r.requires_grad_() for r in raw]
         loss_fn(raw, [torch.tensor([TRUTH])])[0].backward()
@@ -307,9 +316,11 @@ def test_pruned_yolo_fastest_recovers_with_finetuning():
     recipe = DarknetRecipe(epochs=3, batch_size=8, burn_in=0, limit=N_IMAGES, augment=False)
     losses = finetune_darknet(model, data, recipe)
     loss, tuned_map = darknet_loss(model, data, limit=N_IMAGES)["total"], coco_map(model, data)
-    print(f"\npruned 30% l1: loss/image {pruned_loss:.2f} -> {loss:.2f} (training {losses}), "
-          f"mAP50 {pruned_map['mAP50']:.4f} -> {tuned_map['mAP50']:.4f}, "
-          f"mAP50-95 {pruned_map['mAP50-95']:.4f} -> {tuned_map['mAP50-95']:.4f}")
+    print(
+        f"\npruned 30% l1: loss/image {pruned_loss:.2f} -> {loss:.2f} (training {losses}), "
+        f"mAP50 {pruned_map['mAP50']:.4f} -> {tuned_map['mAP50']:.4f}, "
+        f"mAP50-95 {pruned_map['mAP50-95']:.4f} -> {tuned_map['mAP50-95']:.4f}"
+    )
     # Recovery is asserted on the loss, which moves far beyond its run-to-run spread. Measured (issue 15), loss/image
     # after pruning 33.72; after these 3 epochs 14.48-15.98 (ratio 0.43-0.47) over seeds 0-2 at 1 and 2 threads;
     # with lr 1e-9 (batch-norm recalibration only) 32.46 (0.96); with 0 epochs unchanged (1.0). mAP on 16 images

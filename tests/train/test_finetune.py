@@ -20,16 +20,23 @@ def _data(n=256, seed=0):
 
 def _net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, 2))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
 
 
 def test_finetuning_learns_a_separable_task_and_lowers_the_loss():
     images, labels = _data()
     model = _net()
     before = evaluate_top1(model, images, labels)
-    losses = finetune_classifier(model, images, labels, FinetuneRecipe(epochs=8, batch_size=32, lr=0.05),
-                                 mean=MEAN, std=STD)
+    losses = finetune_classifier(
+        model, images, labels, FinetuneRecipe(epochs=8, batch_size=32, lr=0.05), mean=MEAN, std=STD
+    )
     held_out = _data(seed=1)
     assert losses[-1] < losses[0] * 0.5
     assert evaluate_top1(model, *held_out) > max(0.95, before)
@@ -49,8 +56,9 @@ def test_sparsity_drives_bn_gamma_down():
     images, labels = _data()
     plain, sparse = _net(), _net()
     finetune_classifier(plain, images, labels, FinetuneRecipe(epochs=4, batch_size=32, lr=0.05), mean=MEAN, std=STD)
-    finetune_classifier(sparse, images, labels, FinetuneRecipe(epochs=4, batch_size=32, lr=0.05, sparsity=0.5),
-                        mean=MEAN, std=STD)
+    finetune_classifier(
+        sparse, images, labels, FinetuneRecipe(epochs=4, batch_size=32, lr=0.05, sparsity=0.5), mean=MEAN, std=STD
+    )
     assert sparse[1].weight.abs().sum() < 0.7 * plain[1].weight.abs().sum()
 
 
@@ -59,8 +67,15 @@ def test_distillation_pulls_the_student_towards_the_teacher():
     teacher = _net()
     finetune_classifier(teacher, images, labels, FinetuneRecipe(epochs=6, batch_size=32, lr=0.05), mean=MEAN, std=STD)
     student = _net()
-    finetune_classifier(student, images, labels, FinetuneRecipe(epochs=3, batch_size=32, distill_alpha=1.0, lr=0.05),
-                        mean=MEAN, std=STD, teacher=teacher)
+    finetune_classifier(
+        student,
+        images,
+        labels,
+        FinetuneRecipe(epochs=3, batch_size=32, distill_alpha=1.0, lr=0.05),
+        mean=MEAN,
+        std=STD,
+        teacher=teacher,
+    )
     assert evaluate_top1(student, images, labels) > 0.9  # learnt from soft targets alone
     with pytest.raises(ConfigError, match="teacher"):
         finetune_classifier(_net(), images, labels, FinetuneRecipe(epochs=1, distill_alpha=0.5), mean=MEAN, std=STD)
@@ -73,8 +88,12 @@ def test_augmentation_pads_with_black_and_keeps_the_shape():
     assert out.shape == x.shape
     values = set(out.unique().tolist())
     assert values <= {1.0, -2.0} and -2.0 in values  # original pixels and black (0 - 0.5) / 0.25
-    flipped = _augment(torch.arange(8.0).expand(4, 3, 8, 8).clone(), FinetuneRecipe(epochs=1, crop_padding=0),
-                       black, torch.Generator().manual_seed(1))
+    flipped = _augment(
+        torch.arange(8.0).expand(4, 3, 8, 8).clone(),
+        FinetuneRecipe(epochs=1, crop_padding=0),
+        black,
+        torch.Generator().manual_seed(1),
+    )
     assert {tuple(row.tolist()) for row in flipped[:, 0, 0]} <= {tuple(range(8)), tuple(range(7, -1, -1))}
 
 
@@ -83,7 +102,6 @@ def test_bad_recipes_are_config_errors():
         FinetuneRecipe(epochs=-1).check()
     with pytest.raises(ConfigError):
         FinetuneRecipe(epochs=1, distill_alpha=2).check()
-
 
 
 def test_a_model_pruned_between_epochs_trains_on_with_its_new_parameters():
@@ -125,6 +143,13 @@ def test_without_a_rebind_the_pruned_tensors_would_not_train():
             at_prune["conv"] = model[0].weight.detach().clone()
         return False
 
-    finetune_classifier(model, images, labels, FinetuneRecipe(epochs=3, batch_size=32, lr=0.05), mean=MEAN, std=STD,
-                        before_epoch=silent_prune)
+    finetune_classifier(
+        model,
+        images,
+        labels,
+        FinetuneRecipe(epochs=3, batch_size=32, lr=0.05),
+        mean=MEAN,
+        std=STD,
+        before_epoch=silent_prune,
+    )
     assert torch.equal(model[0].weight.detach(), at_prune["conv"])

@@ -1,6 +1,7 @@
 """Pruned YOLOs in ultralytics: the saved .pt loads in ultralytics.YOLO, and ultralytics' trainer fine-tunes the
 pruned architecture (not the one rebuilt from the yaml). A random-init yolov8n, pruned in depth and width, on 16
 COCO128 images at 160 px."""
+
 import copy
 
 import pytest
@@ -63,8 +64,17 @@ def test_saved_pt_loads_in_ultralytics_and_computes_the_same(pruned, tiny_data, 
     assert pruned.module.model[-1].export  # the LoadedModel was not changed by saving
     results = yolo.predict(asset("images/ultralytics_assets/bus.jpg"), imgsz=SIZE, device="cpu", verbose=False)
     assert results[0].orig_shape == (1080, 810)
-    metrics = yolo.val(data=str(tiny_data), imgsz=SIZE, batch=8, device="cpu", workers=0, plots=False,
-                       project=str(tmp_path), name="val", verbose=False)
+    metrics = yolo.val(
+        data=str(tiny_data),
+        imgsz=SIZE,
+        batch=8,
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(tmp_path),
+        name="val",
+        verbose=False,
+    )
     assert 0 <= metrics.box.map50 <= 1 and (tmp_path / "val").is_dir()
 
 
@@ -111,15 +121,26 @@ def test_same_seed_same_weights(pruned_once, tiny_data, tmp_path):
 def test_users_train_the_pruned_pt_with_the_pruned_trainer(pruned, tiny_data, tmp_path):
     path = save_ultralytics_pt(pruned, tmp_path / "pruned.pt")
     yolo = _ultralytics_yolo(path)
-    yolo.train(trainer=PrunedDetectionTrainer, data=str(tiny_data), epochs=1, imgsz=SIZE, batch=8, device="cpu",
-               workers=0, plots=False, project=str(tmp_path), name="user", verbose=False)
+    yolo.train(
+        trainer=PrunedDetectionTrainer,
+        data=str(tiny_data),
+        epochs=1,
+        imgsz=SIZE,
+        batch=8,
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(tmp_path),
+        name="user",
+        verbose=False,
+    )
     assert _params(yolo.model) == _params(pruned.module)
     assert (tmp_path / "user" / "weights" / "best.pt").is_file()
 
 
 def test_training_from_scratch_or_on_other_classes_is_refused(pruned, tiny_data, tmp_path):
     path = save_ultralytics_pt(pruned, tmp_path / "pruned.pt")
-    common = dict(trainer=PrunedDetectionTrainer, epochs=1, imgsz=SIZE, device="cpu", project=str(tmp_path))
+    common = {"trainer": PrunedDetectionTrainer, "epochs": 1, "imgsz": SIZE, "device": "cpu", "project": str(tmp_path)}
     with pytest.raises(ConfigError, match="got none"):
         _ultralytics_yolo(path).train(data=str(tiny_data), pretrained=False, name="scratch", **common)
     two_classes = tmp_path / "two.yaml"

@@ -25,17 +25,23 @@ def with_one_nonfinite_output(source: Path, destination: Path, value: float = fl
         node.output[:] = [before if name == output else name for name in node.output]
     index = np.zeros((1, rank), dtype=np.int64)
     index[0, -1] = column
-    graph.initializer.extend([
-        numpy_helper.from_array(index, "nonfinite_index"),
-        numpy_helper.from_array(np.array([value], dtype=np.float32), "nonfinite_value"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(index, "nonfinite_index"),
+            numpy_helper.from_array(np.array([value], dtype=np.float32), "nonfinite_value"),
+        ]
+    )
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
-    graph.node.extend([
-        helper.make_node("Shape", [before], ["nonfinite_shape"]),
-        helper.make_node("ConstantOfShape", ["nonfinite_shape"], ["nonfinite_zeros"], value=zero),
-        helper.make_node("ScatterND", ["nonfinite_zeros", "nonfinite_index", "nonfinite_value"], ["nonfinite_mask"]),
-        helper.make_node("Add", [before, "nonfinite_mask"], [output]),  # x + 0 = x everywhere else
-    ])
+    graph.node.extend(
+        [
+            helper.make_node("Shape", [before], ["nonfinite_shape"]),
+            helper.make_node("ConstantOfShape", ["nonfinite_shape"], ["nonfinite_zeros"], value=zero),
+            helper.make_node(
+                "ScatterND", ["nonfinite_zeros", "nonfinite_index", "nonfinite_value"], ["nonfinite_mask"]
+            ),
+            helper.make_node("Add", [before, "nonfinite_mask"], [output]),  # x + 0 = x everywhere else
+        ]
+    )
     onnx.checker.check_model(model)
     destination.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(destination))

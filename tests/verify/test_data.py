@@ -20,8 +20,9 @@ def _write_images(root, layout):
 
 def test_labels_follow_the_models_class_names(tmp_path):
     _write_images(tmp_path, ["truck/a.png", "cat/b.png", "cat/c.jpg"])
-    data = ImageFolder.scan(tmp_path, class_names=["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                   "horse", "ship", "truck"])
+    data = ImageFolder.scan(
+        tmp_path, class_names=["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    )
     assert sorted(label for _, label in data.samples) == [3, 3, 9]
 
 
@@ -30,10 +31,13 @@ def test_without_class_names_labels_are_sorted_folder_order(tmp_path):
     assert {p.parent.name: label for p, label in ImageFolder.scan(tmp_path).samples} == {"a": 0, "b": 1}
 
 
-@pytest.mark.parametrize("layout, message", [
-    ([], "has no images"),
-    (["loose.png"], "1 images directly in it and no class folders"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ([], "has no images"),
+        (["loose.png"], "1 images directly in it and no class folders"),
+    ],
+)
 def test_wrong_layout_is_named(tmp_path, layout, message):
     _write_images(tmp_path, layout)
     with pytest.raises(DataError, match=message):
@@ -71,10 +75,14 @@ def test_subset_spreads_over_classes(tmp_path):
 def test_preprocessing_equals_torchvisions_eval_transform():
     image_path = asset("images/ultralytics_assets/bus.jpg")
     model = load_model("torchvision:resnet18")
-    reference = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])(Image.open(image_path).convert("RGB")).numpy()
+    reference = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )(Image.open(image_path).convert("RGB")).numpy()
     ours = load_image(image_path, model.preprocessing)
     assert ours.shape == (3, 224, 224)
     assert np.abs(ours - reference).max() < 1e-5

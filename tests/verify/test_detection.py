@@ -33,8 +33,9 @@ def _score(coco128, preprocessing, jitter):
     return scorer.result()
 
 
-@pytest.mark.parametrize("preprocessing", [LETTERBOX, Preprocessing(crop=(320, 416), antialias=False)],
-                         ids=["letterbox", "straight-resize"])
+@pytest.mark.parametrize(
+    "preprocessing", [LETTERBOX, Preprocessing(crop=(320, 416), antialias=False)], ids=["letterbox", "straight-resize"]
+)
 def test_ground_truth_as_predictions_scores_the_metric_ceiling(coco128, preprocessing):
     result = _score(coco128, preprocessing, jitter=0.0)
     # ultralytics' 101-point interpolated AP tops out at 0.995
@@ -70,5 +71,6 @@ def test_geometry_maps_input_boxes_back_to_the_original_image():
     image = asset("images/ultralytics_assets/bus.jpg")  # 810 × 1080
     geometry = prepare_image(image, LETTERBOX).geometry
     assert (geometry.width, geometry.height) == (810, 1080)
-    np.testing.assert_allclose(geometry.to_original(np.array([[geometry.pad_x, 0, 640 - geometry.pad_x, 640]])),
-                               [[0, 0, 810, 1080]], atol=1)
+    np.testing.assert_allclose(
+        geometry.to_original(np.array([[geometry.pad_x, 0, 640 - geometry.pad_x, 640]])), [[0, 0, 810, 1080]], atol=1
+    )

@@ -49,7 +49,7 @@ def test_a_mean_cosine_tolerance_forgives_one_hard_sample_but_not_a_broken_model
     out[5] = -out[5]  # one of 50 samples: mean cosine (49 - 1) / 50 = 0.96
     accumulator = ParityAccumulator("y")
     for batch in range(0, 50, 16):  # accumulated over batches as verification feeds it
-        accumulator.update(ref[batch:batch + 16], out[batch:batch + 16])
+        accumulator.update(ref[batch : batch + 16], out[batch : batch + 16])
     result = accumulator.result(quantized)
     assert result.cosine_min == pytest.approx(-1.0) and result.cosine_mean == pytest.approx(0.96)
     assert result.passed and result.cosine_of == "mean"

@@ -55,7 +55,7 @@ def test_nonfinite_values_in_a_later_batch_are_counted_across_batches():
     out[40, 0], out[41, 2] = np.nan, np.inf
     accumulator = ParityAccumulator("y")
     for start in range(0, 50, 16):
-        accumulator.update(ref[start:start + 16], out[start:start + 16])
+        accumulator.update(ref[start : start + 16], out[start : start + 16])
     result = accumulator.result(TOL)
     assert not result.passed and result.nonfinite_runtime == 2 and result.max_abs == 0
 
@@ -65,8 +65,19 @@ def test_failures_name_the_output_and_the_count():
     out = ref.copy()
     out[0, 0] = np.nan
     parity = compare_output("logits", ref, out, TOL)
-    verification = Verification(model="m", artifact=None, runtime="onnxruntime", runtime_version="1", threads=1,
-                                target="host", data="d", n_samples=8, parity=(parity,), metrics=(), passed=False)
+    verification = Verification(
+        model="m",
+        artifact=None,
+        runtime="onnxruntime",
+        runtime_version="1",
+        threads=1,
+        target="host",
+        data="d",
+        n_samples=8,
+        parity=(parity,),
+        metrics=(),
+        passed=False,
+    )
     assert verification.failures() == ["output logits: 1 NaN/Inf value(s) from the runtime, 0 from PyTorch"]
     finite = dataclasses.replace(parity, nonfinite_runtime=0)
     assert "max-abs" in finite.failure()
@@ -107,8 +118,11 @@ def test_a_nan_weight_is_refused_naming_the_layer_it_first_shows_in():
     module = Chain()
     with torch.no_grad():
         module.head[0].weight[2, 1] = float("nan")  # head.0 is the first layer whose output carries it
-    with pytest.raises(ModelError, match=r"non-finite PyTorch outputs on a sample input \(output: 3 of 3 values NaN/Inf\); "
-                                         r"the first layer to produce them is head\.0 \(Conv2d\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"non-finite PyTorch outputs on a sample input \(output: 3 of 3 values NaN/Inf\); "
+        r"the first layer to produce them is head\.0 \(Conv2d\)",
+    ):
         refuse_nonfinite_outputs(_loaded(module))
 
 
@@ -138,8 +152,9 @@ class Reciprocal(nn.Module):
 def test_sensitivity_ranks_a_layer_whose_int8_output_is_inf_first_and_refuses_a_nan_reference():
     from edgeprune.backends._quantization import layer_sensitivity
 
-    model = LoadedModel(Reciprocal().eval(), "python:test:reciprocal", "classification",
-                        (TensorSpec("input", ("batch", 2)),), None)
+    model = LoadedModel(
+        Reciprocal().eval(), "python:test:reciprocal", "classification", (TensorSpec("input", ("batch", 2)),), None
+    )
     images = np.array([[0.0, 1.0]] * 4, dtype=np.float32)  # small(x) = 1e-4 in float, 0 once w is int8
     ranked = layer_sensitivity(model, images)
     assert [layer.name for layer in ranked] == ["small", "big"] and ranked[0].error == float("inf")

@@ -45,18 +45,27 @@ def tiny_data(tmp_path_factory, tiny):
 
 # TFLite int8 is left out: its int8 output tensor cannot hold a NaN (the quantized output is garbage instead, which
 # the cosine tolerance fails on its own)
-@pytest.mark.parametrize("fmt, runtime, precision", [
-    ("onnx", "onnxruntime", "fp32"),
-    ("openvino", "openvino", "fp32"),
-    ("tflite", "tflite", "fp32"),
-    ("openvino", "openvino", "int8"),  # its mean-cosine tolerance alone would pass this output (cosine ≈ 0.998)
-])
+@pytest.mark.parametrize(
+    "fmt, runtime, precision",
+    [
+        ("onnx", "onnxruntime", "fp32"),
+        ("openvino", "openvino", "fp32"),
+        ("tflite", "tflite", "fp32"),
+        ("openvino", "openvino", "int8"),  # its mean-cosine tolerance alone would pass this output (cosine ≈ 0.998)
+    ],
+)
 def test_one_nan_in_the_runtime_output_fails_verification(tiny, tiny_data, tmp_path, fmt, runtime, precision):
     broken = dataclasses.replace(tiny, module=OneNaN(tiny.module).eval(), _fingerprint=None)
     calibration = calibration_images(tiny, tiny_data) if precision == "int8" else None
     artifact = backend_for_format(fmt).export(broken, tmp_path / "export", precision, calibration=calibration)
-    result = verify_artifact(tiny, with_runtime(load_profile("host"), runtime), str(tiny_data), tmp_path / "verify",
-                             artifact_path=str(artifact.path), threads=1)
+    result = verify_artifact(
+        tiny,
+        with_runtime(load_profile("host"), runtime),
+        str(tiny_data),
+        tmp_path / "verify",
+        artifact_path=str(artifact.path),
+        threads=1,
+    )
     parity = result.parity[0]
     batch_one = artifact.inputs[0].shape[0] == 1  # TFLite's static batch: one run call, so one NaN, per image
     assert parity.nonfinite_runtime == (result.n_samples if batch_one else 1) and parity.nonfinite_reference == 0

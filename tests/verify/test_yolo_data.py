@@ -35,11 +35,14 @@ def test_segment_rows_become_their_bounding_box(tmp_path):
     np.testing.assert_allclose(data.labels(data.images[0]), [[1, 0.3, 0.4, 0.4, 0.4]])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0 0.5 0.5 0.1\n", "line 1 has 4 values"),
-    ("0 0.5 x 0.1 0.1\n", "line 1 is not numbers"),
-    ("\n7 0.5 0.5 0.1 0.1\n", "line 2: class 7 is not one of the 2 names"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0 0.5 0.5 0.1\n", "line 1 has 4 values"),
+        ("0 0.5 x 0.1 0.1\n", "line 1 is not numbers"),
+        ("\n7 0.5 0.5 0.1 0.1\n", "line 2: class 7 is not one of the 2 names"),
+    ],
+)
 def test_malformed_labels_name_file_and_line(tmp_path, text, message):
     data = _dataset(tmp_path, text)
     with pytest.raises(DataError, match=message):
@@ -81,17 +84,22 @@ def test_malformed_yaml_fields_are_named(tmp_path, yaml_text, message):
 
 
 def test_names_mapping_and_numbers_read_as_ultralytics_reads_them(tmp_path):
-    data = _dataset(tmp_path, "1 0.5 0.5 0.1 0.1\n", f"path: {tmp_path}\nval: [images/val]\nnames: {{1: dog, 0: 7}}\nnc: 2\n")
+    data = _dataset(
+        tmp_path, "1 0.5 0.5 0.1 0.1\n", f"path: {tmp_path}\nval: [images/val]\nnames: {{1: dog, 0: 7}}\nnc: 2\n"
+    )
     assert data.names == ("7", "dog")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0 1.5 0.5 0.1 0.1\n", r"line 1: coordinate 1.5 is outside 0..1"),
-    ("0 0.5 0.5 0.1 0.1\n0 0.5 -0.01 0.1 0.1\n", r"a.txt line 2: coordinate -0.01 is outside 0..1"),
-    ("0 0.5 nan 0.1 0.1\n", r"line 1: coordinate nan is outside 0..1"),
-    ("1 0.1 0.2 0.5 0.2 0.3 1.6\n", r"line 1: coordinate 1.6 is outside 0..1"),  # a segment's point
-    ("0.5 0.5 0.1\n", r"line 1 has 3 values"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0 1.5 0.5 0.1 0.1\n", r"line 1: coordinate 1.5 is outside 0..1"),
+        ("0 0.5 0.5 0.1 0.1\n0 0.5 -0.01 0.1 0.1\n", r"a.txt line 2: coordinate -0.01 is outside 0..1"),
+        ("0 0.5 nan 0.1 0.1\n", r"line 1: coordinate nan is outside 0..1"),
+        ("1 0.1 0.2 0.5 0.2 0.3 1.6\n", r"line 1: coordinate 1.6 is outside 0..1"),  # a segment's point
+        ("0.5 0.5 0.1\n", r"line 1 has 3 values"),
+    ],
+)
 def test_labels_outside_the_image_or_malformed_name_file_and_line(tmp_path, text, message):
     data = _dataset(tmp_path, text)
     with pytest.raises(DataError, match=message):

@@ -159,7 +159,8 @@ def _require_memory(section: Section, index: int | None, parameters: int, tensor
     raise section.error(
         f"{'input' if index is None else f'(layer {index})'} needs {_gib(need)} at batch 1 in float32 "
         f"({' and '.join(parts)}), more than the {_gib(memory.bytes)} this machine has available ({memory.source})",
-        key, fix="use smaller filters=/size=/output= or [net] width=/height=, or a machine with more memory",
+        key,
+        fix="use smaller filters=/size=/output= or [net] width=/height=, or a machine with more memory",
     )
 
 
@@ -259,8 +260,11 @@ def _softmax(section: Section, index: int, shapes: list[Shape], net: Shape):
 def _dropout(section: Section, index: int, shapes: list[Shape], net: Shape):
     probability = section.number("probability", 0.2)
     if not 0 <= probability < 1:
-        raise section.error(f"probability={probability:g} is not a probability of dropping", "probability",
-                            expected="0 <= probability < 1")
+        raise section.error(
+            f"probability={probability:g} is not a probability of dropping",
+            "probability",
+            expected="0 <= probability < 1",
+        )
     return L.Dropout(index, probability), _input(index, shapes, net)
 
 

@@ -69,7 +69,7 @@ def read_weights(model: DarknetModel, path: str | Path) -> WeightsHeader:
         raise ModelError(f"{path} holds {len(data)} bytes, shorter than its {probe.size}-byte header", fix=_FIX)
     seen = struct.unpack_from("<Q" if probe.seen_bytes == 8 else "<I", data, 12)[0]
     header = WeightsHeader(major, minor, revision, seen)
-    payload = memoryview(data)[header.size:]
+    payload = memoryview(data)[header.size :]
     available = len(payload) // 4
     plan, offset = [], 0
     for block in model.blocks:

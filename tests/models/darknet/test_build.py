@@ -70,7 +70,8 @@ def test_maxpool_matches_darknets_loops(make_cfg, size, stride, padding, hw):
 
 
 def test_yolo_rows_decode_like_darknet(make_cfg):
-    path = make_cfg("""
+    path = make_cfg(
+        """
         [convolutional]
         filters=21
         size=1
@@ -81,7 +82,10 @@ def test_yolo_rows_decode_like_darknet(make_cfg):
         classes=2
         num=3
         scale_x_y=1.1
-    """, w=64, h=32)
+    """,
+        w=64,
+        h=32,
+    )
     model = load(str(path), LoadOptions())
     x = torch.randn(2, 3, 32, 64)
     with torch.inference_mode():
@@ -93,7 +97,8 @@ def test_yolo_rows_decode_like_darknet(make_cfg):
 
 
 def test_route_groups_shortcut_upsample_and_classification_output(make_cfg):
-    path = make_cfg("""
+    path = make_cfg(
+        """
         [convolutional]
         filters=8
         size=3
@@ -124,7 +129,10 @@ def test_route_groups_shortcut_upsample_and_classification_output(make_cfg):
         activation=relu
         [softmax]
         groups=3
-    """, w=4, h=4)
+    """,
+        w=4,
+        h=4,
+    )
     loaded = load(str(path), LoadOptions())
     model = loaded.module
     x = torch.randn(2, 3, 4, 4)
@@ -146,7 +154,8 @@ def test_route_groups_shortcut_upsample_and_classification_output(make_cfg):
 
 
 def test_loaded_model_describes_a_darknet_detector(make_cfg):
-    path = make_cfg("""
+    path = make_cfg(
+        """
         [convolutional]
         filters=18
         size=1
@@ -156,7 +165,10 @@ def test_loaded_model_describes_a_darknet_detector(make_cfg):
         anchors=4,4, 8,8
         num=2
         classes=4
-    """, w=32, h=16)
+    """,
+        w=32,
+        h=16,
+    )
     loaded = load(str(path), LoadOptions())
     block = loaded.module.blocks[0]
     assert isinstance(block, L.Convolutional) and isinstance(block.bn, nn.BatchNorm2d)
@@ -165,8 +177,13 @@ def test_loaded_model_describes_a_darknet_detector(make_cfg):
     assert loaded.inputs[0].shape == ("batch", 3, 16, 32)
     assert loaded.detection == DetectionHead("darknet", 4, 0.005, 0.45)
     assert loaded.preprocessing == Preprocessing(
-        crop=(16, 32), resize=None, scale=1 / 255, channel_order="RGB", interpolation="bilinear-align-corners",
-        antialias=False, letterbox=False,
+        crop=(16, 32),
+        resize=None,
+        scale=1 / 255,
+        channel_order="RGB",
+        interpolation="bilinear-align-corners",
+        antialias=False,
+        letterbox=False,
     )
     assert loaded.module(torch.zeros(1, 3, 16, 32)).shape == (1, 2 * 16 * 32, 9)
     assert not loaded.module.training
@@ -225,8 +242,11 @@ def test_layers_that_cannot_fit_in_memory_are_refused_before_allocating_naming_t
         """))  # fmt: skip
     first, both = (64 * 3 * 9 + 64) * 4, (64 * 3 * 9 + 64 + 64 * 64 * 9 + 64) * 4  # bytes of parameters
     output = 64 * 8 * 8 * 4
-    with pytest.raises(ModelError, match=r"tiny.cfg line 7: \[convolutional\] \(layer 0\) needs .* MiB .*"
-                                         r"\(1,792 parameters up to it and a 64x8x8 output\).*\(a test\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"tiny.cfg line 7: \[convolutional\] \(layer 0\) needs .* MiB .*"
+        r"\(1,792 parameters up to it and a 64x8x8 output\).*\(a test\)",
+    ):
         DarknetModel(sections, MemoryLimit(first + output - 1, "a test"))
     with pytest.raises(ModelError, match=r"line 11: \[convolutional\] \(layer 1\).*38,720 parameters up to it"):
         DarknetModel(sections, MemoryLimit(both + output - 1, "a test"))  # each layer fits alone, not both

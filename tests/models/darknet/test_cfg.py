@@ -78,18 +78,30 @@ MALFORMED = [
     ("[convolutional]\n[route]\nlayers=-1,2\n", r"line 7: .*layers=-1,2 refers to layer 2.*earlier layers only"),
     ("[convolutional]\n[route]\nlayers=-3\n", r"line 7: .*refers to layer -2"),
     ("[convolutional]\n[shortcut]\nfrom=-2\n", r"line 7: .*from=-2 refers to layer -1"),
-    ("[convolutional]\nfilters=4\n[convolutional]\nfilters=2\n[shortcut]\nfrom=-2\n",
-     r"line 10: .*adds layer 0 of shape \(4, 8, 8\).*equal shapes only"),
-    ("[convolutional]\nfilters=12\n[yolo]\nmask=0,2\nanchors=1,1,2,2\nnum=2\nclasses=1\n",
-     r"line 8: .*mask index 2 is not one of the num=2 anchors"),
-    ("[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=3\nclasses=1\n",
-     r"line 8: .*has 4 anchor numbers for num=3"),
-    ("[convolutional]\nfilters=10\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\n",
-     r"line 7: .*reads 10 channels, but 2 anchors x \(5 \+ classes=1\) need 12"),
-    ("[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\nnew_coords=1\n",
-     r"line 11: .*new_coords=1 .*not supported yet"),
-    ("[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\n[convolutional]\n",
-     r"line 11: .*\(layer 2\) reads the output of \[yolo\] layer 1"),
+    (
+        "[convolutional]\nfilters=4\n[convolutional]\nfilters=2\n[shortcut]\nfrom=-2\n",
+        r"line 10: .*adds layer 0 of shape \(4, 8, 8\).*equal shapes only",
+    ),
+    (
+        "[convolutional]\nfilters=12\n[yolo]\nmask=0,2\nanchors=1,1,2,2\nnum=2\nclasses=1\n",
+        r"line 8: .*mask index 2 is not one of the num=2 anchors",
+    ),
+    (
+        "[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=3\nclasses=1\n",
+        r"line 8: .*has 4 anchor numbers for num=3",
+    ),
+    (
+        "[convolutional]\nfilters=10\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\n",
+        r"line 7: .*reads 10 channels, but 2 anchors x \(5 \+ classes=1\) need 12",
+    ),
+    (
+        "[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\nnew_coords=1\n",
+        r"line 11: .*new_coords=1 .*not supported yet",
+    ),
+    (
+        "[convolutional]\nfilters=12\n[yolo]\nanchors=1,1,2,2\nnum=2\nclasses=1\n[convolutional]\n",
+        r"line 11: .*\(layer 2\) reads the output of \[yolo\] layer 1",
+    ),
     ("[route]\ngroups=2\nlayers=-1\n", r"line 7: .*refers to layer -1"),
     ("[upsample]\nstride=-2\n", r"line 6: .*downsampling upsample layers are not supported"),
     ("[net]\nwidth=8\n", r"line 5: \[net\] \(layer 0\) appears again"),
@@ -98,9 +110,11 @@ MALFORMED = [
     ("[convolutional]\n[dropout]\nprobability=1\n", r"line 7: .*probability=1 is not a probability of dropping"),
     ("[convolutional]\n[softmax]\ntemperature=0\n", r"line 7: .*temperature=0 must be positive"),
     # 2e9 x 3 x 9 x 9 weights and 2e9 biases (1.95 TB) fit no machine: refused before anything is allocated
-    ("[convolutional]\nsize=9\npad=1\nfilters=2000000000\n",
-     r"line 8: \[convolutional\] \(layer 0\) needs .* GiB at batch 1 in float32 \(488,000,000,000 parameters "
-     r"up to it and a 2000000000x8x8 output\), more than the .* this machine has available"),
+    (
+        "[convolutional]\nsize=9\npad=1\nfilters=2000000000\n",
+        r"line 8: \[convolutional\] \(layer 0\) needs .* GiB at batch 1 in float32 \(488,000,000,000 parameters "
+        r"up to it and a 2000000000x8x8 output\), more than the .* this machine has available",
+    ),
 ]
 
 

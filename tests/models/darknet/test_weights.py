@@ -46,8 +46,9 @@ def test_pruned_network_writes_a_cfg_with_its_new_widths(fastest, tmp_path):
     model = load(str(cfg), LoadOptions(weights=str(weights))).module
     x = torch.randn(1, 3, 320, 320, generator=torch.Generator().manual_seed(0))
     heads = [model.blocks[y.index - 1] for y in model.yolo_layers]  # their widths are fixed by classes
-    pruner = tp.pruner.MagnitudePruner(model, x, tp.importance.MagnitudeImportance(), pruning_ratio=0.25,
-                                       ignored_layers=heads)
+    pruner = tp.pruner.MagnitudePruner(
+        model, x, tp.importance.MagnitudeImportance(), pruning_ratio=0.25, ignored_layers=heads
+    )
     pruner.step()
     sections = model.cfg_sections()
     assert sections[1].options["filters"] != "8" and parse_cfg(cfg)[1].options["filters"] == "8"
@@ -113,7 +114,7 @@ def test_layout_follows_darknets_order(make_cfg, tmp_path, version, seen_format)
     path = make_cfg(TINY, w=2, h=1, c=1)
     transposed = version[1] > 1000
     f = iter(np.arange(1, 100, dtype=np.float32))
-    take = lambda n: np.array([next(f) for _ in range(n)], np.float32)  # noqa: E731
+    take = lambda n: np.array([next(f) for _ in range(n)], np.float32)
     conv0 = [take(2), take(2), take(2), take(2) + 10, take(2)]  # beta, gamma, mean, variance, weights (2x1x1x1)
     conv1 = [take(3), take(6)]  # biases, weights (3x2x1x1)
     fc0 = [take(2), take(12), take(2), take(2), take(2) + 10]  # biases, weights (2x6), gamma, mean, variance
