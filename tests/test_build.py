@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.backends.base import sha256_file
 from edgeprune.build import COMPARISON_MAX_ROUNDS, _speedup_se
+from edgeprune.fileio import sha256_file
 from tests.conftest import run_cli
 
 

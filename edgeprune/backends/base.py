@@ -6,45 +6,16 @@ Running an artifact happens on the target, inside `targets/agent.py`, for every 
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.errors import ConfigError
+from edgeprune.fileio import sha256_file
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TargetProfile
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """When a runtime's result still counts as the same model.
-
-    An output passes when max-abs ≤ `max_abs` or max-abs / (reference range) ≤ `max_abs_rel_range`, and the
-    per-sample cosine ≥ `cosine`: every sample's (`cosine_of` "worst"), or on average ("mean": for quantized
-    models, whose worst sample over thousands is a tail statistic that falls as the data grows). A task metric
-    passes when |runtime − PyTorch| ≤ `metric`.
-    """
-
-    max_abs: float
-    max_abs_rel_range: float
-    cosine: float
-    metric: float
-    why: str
-    cosine_of: str = "worst"
-
-    def __post_init__(self):
-        if self.cosine_of not in ("worst", "mean"):
-            raise ValueError(f"cosine_of {self.cosine_of!r}: worst or mean")
-
-
-def int8_tolerances(why: str) -> Tolerances:
-    """int8 is judged by the task metric, within 1.0 pt (issue 7's acceptance); its outputs carry the quantization
-    error itself, so parity only catches a broken model: mean per-sample cosine ≥ 0.95 (seen ≥ 0.9945 on ResNet-56
-    with OpenVINO and TFLite, benchmarks/RESULTS.md)."""
-    return Tolerances(max_abs=np.inf, max_abs_rel_range=np.inf, cosine=0.95, cosine_of="mean", metric=0.01, why=why)
+from edgeprune.verify.parity import Tolerances
 
 
 class Backend(ABC):
@@ -171,11 +142,3 @@ def recorded_artifact(path: Path) -> Artifact | None:
         if recorded.sha256.get(path.name) == sha256_file(path):
             return recorded
     return None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

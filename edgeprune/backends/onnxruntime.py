@@ -13,11 +13,12 @@ import warnings
 from pathlib import Path
 
 from edgeprune.backends._export_rewrites import rewrite_for_export
-from edgeprune.backends.base import Backend, Tolerances, recorded_artifact
+from edgeprune.backends.base import Backend, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError
 from edgeprune.fileio import staged
 from edgeprune.models.base import LoadedModel, flatten_outputs, output_names
 from edgeprune.types import Artifact, TensorSpec
+from edgeprune.verify.parity import Tolerances
 
 _PROTOBUF_LIMIT = 2 * 1024**3
 _EXPORT_BATCH = 2  # an example batch of 1 would let torch.export specialise the batch dimension to 1

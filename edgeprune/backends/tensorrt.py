@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.backends._quantization import onnx_nodes_of_layers
-from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
+from edgeprune.backends.base import Backend, recorded_artifact
 from edgeprune.errors import ConfigError
 from edgeprune.fileio import write_text, writing
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TargetProfile
+from edgeprune.verify.parity import Tolerances, int8_tolerances
 
 # Not measured here (no GPU on the dev machine); each bound follows from how TensorRT computes:
 # - fp32: TensorRT enables TF32 Tensor Cores for fp32 layers by default on Ampere and newer (Orin) — TensorRT

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.backends.base import Backend, Tolerances, int8_tolerances, recorded_artifact
+from edgeprune.backends.base import Backend, recorded_artifact
 from edgeprune.errors import ConfigError, ExportError, MissingDependency
 from edgeprune.fileio import check_room, staged
 from edgeprune.models.base import LoadedModel
 from edgeprune.types import Artifact, TensorSpec
+from edgeprune.verify.parity import Tolerances, int8_tolerances
 
 # Tolerances by precision against PyTorch fp32. Checked on tiny models (tests/backends/) and on the 2000 held-out
 # images of benchmarks/export_accuracy.py (ResNet-56 unpruned and pruned, CIFAR-10 JPEGs; benchmarks/RESULTS.md):

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeprune._resources import resource_dir
-from edgeprune.backends.base import sha256_file
 from edgeprune.devices.transport import Transport, shell_line
 from edgeprune.errors import ConfigError, DeviceError
+from edgeprune.fileio import sha256_file
 from edgeprune.types import Connection
 
 CONNECT_TIMEOUT_S = 10

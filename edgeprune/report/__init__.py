@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeprune.backends.base import sha256_file
 from edgeprune.build import format_speedup
-from edgeprune.fileio import copy_file, write_text
+from edgeprune.fileio import copy_file, sha256_file, write_text
 
 if TYPE_CHECKING:
     from edgeprune.build import BuildReport

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from edgeprune.backends.base import Tolerances
 from edgeprune.errors import ConfigError
 from edgeprune.verify.metrics import classification_metrics, topk_accuracy
-from edgeprune.verify.parity import compare_output
+from edgeprune.verify.parity import Tolerances, compare_output
 
 TOL = Tolerances(max_abs=1e-4, max_abs_rel_range=1e-4, cosine=0.9999, metric=0.002, why="test")
 

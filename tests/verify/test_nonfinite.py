@@ -11,12 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.backends.base import Tolerances
 from edgeprune.errors import ModelError
 from edgeprune.models.base import LoadedModel, image_input
 from edgeprune.types import TensorSpec, Verification
 from edgeprune.verify.finite import nonfinite_count, refuse_nonfinite_outputs
-from edgeprune.verify.parity import ParityAccumulator, compare_output
+from edgeprune.verify.parity import ParityAccumulator, Tolerances, compare_output
 
 TOL = Tolerances(max_abs=1e-4, max_abs_rel_range=1e-4, cosine=0.9999, metric=0.002, why="test")
 LOOSE = Tolerances(max_abs=np.inf, max_abs_rel_range=np.inf, cosine=-1.0, cosine_of="mean", metric=1.0, why="test")
