@@ -1,4 +1,4 @@
-"""The backends edgeprune knows, by name. A new runtime = one module + one line here."""
+"""The backends edgeprune knows, by name. A new runtime = one module here + one line in edgeprune/runtimes.py."""
 
 from __future__ import annotations
 
@@ -6,31 +6,24 @@ import importlib
 
 from edgeprune.backends.base import Backend
 from edgeprune.errors import UnknownName
-
-# name -> "module:Class"
-_BACKENDS = {
-    "onnxruntime": "edgeprune.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "edgeprune.backends.openvino:OpenVinoBackend",
-    "tflite": "edgeprune.backends.tflite:TfliteBackend",
-    "tensorrt": "edgeprune.backends.tensorrt:TensorrtBackend",
-}
+from edgeprune.runtimes import BACKENDS
 
 
 def backend_names() -> list[str]:
-    return list(_BACKENDS)
+    return list(BACKENDS)
 
 
 def get_backend(name: str) -> Backend:
     """The backend for a runtime name (as in a target profile)."""
-    if name not in _BACKENDS:
-        raise UnknownName("runtime", name, _BACKENDS)
-    module_name, _, cls = _BACKENDS[name].partition(":")
+    if name not in BACKENDS:
+        raise UnknownName("runtime", name, BACKENDS)
+    module_name, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module_name), cls)()
 
 
 def formats() -> dict[str, str]:
     """Export format -> backend name."""
-    return {get_backend(name).format: name for name in _BACKENDS}
+    return {get_backend(name).format: name for name in BACKENDS}
 
 
 def backend_for_format(fmt: str) -> Backend:

@@ -1,7 +1,6 @@
 """Target profiles: one YAML per device in profiles/, validated into TargetProfile.
 
-A profile declares its runtime by name; the name must be a known runtime, not necessarily one this version has a
-backend for: such a profile loads and lists, and using it fails where the backend is needed (export), one line.
+A profile declares its runtime by name, one of edgeprune.runtimes (the names the backends and the agent use).
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import yaml
 
 from edgeprune._resources import resource_dir
 from edgeprune.errors import ConfigError, UnknownName
+from edgeprune.runtimes import runtime_names
 from edgeprune.types import Connection, Fact, PowerSpec, SetupCommands, TargetProfile, ThrottleCheck
 
-# The runtimes a profile may name (DESIGN.md section 2: backends/onnxruntime|openvino|tflite|tensorrt).
-KNOWN_RUNTIMES = ("onnxruntime", "openvino", "tflite", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # every precision some backend declares (tests/test_registries.py)
 CONNECTION_KINDS = ("local", "ssh", "adb")
 # Power sensors a profile may name (DESIGN.md section 4, Energy); their readers live with the energy code.
 SENSORS = ("ina3221", "tegrastats", "pmic_read_adc", "odpm", "battery", "rapl", "nvml")
@@ -79,8 +77,8 @@ def _parse(data: Any, path: Path) -> TargetProfile:
             raise ConfigError(f"target profile {path} lacks '{key}'")
     _check_str(data, "name", path)
     _check_str(data, "description", path)
-    if data["runtime"] not in KNOWN_RUNTIMES:
-        raise UnknownName(f"runtime in {path.name}", str(data["runtime"]), KNOWN_RUNTIMES)
+    if data["runtime"] not in runtime_names():
+        raise UnknownName(f"runtime in {path.name}", str(data["runtime"]), runtime_names())
     precision = data.get("precision") or "fp32"
     if precision not in PRECISIONS:
         raise UnknownName(f"precision in {path.name}", str(precision), PRECISIONS)
@@ -108,8 +106,8 @@ def with_runtime(profile: TargetProfile, runtime: str | None) -> TargetProfile:
     """The profile running `runtime` (`--runtime`), which must be one the profile declares; None: its default."""
     if runtime is None or runtime == profile.runtime:
         return profile
-    if runtime not in KNOWN_RUNTIMES:
-        raise UnknownName("runtime", runtime, KNOWN_RUNTIMES)
+    if runtime not in runtime_names():
+        raise UnknownName("runtime", runtime, runtime_names())
     if runtime not in profile.can_run():
         raise ConfigError(
             f"target {profile.name} does not declare runtime {runtime}",
@@ -127,8 +125,8 @@ def _runtimes(data: dict, path: Path) -> tuple[str, ...]:
     if not isinstance(runtimes, list) or not runtimes or not all(isinstance(r, str) for r in runtimes):
         raise ConfigError(f"{path}: runtimes must be a list of runtime names, not {runtimes!r}")
     for runtime in runtimes:
-        if runtime not in KNOWN_RUNTIMES:
-            raise UnknownName(f"runtime in {path.name} runtimes", runtime, KNOWN_RUNTIMES)
+        if runtime not in runtime_names():
+            raise UnknownName(f"runtime in {path.name} runtimes", runtime, runtime_names())
     if data["runtime"] not in runtimes:
         raise ConfigError(f"{path}: runtime {data['runtime']} is not among its runtimes {runtimes}")
     return tuple(runtimes)

@@ -1,0 +1,248 @@
+"""The commands that change a model: prune, build (prune to a measured budget), train."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgeprune.build import BASELINES, VALUES
+from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_dir, stdout_kept_for_results
+from edgeprune.cli.options import connection_options, criterion_choices, model_options, output_options
+from edgeprune.errors import ConfigError, GateFailed
+
+
+@click.command()
+@model_options
+@click.option("--ratio", type=float, required=True, help="Fraction of prunable channels to remove, e.g. 0.3.")
+@click.option(
+    "--criterion",
+    type=click.Choice(criterion_choices()),
+    default="l1",
+    show_default=True,
+    help="Channel importance: L1 filter norm, BN γ, first-order Taylor, APoZ (the last two need --data).",
+)
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Residual blocks to remove (lowest BN γ first).",
+)
+@click.option("--round-to", type=click.IntRange(min=1), help="Keep channel counts multiples of this hardware step.")
+@click.option("--global", "global_ranking", is_flag=True, help="Rank channels across layers instead of per layer.")
+@click.option(
+    "--data",
+    "-d",
+    help="For data-driven criteria and fine-tuning: an ImageFolder (classifiers) or a YOLO data yaml (detectors).",
+)
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fine-tune after pruning (classifiers: SGD + cosine; ultralytics YOLOs: ultralytics' trainer).",
+)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (SGD, cosine).")
+@click.option(
+    "--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning."
+)
+@output_options
+def prune(
+    model,
+    weights,
+    trust_pickle,
+    input_shape,
+    ratio,
+    criterion,
+    blocks,
+    round_to,
+    global_ranking,
+    data,
+    finetune_epochs,
+    lr,
+    distill,
+    out,
+    as_json,
+) -> None:
+    """Prune channels (and residual blocks), optionally fine-tune, and save a model that reloads without pickles."""
+    from edgeprune.pipeline import prune_model
+    from edgeprune.progress import RichProgress
+    from edgeprune.train.finetune import FinetuneRecipe
+
+    with stdout_kept_for_results():
+        loaded = load_from_flags(model, weights, trust_pickle, input_shape)
+        out_dir = make_out_dir(out, "prune")
+        recipe = FinetuneRecipe(epochs=finetune_epochs, lr=lr, distill_alpha=0.5 if distill else 0.0)
+        plan = prune_model(
+            loaded,
+            out_dir,
+            ratio=ratio,
+            criterion=criterion,
+            blocks=blocks,
+            round_to=round_to,
+            global_ranking=global_ranking,
+            data=data,
+            recipe=recipe,
+            progress=RichProgress(),
+        )
+    emit(
+        plan,
+        as_json,
+        f"pruned {loaded.spec}: params {plan.params_before:,} → {plan.params_after:,}, MACs "
+        f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
+        f"removed), {len(plan.removed_blocks)} blocks removed"
+        f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}\n  saved: {out_dir} "
+        f"(reload with --model {out_dir})",
+    )
+
+
+@click.command()
+@model_options
+@click.option("--target", "-t", default="host", show_default=True, help="Target profile name or a profile .yaml.")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's).")
+@connection_options
+@click.option("--speedup", type=float, help="Budget: this many times faster than the unpruned model, measured.")
+@click.option("--latency-ms", type=float, help="Budget: median latency on the target, in ms.")
+@click.option(
+    "--energy-mj", type=float, help="Budget: energy per inference, in mJ (measured or the profile's estimate)."
+)
+@click.option(
+    "--data", "-d", help="ImageFolder (classifiers; 20 %% per class held out for accuracy) or YOLO data yaml."
+)
+@click.option(
+    "--criterion",
+    type=click.Choice(criterion_choices()),
+    default="l1",
+    show_default=True,
+    help="Channel importance: which channels of a group go first.",
+)
+@click.option(
+    "--value",
+    type=click.Choice(VALUES),
+    help="What the planner weighs against latency: each block's and channel group's output damage measured "
+    "on --data (the default with --data), or the criterion's scores alone (the default without).",
+)
+@click.option("--step", type=click.IntRange(min=1), help="Channel step (default: the target's, else 8).")
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fine-tune the plan (and baselines).",
+)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (classifiers).")
+@click.option(
+    "--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning."
+)
+@click.option("--baselines", default="", help=f"Comma list of baselines built the same way: {', '.join(BASELINES)}.")
+@click.option(
+    "--runs", "-n", type=click.IntRange(min=30), default=50, show_default=True, help="Timed runs per measurement."
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs before timing.")
+@click.option(
+    "--lut-variants",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Held-out random variants the latency table's prediction error is measured on.",
+)
+@output_options
+def build(
+    model,
+    weights,
+    trust_pickle,
+    input_shape,
+    target,
+    threads,
+    speedup,
+    latency_ms,
+    energy_mj,
+    data,
+    criterion,
+    value,
+    step,
+    finetune_epochs,
+    lr,
+    distill,
+    baselines,
+    runs,
+    warmup,
+    lut_variants,
+    out,
+    as_json,
+) -> None:
+    """Model → measured baseline → latency table → plan meeting the budget (measured) → fine-tune → export →
+    verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the budget is not met."""
+    from edgeprune.build import Budget, BuildOptions
+    from edgeprune.build import build as run_build
+    from edgeprune.progress import RichProgress
+
+    budgets = [
+        (k, v) for k, v in (("speedup", speedup), ("latency_ms", latency_ms), ("energy_mj", energy_mj)) if v is not None
+    ]
+    if len(budgets) != 1:
+        raise ConfigError("build needs exactly one budget", fix="pass one of --speedup, --latency-ms, --energy-mj")
+    budget = Budget(*budgets[0])  # checked before anything is loaded or written
+    with stdout_kept_for_results():
+        profile = load_target(target)
+        loaded = load_from_flags(model, weights, trust_pickle, input_shape)
+        out_dir = make_out_dir(out, "build")
+        options = BuildOptions(
+            model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
+            value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
+            lr=lr, distill=distill, runs=runs, warmup=warmup,
+            threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+            lut_variants=lut_variants,
+        )  # fmt: skip
+        report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
+    bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out
+    emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}{bundle}")
+    if not report.met:
+        raise GateFailed(f"{report.shortfall()}; the report is in {out_dir}")
+
+
+@click.command()
+@model_options
+@click.option("--data", "-d", required=True, help="ImageFolder directory to train on.")
+@click.option("--epochs", type=click.IntRange(min=1), required=True, help="Training epochs.")
+@click.option(
+    "--sparsity",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="λ of the L1 penalty on BatchNorm γ (network slimming), so that --criterion bn prunes well.",
+)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (SGD, cosine).")
+@output_options
+def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, out, as_json) -> None:
+    """Train a classifier (e.g. sparsity training before BN-γ pruning); saves model.safetensors."""
+    from edgeprune.models.saved import save_state_dict
+    from edgeprune.progress import RichProgress
+    from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
+    from edgeprune.verify.data import ImageFolder
+
+    with stdout_kept_for_results():
+        loaded = load_from_flags(model, weights, trust_pickle, input_shape)
+        if loaded.task != "classification":
+            raise ConfigError(f"edgeprune train handles classifiers so far; {loaded.spec} is a {loaded.task} model")
+        out_dir = make_out_dir(out, "train")
+        images, labels = ImageFolder.scan(data, loaded.class_names).load_all(loaded.preprocessing)
+        recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity)
+        losses = finetune_classifier(
+            loaded.module,
+            images,
+            labels,
+            recipe,
+            mean=loaded.preprocessing.mean,
+            std=loaded.preprocessing.std,
+            progress=RichProgress(),
+        )
+        weights_path = save_state_dict(loaded.module, out_dir / "model.safetensors")
+        recipe.save(out_dir / "recipe.json")
+    summary = {"model": loaded.spec, "weights": str(weights_path), "epoch_losses": losses, "recipe": recipe.to_dict()}
+    click.echo(
+        json.dumps(summary, indent=2)
+        if as_json
+        else f"trained {loaded.spec} for {epochs} epochs (final loss {losses[-1]:.4f}) → {weights_path}"
+    )

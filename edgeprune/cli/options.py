@@ -1,0 +1,106 @@
+"""Options several commands share, declared once, and the choices they offer, read from the registries."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from edgeprune.backends._registry import backend_names, formats, get_backend
+from edgeprune.prune.importance import CRITERIA
+
+
+def _options(*decorators: Callable) -> Callable:
+    def apply(func: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+model_options = _options(
+    click.option("--model", "-m", required=True, help="torchvision:<name> | cifar:resnet56 | python:pkg.mod:fn"),
+    click.option("--weights", "-w", help="Weights file for the model (.pth/.th/.pt/.safetensors)."),
+    click.option(
+        "--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."
+    ),
+    click.option("--input-shape", help="N,C,H,W for python: models that do not declare it."),
+    # the command gets --trust-code through `load_from_flags`, not as a parameter
+    click.option(
+        "--trust-code",
+        is_flag=True,
+        expose_value=False,
+        callback=lambda ctx, _, value: ctx.meta.update({"edgeprune.trust_code": value}),
+        help="Allow running Python code that a model file names: a saved plan's python: base (imports that module), "
+        "expressions in an ultralytics model yaml.",
+    ),
+)
+
+
+def connection_options(func: Callable) -> Callable:
+    """--host/--user/--port/--serial override the target profile's connection (flags > EDGEPRUNE_* > profile).
+    The command gets them through `load_target`, not as parameters."""
+
+    @click.option("--host", help="ssh targets: device address or ~/.ssh/config alias (env EDGEPRUNE_HOST).")
+    @click.option("--user", help="ssh targets: login user (env EDGEPRUNE_USER).")
+    @click.option("--port", type=click.IntRange(1, 65535), help="ssh targets: port (env EDGEPRUNE_PORT).")
+    @click.option("--serial", help="adb targets: device serial (env EDGEPRUNE_SERIAL).")
+    @functools.wraps(func)
+    def wrapper(*args, host, user, port, serial, **kwargs):
+        click.get_current_context().meta["edgeprune.connection"] = {
+            "host": host,
+            "user": user,
+            "port": port,
+            "serial": serial,
+        }
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+target_options = _options(
+    click.option(
+        "--target",
+        "-t",
+        default="host",
+        show_default=True,
+        help="Target profile name (see `edgeprune targets`) or a profile .yaml.",
+    ),
+    click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
+    click.option(
+        "--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's, else all cores)."
+    ),
+    connection_options,
+)
+output_options = _options(
+    click.option(
+        "--out",
+        "-o",
+        type=click.Path(path_type=Path),
+        help="Result directory (default: edgeprune-runs/<command>-<time>).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON instead of a summary."),
+)
+
+
+# --- choices, read from the registries so that a new backend or criterion needs no edit here ------------------------
+
+
+def format_choices() -> list[str]:
+    return sorted(formats())
+
+
+def precision_choices() -> list[str]:
+    return sorted({p for name in backend_names() for p in get_backend(name).precisions})
+
+
+def runtime_choices() -> list[str]:
+    return backend_names()
+
+
+def criterion_choices() -> list[str]:
+    """Every registered criterion but the seeded ones (random), which make variants and baselines, not rankings."""
+    return [name for name, spec in CRITERIA.items() if not spec.seeded]
