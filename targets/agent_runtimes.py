@@ -1,5 +1,5 @@
 """Runtimes of edgeprune's on-device agent (targets/agent.py): ONNX Runtime, OpenVINO and TFLite sessions, and what
-every session and the agent share (AgentError). TensorRT is in agent_tensorrt.py.
+every session and the agent share (AgentError). TensorRT is in agent_trt_{cuda,runner,calibrator,builder}.py.
 
 Runs ON the device with Python >= 3.6, the standard library, numpy and the device's runtime: no f-string `=`, no
 dataclasses, no walrus. A session has: name, version(), providers(), inputs [(name, shape with None where dynamic,
@@ -11,7 +11,9 @@ import importlib
 
 
 class AgentError(Exception):
-    """A request the agent answers with ok=false: `error_type` bad_request | missing_runtime | internal."""
+    """A request the agent answers with ok=false. `error_type`: bad_request (the request cannot be served as asked),
+    missing_runtime (the device's runtime, CUDA or driver is absent or failed: a device fault) or internal (a bug in
+    the agent). The host shows the first two as one-line device errors, internal as a bug with the traceback."""
 
     def __init__(self, message, error_type="bad_request"):
         Exception.__init__(self, message)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from edgeprune.devices.adb import AdbTransport
 from edgeprune.devices.benchmark_model import BenchmarkModelResult, BenchmarkOutputError, parse_benchmark_model_output
+from edgeprune.devices.energy import EnergyFigure, energy_for
 from edgeprune.errors import ConfigError, DeviceError
-from edgeprune.latency.energy import EnergyFigure, energy_for
 from edgeprune.types import DeviceInfo, LatencyStats, TargetProfile
 
 DEFAULT_BENCHMARK_MODEL = "/data/local/tmp/benchmark_model"  # where targets/android/setup.sh pushes it

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeprune._resources import resource_dir
-from edgeprune.devices.transport import Transport, shell_line
+from edgeprune.devices.transport import AGENT_ENTRY, Transport, agent_files, shell_line
 from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.fileio import sha256_file
 from edgeprune.types import Connection
@@ -32,9 +32,6 @@ _ALIVE_INTERVAL_S, _ALIVE_COUNT = 5, 3
 _PERSIST_S = 300  # a master left behind by a killed host process exits after this long idle
 _UPLOAD_BYTES_PER_S = 512 * 1024  # the slowest link we plan for (Wi-Fi to a Raspberry Pi), for upload timeouts
 _MIN_PYTHON = (3, 6)
-# The agent's files in targets/, copied together; agent.py imports the others from its own directory. agent.py is
-# copied last, so a directory that has it is complete.
-AGENT_FILES = ("agent_runtimes.py", "agent_tensorrt.py", "agent.py")
 
 # $1: the device's python, $2: the agent's content hash. Prints key=value lines.
 _PREPARE = r"""set -e
@@ -97,10 +94,10 @@ class SshTransport(Transport):
             remote_dir = f"{self._base}/agent-{_agent_sha()}"
             if not self._agent_present:
                 self._run(["mkdir", "-p", remote_dir], what="making the agent's directory")
-                for name in AGENT_FILES:
+                for name in agent_files():  # the entry point last: a directory that has it is complete
                     self._upload(resource_dir("targets") / name, f"{remote_dir}/{name}")
                 self._agent_present = True
-            line = "exec " + shell_line([self.python, "-u", f"{remote_dir}/agent.py"])
+            line = "exec " + shell_line([self.python, "-u", f"{remote_dir}/{AGENT_ENTRY}"])
             command = [*self._ssh(), "--", self.connection.host, line]
             return subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb")
@@ -349,7 +346,7 @@ def _last_line(text: str) -> str:
 def _agent_sha() -> str:
     """One hash over the agent's files (names and contents): a new version of any of them is a new directory."""
     digest = hashlib.sha256()
-    for name in AGENT_FILES:
+    for name in agent_files():
         digest.update(name.encode() + b"\0" + sha256_file(resource_dir("targets") / name).encode())
     return digest.hexdigest()[:16]
 

@@ -45,6 +45,16 @@ class Transport(ABC):
         return DeviceError(f"the agent on {self.label} exited (code {code}){suffix}")
 
 
+AGENT_ENTRY = "agent.py"  # the agent's entry point in targets/; it imports its other files from its own directory
+
+
+def agent_files() -> tuple[str, ...]:
+    """The agent's files in targets/ (every agent*.py), agent.py last: what a transport ships to a device. Found, not
+    listed, so a new agent module cannot be left behind."""
+    names = sorted(p.name for p in resource_dir("targets").glob("agent*.py") if p.name != AGENT_ENTRY)
+    return (*names, AGENT_ENTRY)
+
+
 class LocalTransport(Transport):
     """The device is this machine: the agent is a subprocess of the current Python."""
 
@@ -54,7 +64,7 @@ class LocalTransport(Transport):
         self.python = python or sys.executable
 
     def start_agent(self, stderr_log: Path) -> subprocess.Popen:
-        command = [self.python, "-u", str(resource_dir("targets") / "agent.py")]
+        command = [self.python, "-u", str(resource_dir("targets") / AGENT_ENTRY)]
         try:
             return subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stderr_log, "wb")

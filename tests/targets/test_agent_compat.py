@@ -1,6 +1,7 @@
 """targets/agent*.py run on Jetson Nano's JetPack 4, whose Python is 3.6: no newer syntax, no newer library calls."""
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -9,14 +10,32 @@ from pathlib import Path
 import pytest
 
 from edgeprune._resources import resource_dir
-from edgeprune.devices.ssh import AGENT_FILES
+from edgeprune.devices.transport import agent_files
 
 TARGETS = resource_dir("targets")
 AGENT_SOURCES = sorted(TARGETS.glob("agent*.py"))
 
 
 def test_every_agent_file_is_shipped_to_ssh_devices():
-    assert sorted(p.name for p in AGENT_SOURCES) == sorted(AGENT_FILES)
+    assert sorted(p.name for p in AGENT_SOURCES) == sorted(agent_files())
+
+
+def test_the_shipped_files_alone_run_the_agent(tmp_path):
+    # what ssh copies to a device: an agent module outside agent_files() fails here with an ImportError
+    for name in agent_files():
+        shutil.copy(TARGETS / name, tmp_path / name)
+    assert agent_files()[-1] == "agent.py"  # copied last: a device folder holding it is complete
+    requests = '{"id": 1, "cmd": "info", "args": {}}\n{"id": 2, "cmd": "quit"}\n'
+    proc = subprocess.run(
+        [sys.executable, "-u", str(tmp_path / "agent.py")],
+        input=requests,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert replies[0]["event"] == "ready", proc.stderr
+    assert replies[1]["ok"] and "sensors" in replies[1]["result"] and "tensorrt" in replies[1]["result"]["runtimes"]
 
 
 @pytest.mark.parametrize("source", AGENT_SOURCES, ids=lambda p: p.name)

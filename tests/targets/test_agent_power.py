@@ -21,11 +21,11 @@ import pytest
 
 from edgeprune._resources import resource_dir
 from edgeprune.devices.agent_client import AgentSession
+from edgeprune.devices.energy import energy_for
+from edgeprune.devices.sensors import parse_get_throttled
 from edgeprune.devices.transport import LocalTransport
-from edgeprune.latency.energy import energy_for
-from edgeprune.latency.sensors import parse_get_throttled
 from edgeprune.types import PowerSpec, TargetProfile
-from tests.latency.test_sensors import ORIN_NANO_JP6, PMIC
+from tests.devices.test_sensors import ORIN_NANO_JP6, PMIC
 
 
 def _write(path: Path, text: str) -> None:
@@ -217,7 +217,7 @@ def test_tegrastats_stream(tiny_onnx, tmp_path, monkeypatch):
 
 
 def test_pmic_read_adc_and_throttle_state(tiny_onnx, tmp_path, monkeypatch):
-    # A stand-in vcgencmd answering with the published Pi 5 outputs (tests/latency/test_sensors.py cites them).
+    # A stand-in vcgencmd answering with the published Pi 5 outputs (tests/devices/test_sensors.py cites them).
     _tool(
         tmp_path / "bin",
         "vcgencmd",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.latency.sensors import PowerTrace, SensorError, trace_from_agent
+from edgeprune.devices.sensors import PowerTrace, SensorError, trace_from_agent
 from edgeprune.types import EnergyDetail, TargetProfile
 
 DEFAULT_INTERVAL_MS = 50.0  # the sampling interval unless the caller asks for another

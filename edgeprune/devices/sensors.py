@@ -1,6 +1,6 @@
 """Parsers for the raw power readings the on-device agent returns (targets/agent.py samples, the host parses).
 
-One parser per documented format; tests/latency/test_sensors.py checks each against published output and cites
+One parser per documented format; tests/devices/test_sensors.py checks each against published output and cites
 where it comes from. They are pure: text in, typed values out. Anything that does not fit raises SensorError (a
 ValueError) quoting the offending line, never a guess.
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgeprune.latency.energy import energy_for, measure, power_request
+from edgeprune.devices.energy import energy_for, measure, power_request
 from edgeprune.types import Fact, LatencyStats, PowerSpec, TargetProfile
 
 

@@ -3,7 +3,7 @@ numbers in brackets are placeholders the source itself prints as variables (note
 
 import pytest
 
-from edgeprune.latency.sensors import (
+from edgeprune.devices.sensors import (
     SensorError,
     battery_power_w,
     ina3221_rails_w,
