@@ -7,23 +7,14 @@ from pathlib import Path
 
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions
+from edgeprune.models.family import FAMILIES, SUFFIX_FAMILIES, ModelFamily, family_named
 
-# family prefix -> module providing names() and load(name, options)
-FAMILIES = {
-    "torchvision": "edgeprune.models.torchvision",
-    "cifar": "edgeprune.models.cifar",
-    "python": "edgeprune.models.python_callable",
-    "darknet": "edgeprune.models.darknet",
-    "ultralytics": "edgeprune.models.ultralytics",
-}
-# a bare file name or path is routed by its suffix
-SUFFIX_FAMILIES = {".cfg": "darknet", ".pt": "ultralytics", ".yaml": "ultralytics", ".yml": "ultralytics"}
 SPEC_FORMS = (
     "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable, "
     "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml, or a saved pruned model directory"
 )
 
-__all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "load_model", "saved_directory"]
+__all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "ModelFamily", "family_named", "load_model", "saved_directory"]
 
 
 def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
@@ -35,7 +26,7 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
         return importlib.import_module(FAMILIES[family]).load(name, options)
     directory = saved_directory(spec)
     if directory is not None:
-        from edgeprune.prune.io import load_pruned
+        from edgeprune.models.saved import load_pruned
 
         return load_pruned(directory, options)
     path = Path(spec)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeprune.errors import ModelError
+from edgeprune.models.family import ModelFamily, family_of_spec
 from edgeprune.types import DetectionHead, Preprocessing, TensorSpec
 
 if TYPE_CHECKING:
@@ -35,7 +36,12 @@ class LoadedModel:
     class_names: tuple[str, ...] | None = None
     weights: str | None = None
     detection: DetectionHead | None = None  # set for task "detection"
+    family: ModelFamily | None = None  # the family's hooks; None: the family the spec names (family_of_spec)
     _fingerprint: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.family is None:
+            self.family = family_of_spec(self.spec)
 
     @property
     def fingerprint(self) -> str:

@@ -11,6 +11,7 @@ from torch import nn
 
 from edgeprune.errors import UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init
+from edgeprune.models.family import ModelFamily
 from edgeprune.models.weights import load_into, read_state_dict
 from edgeprune.types import Preprocessing
 
@@ -18,6 +19,7 @@ DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # akamaster trains and evaluates with ImageNet statistics (transforms.Normalize in its trainer.py).
 PREPROCESSING = Preprocessing(crop=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+FAMILY = ModelFamily("cifar", depth=("edgeprune.prune.depth_resnet",), rewrites=("cifar-option-a-shortcut-parts",))
 
 
 class ZeroPadShortcut(nn.Module):
@@ -91,4 +93,5 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         preprocessing=PREPROCESSING,
         class_names=CLASS_NAMES,
         weights=options.weights,
+        family=FAMILY,
     )

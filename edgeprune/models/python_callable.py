@@ -14,8 +14,18 @@ import torch
 
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions, image_input
+from edgeprune.models.darknet import yolo_head_inputs
+from edgeprune.models.family import ModelFamily
 from edgeprune.models.weights import load_into, read_state_dict
 from edgeprune.types import Preprocessing
+
+# a user's module may be built from any family's layers: each hook tries what it knows, structurally
+FAMILY = ModelFamily(
+    "python",
+    depth=("edgeprune.prune.depth_resnet", "edgeprune.prune.depth_darknet", "edgeprune.prune.depth_ultralytics"),
+    rewrites=None,
+    kept_layers=yolo_head_inputs,
+)
 
 
 def names() -> list[str]:
@@ -62,6 +72,7 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         preprocessing=preprocessing,
         class_names=tuple(names_) if names_ else None,
         weights=options.weights,
+        family=FAMILY,
     )
 
 

@@ -6,8 +6,12 @@ from pathlib import Path
 
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init
+from edgeprune.models.family import ModelFamily
 from edgeprune.models.weights import load_into, read_state_dict
 from edgeprune.types import Preprocessing
+
+# depth pruning knows its ResNets; the exact rewrite makes ShuffleNetV2 prunable
+FAMILY = ModelFamily("torchvision", depth=("edgeprune.prune.depth_resnet",), rewrites=("shufflenet-v2-shuffle-free",))
 
 
 def names() -> list[str]:
@@ -44,6 +48,7 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         preprocessing=preprocessing,
         class_names=tuple(categories) if categories else None,
         weights=options.weights,
+        family=FAMILY,
     )
 
 

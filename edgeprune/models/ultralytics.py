@@ -1,18 +1,46 @@
 """ultralytics YOLO detectors: a packaged model yaml (random init, seeded) or a trained `.pt` (a pickle: only
-with --trust-pickle). Runs offline (YOLO_OFFLINE=1); never downloads."""
+with --trust-pickle). Runs offline (YOLO_OFFLINE=1); never downloads. A pruned one is also saved as a `.pt` that
+`ultralytics.YOLO` loads and trains (`save_ultralytics_pt`)."""
 
 from __future__ import annotations
 
+import copy
 import re
+from datetime import datetime
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from edgeprune import __version__ as edgeprune_version
 from edgeprune._ultralytics import import_ultralytics
-from edgeprune.errors import ModelError, UnknownName
+from edgeprune.errors import ConfigError, ModelError, UnknownName
+from edgeprune.fileio import writing
 from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init, untrusted_code
+from edgeprune.models.family import ModelFamily
 from edgeprune.models.weights import load_into, read_state_dict
 from edgeprune.types import DetectionHead, Preprocessing
 
 DEFAULT_IMGSZ = 640
+ULTRALYTICS_FILE = "model.pt"  # beside a saved pruned model, for ultralytics users (YOLO() loads it)
+
+
+def _ultralytics_files(loaded: LoadedModel, out_dir: Path) -> list[Path]:
+    return [save_ultralytics_pt(loaded, out_dir / ULTRALYTICS_FILE)]
+
+
+def _decoded(raw):
+    return raw  # the exported head already gives (N, 4 + C, A)
+
+
+FAMILY = ModelFamily(
+    "ultralytics",
+    depth=("edgeprune.prune.depth_ultralytics",),
+    rewrites=("ultralytics-c2f-split-cv1", "ultralytics-c2psa-split-cv1"),
+    detection_finetuner="edgeprune.train.stages:finetune_ultralytics_stage",
+    extra_files=_ultralytics_files,
+    detection_prediction=_decoded,
+)
 
 
 def names() -> list[str]:
@@ -63,6 +91,7 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         weights=options.weights or (str(path) if path.suffix == ".pt" else None),
         # `yolo val` defaults
         detection=DetectionHead("ultralytics", num_classes, conf_threshold=0.001, iou_threshold=0.7, max_det=300),
+        family=FAMILY,
     )
 
 
@@ -174,3 +203,77 @@ def _imgsz(model) -> int:
     if isinstance(imgsz, (list, tuple)):
         imgsz = max(imgsz)
     return int(imgsz or DEFAULT_IMGSZ)
+
+
+def save_ultralytics_pt(loaded: LoadedModel, path: str | Path, *, half: bool = False) -> Path:
+    """Write the (pruned) model as an ultralytics checkpoint that `ultralytics.YOLO(path)` loads for predict, val,
+    export, and — with `trainer=PrunedDetectionTrainer` — train.
+
+    The layout is ultralytics' own (as `Model.save` and the trainer write it): the module under "model" with its
+    `yaml`, `names`, `stride` and `args`, plus "train_args", "date" and "version". ultralytics stores fp16;
+    `half=False` (the default) keeps fp32, which YOLO loads unchanged, so it computes what edgeprune's module does.
+    """
+    check_ultralytics_detector(loaded)
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ConfigError(f"{path} does not end in .pt", fix="ultralytics loads checkpoints by their .pt suffix")
+    ultralytics = import_ultralytics()
+    model = inference_copy(loaded)
+    model = model.half() if half else model.float()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    args = {**model.args, "imgsz": input_size(loaded)}
+    model.args = args
+    checkpoint = {
+        "date": datetime.now().astimezone().isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "model": model,
+        "ema": None,
+        "optimizer": None,
+        "updates": None,
+        "best_fitness": None,
+        "epoch": -1,
+        "train_args": args,
+        "edgeprune": {"version": edgeprune_version, "spec": loaded.spec, "fingerprint": loaded.fingerprint},
+    }
+    with writing(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def check_ultralytics_detector(loaded: LoadedModel) -> None:
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    if not isinstance(loaded.module, DetectionModel) or loaded.detection is None:
+        raise ConfigError(
+            f"{loaded.spec} is not an ultralytics detection model ({type(loaded.module).__name__})",
+            expected="a model loaded from an ultralytics .yaml or .pt",
+        )
+
+
+def inference_copy(loaded: LoadedModel) -> nn.Module:
+    """A copy of the module as ultralytics' own checkpoints hold it: eval mode, head in its default layout,
+    no loss criterion, class names from the LoadedModel."""
+    model = copy.deepcopy(loaded.module).eval()
+    set_head_layout(model, export=False, dynamic=False)
+    if hasattr(model, "criterion"):
+        model.criterion = None
+    if loaded.class_names:
+        model.names = dict(enumerate(loaded.class_names))
+    args = getattr(model, "args", None) or {}
+    model.args = dict(args) if isinstance(args, dict) else dict(vars(args))
+    return model
+
+
+def set_head_layout(model: nn.Module, *, export: bool, dynamic: bool) -> None:
+    """The Detect head's `export` (forward returns only the decoded boxes) and `dynamic` (anchors rebuilt from
+    each input's shape) flags, which edgeprune's loader turns on and ultralytics' predict/val/train expect off."""
+    head = model.model[-1]
+    head.export, head.dynamic = export, dynamic
+
+
+def input_size(loaded: LoadedModel) -> int:
+    return int(max(loaded.inputs[0].shape[-2:]))

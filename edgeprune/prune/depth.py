@@ -4,14 +4,13 @@ Blocks are ranked by the mean |γ| of the batch norm after the branch's last con
 lowest first: with γ near zero the branch adds little more than a constant. Only blocks whose input and output
 shapes agree (no downsampling or projection shortcut) and whose last conv has a batch norm are candidates.
 
-Each family has a module with `candidates(module)` and `remove(loaded, names)`: CIFAR and torchvision ResNets
-(`depth_resnet`), Darknet cfgs (`depth_darknet`), ultralytics YOLOs (`depth_ultralytics`). Any other model is
-refused rather than guessed at.
+A model's family (`loaded.family.depth`) names the modules with `knows(module)`, `candidates(module)` and
+`remove(loaded, names)`: CIFAR and torchvision ResNets (`depth_resnet`), Darknet cfgs (`depth_darknet`),
+ultralytics YOLOs (`depth_ultralytics`). Any other model is refused rather than guessed at.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -85,31 +84,25 @@ def _by_name(candidates: list[BlockInfo], names: Sequence[str]) -> list[BlockInf
     return [c for c in candidates if c.name in wanted]
 
 
+def block_layers(loaded: LoadedModel, blocks: Sequence[BlockInfo]) -> dict[str, tuple[str, ...]]:
+    """For each block, the name prefixes of the layers that leave with it (its module's own, or the family's)."""
+    handler = _family(loaded)
+    if hasattr(handler, "block_layers"):
+        return handler.block_layers(loaded.module, [b.name for b in blocks])
+    return {b.name: (b.name + ".",) for b in blocks}
+
+
 def _family(loaded: LoadedModel) -> ModuleType:
-    """The module that knows this model's residual blocks: `candidates(module)` and `remove(loaded, names)`."""
-    from edgeprune.models.cifar import CifarResNet
-    from edgeprune.models.darknet.build import DarknetModel
-
-    module = loaded.module
-    torchvision_resnet = sys.modules.get("torchvision.models.resnet")  # not imported: not a torchvision model
-    if isinstance(module, CifarResNet) or (torchvision_resnet and isinstance(module, torchvision_resnet.ResNet)):
-        from edgeprune.prune import depth_resnet
-
-        return depth_resnet
-    if isinstance(module, DarknetModel):
-        from edgeprune.prune import depth_darknet
-
-        return depth_darknet
-    ultralytics_tasks = sys.modules.get("ultralytics.nn.tasks")
-    if ultralytics_tasks and isinstance(module, ultralytics_tasks.BaseModel):
-        from edgeprune.prune import depth_ultralytics
-
-        return depth_ultralytics
-    raise ConfigError(
-        f"depth pruning does not know the residual blocks of {loaded.spec} ({type(module).__name__})",
-        expected=SUPPORTED,
-        fix="prune channels only for this model",
-    )
+    """The module that knows this model's residual blocks (`knows`, `candidates(module)`, `remove(loaded, names)`),
+    as the model's family names it."""
+    handler = loaded.family.depth_pruning(loaded.module)
+    if handler is None:
+        raise ConfigError(
+            f"depth pruning does not know the residual blocks of {loaded.spec} ({type(loaded.module).__name__})",
+            expected=SUPPORTED,
+            fix="prune channels only for this model",
+        )
+    return handler
 
 
 def bn_score(bn: nn.Module) -> float:

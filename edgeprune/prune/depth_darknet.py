@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from edgeprune.models.base import LoadedModel
 from edgeprune.models.darknet import layers as L
@@ -27,6 +28,10 @@ from edgeprune.prune.depth import BlockInfo, bn_score
 
 ORIGIN = "original_layers"  # attribute of a rebuilt DarknetModel: original cfg index of each layer
 _REFERENCES = {"route": "layers", "shortcut": "from"}  # options that name other layers
+
+
+def knows(module: nn.Module) -> bool:
+    return isinstance(module, DarknetModel)
 
 
 def candidates(model: DarknetModel) -> list[BlockInfo]:
@@ -82,6 +87,17 @@ def remove(loaded: LoadedModel, names: Sequence[str]) -> None:
     pruned.weights_header = model.weights_header
     setattr(pruned, ORIGIN, tuple(_origin(model)[old] for old in kept))
     loaded.module = pruned.train(model.training)
+
+
+def block_layers(model: DarknetModel, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The name prefixes of the layers each block takes with it: its branch and its [shortcut]."""
+    index_of = {f"layer{original}": index for index, original in enumerate(_origin(model))}
+    prefixes = {}
+    for name in names:
+        shortcut = index_of[name]
+        source = model.blocks[shortcut].sources[0]
+        prefixes[name] = tuple(f"blocks.{i}." for i in range(source + 1, shortcut + 1))
+    return prefixes
 
 
 def _origin(model: DarknetModel) -> tuple[int, ...]:

@@ -17,6 +17,14 @@ from edgeprune.models.cifar import BasicBlock
 from edgeprune.prune.depth import BlockInfo, bn_score, replace_module
 
 
+def knows(module: nn.Module) -> bool:
+    """A CIFAR ResNet or a torchvision ResNet."""
+    from edgeprune.models.cifar import CifarResNet
+
+    torchvision_resnet = sys.modules.get("torchvision.models.resnet")  # not imported: not a torchvision model
+    return isinstance(module, CifarResNet) or bool(torchvision_resnet and isinstance(module, torchvision_resnet.ResNet))
+
+
 def candidates(module: nn.Module) -> list[BlockInfo]:
     blocks = []
     for name, block in module.named_modules():

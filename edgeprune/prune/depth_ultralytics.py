@@ -13,6 +13,7 @@ GhostBottleneck, ResNetBlock) are not candidates.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -40,6 +41,12 @@ class FoldedC2f(nn.Module):
         for block in self.m:
             y.append(block(y[-1]))
         return self.cv2(torch.cat([y[i] for i in self.concat], 1))
+
+
+def knows(module: nn.Module) -> bool:
+    """An ultralytics model (looked up, not imported: importing ultralytics writes its settings)."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    return bool(tasks and isinstance(module, tasks.BaseModel))
 
 
 def candidates(model: nn.Module) -> list[BlockInfo]:

@@ -12,8 +12,6 @@ A rewrite's name goes into `PrunePlan.rewrites`; `replay_rewrites` applies the n
 
 from __future__ import annotations
 
-import copy
-import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +22,8 @@ from torch import nn
 
 from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel
-from edgeprune.models.darknet import layers as L
-from edgeprune.prune.slicing import output_slice
+from edgeprune.models.darknet.parts import PartsConvolutional, PartsRoute, tied_parts  # noqa: F401  (their home)
+from edgeprune.prune.slicing import check_splittable, output_slice
 
 Replacements = dict[str, Callable[[nn.Module], nn.Module]]  # qualified module name -> makes its replacement
 
@@ -50,8 +48,10 @@ def register(rewrite: Rewrite) -> Rewrite:
 
 
 def apply_rewrites(loaded: LoadedModel) -> tuple[str, ...]:
-    """Apply every registered rewrite that finds a target in the model, in place; the names applied."""
-    return tuple(rewrite.name for rewrite in REWRITES.values() if _apply(loaded, rewrite))
+    """Apply every rewrite of the model's family that finds a target in the model, in place; the names applied."""
+    names = loaded.family.rewrites
+    return tuple(rewrite.name for rewrite in REWRITES.values()
+                 if (names is None or rewrite.name in names) and _apply(loaded, rewrite))  # fmt: skip
 
 
 def replay_rewrites(loaded: LoadedModel, names: tuple[str, ...] | list[str]) -> None:
@@ -82,15 +82,6 @@ def _apply(loaded: LoadedModel, rewrite: Rewrite) -> bool:
     if targets:
         loaded._fingerprint = None  # the parameters are regrouped under new names
     return bool(targets)
-
-
-def _check_splittable(block: nn.Module, where: str) -> None:
-    if block.conv.groups != 1:
-        raise ModelError(
-            f"{where}: its output is split along channels, but it is a grouped convolution "
-            f"(groups={block.conv.groups}), which edgeprune cannot split exactly",
-            fix="prune a model without this layout, or use depth pruning only",
-        )
 
 
 # --- ultralytics C2f / C3k2 / C2PSA --------------------------------------------------------------------------
@@ -142,7 +133,7 @@ def _find_split_cv1(replacement: type[nn.Module], *classes: tuple[str, str]) -> 
             if cls is not None:
                 found += [n for n, m in root.named_modules() if isinstance(m, cls) and type(m).forward is cls.forward]
         for name in found:
-            _check_splittable(root.get_submodule(name).cv1, f"{name}.cv1")
+            check_splittable(root.get_submodule(name).cv1, f"{name}.cv1")
         return dict.fromkeys(found, replacement)
 
     return find
@@ -211,131 +202,15 @@ register(Rewrite(
 ))  # fmt: skip
 
 
-# --- Darknet [route] groups= ---------------------------------------------------------------------------------
+# --- Darknet [route] groups= (in their own module) -----------------------------------------------------------------
 
-
-class PartsConvolutional(L.Block):
-    """A Darknet [convolutional] layer computed as `groups` convolutions over consecutive ranges of its filters.
-
-    It returns the parts as a tuple; the routes that read it (all are `PartsRoute`) take one part or concatenate
-    them all, so no tensor is chunked. With equal part widths (the pruner keeps them equal) the parts, concatenated,
-    are again one Darknet layer read by a grouped route.
-    """
-
-    def __init__(self, block: L.Convolutional, groups: int):
-        super().__init__(block.index, block.inputs)
-        width = block.conv.out_channels // groups
-        self.parts = nn.ModuleList(output_slice(block, k * width, (k + 1) * width) for k in range(groups))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(part(x) for part in self.parts)
-
-
-class PartsRoute(L.Route):
-    """A Darknet [route] reading `PartsConvolutional` layers: with groups, each input's group_id-th part (what
-    Darknet's chunk gives), otherwise all parts in order; a plain tensor input is taken whole."""
-
-    def forward(self, *xs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        taken: list[torch.Tensor] = []
-        for x in xs:
-            if isinstance(x, tuple):
-                taken.extend((x[self.group_id],) if self.groups > 1 else x)
-            else:
-                taken.append(x)
-        return taken[0] if len(taken) == 1 else torch.cat(taken, 1)
-
-
-def _find_darknet(root: nn.Module) -> Replacements:
-    """The layers grouped routes read (split into parts) and every route reading them; ModelError when the layout
-    has no exact prunable form."""
-    from edgeprune.models.darknet import DarknetModel
-
-    if not isinstance(root, DarknetModel):
-        return {}
-    blocks = root.blocks
-    splits: dict[int, int] = {}
-    for route in blocks:
-        if type(route) is not L.Route or route.groups == 1:
-            continue
-        for j in route.inputs:
-            source = blocks[j]
-            where = f"Darknet layer {j} (read by the grouped [route] at layer {route.index})"
-            if not isinstance(source, L.Convolutional):
-                raise ModelError(
-                    f"{where} is a {type(source).__name__.lower()}; edgeprune prunes through grouped routes that "
-                    "read a [convolutional] layer directly",
-                    fix="prune a model without this layout, or use depth pruning only",
-                )
-            _check_splittable(source, where)
-            if splits.setdefault(j, route.groups) != route.groups:
-                raise ModelError(f"{where} is read by grouped routes with different groups= ({splits[j]}, "
-                                 f"{route.groups})")  # fmt: skip
-    readers = {b.index for b in blocks if set(b.inputs) & set(splits)}
-    for index in sorted(readers):
-        if not isinstance(blocks[index], L.Route):
-            source = sorted(set(blocks[index].inputs) & set(splits))[0]
-            raise ModelError(
-                f"Darknet layer {source} feeds a grouped [route] and also layer {index}, a "
-                f"{type(blocks[index]).__name__.lower()}; edgeprune prunes such layers only when every reader is a "
-                "[route]",
-                fix="prune a model without this layout, or use depth pruning only",
-            )
-    found: Replacements = {f"blocks.{j}": functools.partial(PartsConvolutional, groups=g) for j, g in splits.items()}
-    found.update({f"blocks.{i}": _parts_route for i in readers})
-    return found
-
-
-def _parts_route(route: L.Route) -> PartsRoute:
-    return PartsRoute(route.index, route.layers, route.groups, route.group_id)
-
+from edgeprune.prune import rewrite_darknet  # noqa: E402  (it needs nothing from here, so no import cycle)
 
 register(Rewrite(
     "darknet-grouped-route-parts",
     "[route] groups=G: the layer it reads computed as G convolutions, one per group, instead of one chunked",
-    _find_darknet,
+    rewrite_darknet.find,
 ))  # fmt: skip
-
-
-def tied_parts(root: nn.Module) -> list[tuple[nn.Module, ...]]:
-    """Convolutions that must keep equal widths (the parts of one Darknet layer), so the pruned model is still
-    expressible as a cfg with [route] groups=."""
-    return [tuple(part.conv for part in m.parts) for m in root.modules() if isinstance(m, PartsConvolutional)]
-
-
-def merged_darknet(root: nn.Module) -> nn.Module:
-    """A copy of a (pruned) Darknet model with the grouped-route rewrite undone: every `PartsConvolutional` is one
-    [convolutional] again (its parts' filters concatenated in order) and every `PartsRoute` a plain [route], so
-    the model is expressible as cfg + weights and computes the same numbers."""
-    merged = copy.deepcopy(root)
-    blocks = getattr(merged, "blocks", None)
-    if blocks is None:
-        return merged
-    for k, block in enumerate(blocks):
-        if isinstance(block, PartsConvolutional):
-            blocks[k] = _merged_convolutional(block)
-        elif isinstance(block, PartsRoute):
-            route = L.Route(block.index, block.layers, block.groups, block.group_id)
-            route.inputs = block.inputs
-            blocks[k] = route
-    return merged
-
-
-def _merged_convolutional(block: PartsConvolutional) -> L.Convolutional:
-    first = block.parts[0]
-    conv = first.conv
-    merged = copy.deepcopy(first)  # same class, activation and attributes; its tensors are replaced below
-    merged.index, merged.inputs = block.index, block.inputs
-    weights = [part.conv.weight.detach() for part in block.parts]
-    merged.conv = nn.Conv2d(conv.in_channels, sum(w.shape[0] for w in weights), conv.kernel_size, conv.stride,
-                            conv.padding, groups=conv.groups, bias=conv.bias is not None)  # fmt: skip
-    merged.conv.weight = nn.Parameter(torch.cat(weights))
-    if conv.bias is not None:
-        merged.conv.bias = nn.Parameter(torch.cat([part.conv.bias.detach() for part in block.parts]))
-    if first.bn is not None:
-        bn = merged.bn = nn.BatchNorm2d(merged.conv.out_channels, eps=first.bn.eps, momentum=first.bn.momentum)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(bn, name).data.copy_(torch.cat([getattr(part.bn, name).detach() for part in block.parts]))
-    return merged
 
 
 # --- torchvision ShuffleNetV2 channel shuffles (in their own module) ----------------------------------------------

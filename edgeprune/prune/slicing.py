@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from edgeprune.errors import ModelError
+
 
 def conv_rows(conv: nn.Conv2d, rows: Sequence[int]) -> nn.Conv2d:
     """A copy of `conv` computing only output channels `rows`, in that order (ungrouped or depthwise)."""
@@ -42,6 +44,16 @@ def output_slice(block: nn.Module, start: int, stop: int) -> nn.Module:
     if getattr(block, "bn", None) is not None:
         part.bn = bn_rows(block.bn, range(start, stop))
     return part
+
+
+def check_splittable(block: nn.Module, where: str) -> None:
+    """Refuse a block whose output is split along channels when its convolution is grouped (no exact split)."""
+    if block.conv.groups != 1:
+        raise ModelError(
+            f"{where}: its output is split along channels, but it is a grouped convolution "
+            f"(groups={block.conv.groups}), which edgeprune cannot split exactly",
+            fix="prune a model without this layout, or use depth pruning only",
+        )
 
 
 def _picked(parameter: nn.Parameter, rows: Sequence[int]) -> nn.Parameter:

@@ -21,7 +21,6 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ import numpy as np
 import torch
 import yaml
 
-from edgeprune import __version__ as edgeprune_version
 from edgeprune._ultralytics import import_ultralytics
 from edgeprune.errors import ConfigError, ModelError
-from edgeprune.fileio import write_text, writing
+from edgeprune.fileio import write_text
 from edgeprune.models.base import LoadedModel
+from edgeprune.models.ultralytics import check_ultralytics_detector, input_size, save_ultralytics_pt, set_head_layout
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import Record
 
@@ -77,44 +76,6 @@ class UltralyticsFinetune(Record):
         return bool(self.train_losses) and all(math.isfinite(loss) for loss in self.train_losses)
 
 
-def save_ultralytics_pt(loaded: LoadedModel, path: str | Path, *, half: bool = False) -> Path:
-    """Write the (pruned) model as an ultralytics checkpoint that `ultralytics.YOLO(path)` loads for predict, val,
-    export, and — with `trainer=PrunedDetectionTrainer` — train.
-
-    The layout is ultralytics' own (as `Model.save` and the trainer write it): the module under "model" with its
-    `yaml`, `names`, `stride` and `args`, plus "train_args", "date" and "version". ultralytics stores fp16;
-    `half=False` (the default) keeps fp32, which YOLO loads unchanged, so it computes what edgeprune's module does.
-    """
-    _check_ultralytics_detector(loaded)
-    path = Path(path)
-    if path.suffix != ".pt":
-        raise ConfigError(f"{path} does not end in .pt", fix="ultralytics loads checkpoints by their .pt suffix")
-    ultralytics = import_ultralytics()
-    model = _inference_copy(loaded)
-    model = model.half() if half else model.float()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    args = {**model.args, "imgsz": _imgsz(loaded)}
-    model.args = args
-    checkpoint = {
-        "date": datetime.now().astimezone().isoformat(),
-        "version": ultralytics.__version__,
-        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
-        "docs": "https://docs.ultralytics.com",
-        "model": model,
-        "ema": None,
-        "optimizer": None,
-        "updates": None,
-        "best_fitness": None,
-        "epoch": -1,
-        "train_args": args,
-        "edgeprune": {"version": edgeprune_version, "spec": loaded.spec, "fingerprint": loaded.fingerprint},
-    }
-    with writing(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return path
-
-
 def finetune_ultralytics(
     loaded: LoadedModel,
     data: str | Path,
@@ -140,7 +101,7 @@ def finetune_ultralytics(
     Afterwards `loaded.module` holds best.pt's weights (the EMA that ultralytics validated; it stores them in fp16)
     as fp32, in eval mode, with the head's export flags as edgeprune set them, so ONNX export works as before.
     """
-    _check_ultralytics_detector(loaded)
+    check_ultralytics_detector(loaded)
     _check_run_options(epochs, batch, imgsz, train_args)
     progress = progress or NoProgress()
     out_dir = Path(out_dir).resolve()
@@ -153,7 +114,7 @@ def finetune_ultralytics(
         "model": str(pruned_pt),
         "data": str(data_yaml),
         "epochs": epochs,
-        "imgsz": imgsz or _imgsz(loaded),
+        "imgsz": imgsz or input_size(loaded),
         "batch": batch,
         "seed": seed,
         "device": device,
@@ -214,7 +175,7 @@ class PrunedDetectionTrainer(_trainer_base()):
         if not isinstance(weights, torch.nn.Module):
             raise ConfigError(f"PrunedDetectionTrainer got {type(weights).__name__} weights", expected="a model module")
         model = copy.deepcopy(weights).float()
-        _set_head_layout(model, export=False, dynamic=False)
+        set_head_layout(model, export=False, dynamic=False)
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return model
@@ -227,17 +188,6 @@ class PrunedDetectionTrainer(_trainer_base()):
                 fix="fine-tune on data with the model's classes (a new class count needs a new, untrained head)",
             )
         super().set_model_attributes()
-
-
-def _check_ultralytics_detector(loaded: LoadedModel) -> None:
-    import_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
-    if not isinstance(loaded.module, DetectionModel) or loaded.detection is None:
-        raise ConfigError(
-            f"{loaded.spec} is not an ultralytics detection model ({type(loaded.module).__name__})",
-            expected="a model loaded from an ultralytics .yaml or .pt",
-        )
 
 
 def _check_run_options(epochs: int, batch: int, imgsz: int | None, train_args: dict[str, Any]) -> None:
@@ -289,31 +239,6 @@ def _load_trained_weights(loaded: LoadedModel, checkpoint_path: Path) -> None:
         loaded.class_names = tuple(names[i] for i in range(len(names)))
     loaded.weights = str(checkpoint_path)
     loaded._fingerprint = None
-
-
-def _inference_copy(loaded: LoadedModel) -> torch.nn.Module:
-    """A copy of the module as ultralytics' own checkpoints hold it: eval mode, head in its default layout,
-    no loss criterion, class names from the LoadedModel."""
-    model = copy.deepcopy(loaded.module).eval()
-    _set_head_layout(model, export=False, dynamic=False)
-    if hasattr(model, "criterion"):
-        model.criterion = None
-    if loaded.class_names:
-        model.names = dict(enumerate(loaded.class_names))
-    args = getattr(model, "args", None) or {}
-    model.args = dict(args) if isinstance(args, dict) else dict(vars(args))
-    return model
-
-
-def _set_head_layout(model: torch.nn.Module, *, export: bool, dynamic: bool) -> None:
-    """The Detect head's `export` (forward returns only the decoded boxes) and `dynamic` (anchors rebuilt from
-    each input's shape) flags, which edgeprune's loader turns on and ultralytics' predict/val/train expect off."""
-    head = model.model[-1]
-    head.export, head.dynamic = export, dynamic
-
-
-def _imgsz(loaded: LoadedModel) -> int:
-    return int(max(loaded.inputs[0].shape[-2:]))
 
 
 def _epochs_done(trainer) -> int:

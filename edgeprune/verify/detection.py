@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeprune._ultralytics import import_ultralytics
 from edgeprune.errors import ConfigError
+from edgeprune.models.family import FAMILIES, family_named
 from edgeprune.types import DetectionHead
 from edgeprune.verify.data import Geometry
 
@@ -28,13 +29,7 @@ def postprocess(raw: np.ndarray, head: DetectionHead) -> list[np.ndarray]:
     import_ultralytics()
     from ultralytics.utils.nms import non_max_suppression
 
-    if head.layout == "darknet":
-        scores = raw[..., 4:5] * raw[..., 5:]  # Darknet: P(class) = objectness × P(class | object)
-        prediction = torch.from_numpy(np.concatenate([raw[..., :4], scores], axis=-1)).transpose(1, 2)
-    elif head.layout == "ultralytics":
-        prediction = torch.from_numpy(raw)
-    else:
-        raise ConfigError(f"unknown detection output layout {head.layout!r}", expected="darknet | ultralytics")
+    prediction = torch.from_numpy(_decoder(head.layout)(raw))
     if prediction.shape[1] != 4 + head.num_classes:
         raise ConfigError(
             f"detector output has {prediction.shape[1] - 4} class scores, the model declares {head.num_classes}"
@@ -49,6 +44,15 @@ def postprocess(raw: np.ndarray, head: DetectionHead) -> list[np.ndarray]:
         max_time_img=_NMS_SECONDS_PER_IMAGE,
     )
     return [k.numpy() for k in kept]
+
+
+def _decoder(layout: str):
+    """The family that names the head's layout turns its raw output into NMS's (N, 4 + C, A)."""
+    decode = family_named(layout).detection_prediction if layout in FAMILIES else None
+    if decode is None:
+        known = [name for name in FAMILIES if family_named(name).detection_prediction is not None]
+        raise ConfigError(f"unknown detection output layout {layout!r}", expected=" | ".join(known))
+    return decode
 
 
 class DetectionScorer:

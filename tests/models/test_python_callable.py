@@ -96,7 +96,7 @@ def test_a_saved_plan_imports_its_python_base_only_with_trust_code(payload_folde
 
 
 def test_the_base_a_user_named_reloads_without_trust_code(payload_folder, monkeypatch):
-    from edgeprune.prune.io import load_pruned
+    from edgeprune.models.saved import load_pruned
 
     monkeypatch.chdir(payload_folder)
     with pytest.raises(ModelError, match="--trust-code"):

@@ -11,10 +11,11 @@ import yaml
 from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
 from edgeprune.errors import ConfigError, DataError
 from edgeprune.models import load_model
+from edgeprune.models.ultralytics import save_ultralytics_pt
 from edgeprune.prune.channels import prune_channels
 from edgeprune.prune.depth import remove_blocks
 from edgeprune.prune.rewrites import SplitC2f
-from edgeprune.train.ultralytics_trainer import PrunedDetectionTrainer, finetune_ultralytics, save_ultralytics_pt
+from edgeprune.train.ultralytics_trainer import PrunedDetectionTrainer, finetune_ultralytics
 from tests.conftest import asset
 
 SIZE = 160

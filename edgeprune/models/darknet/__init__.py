@@ -9,19 +9,51 @@ from __future__ import annotations
 
 from edgeprune.errors import ModelError
 from edgeprune.models.base import LoadedModel, LoadOptions, image_input, seeded_init
+from edgeprune.models.darknet import layers as L
 from edgeprune.models.darknet.build import DarknetModel
 from edgeprune.models.darknet.cfg import Section, parse_cfg, write_cfg
+from edgeprune.models.darknet.parts import write_darknet_files
 from edgeprune.models.darknet.weights import DEFAULT_HEADER, WeightsHeader, read_weights, write_weights
+from edgeprune.models.family import ModelFamily
 from edgeprune.types import DetectionHead, Preprocessing
 
 __all__ = [
-    "DEFAULT_HEADER", "DarknetModel", "Section", "WeightsHeader", "load", "names", "parse_cfg", "read_weights",
-    "write_cfg", "write_weights",
+    "DEFAULT_HEADER", "FAMILY", "DarknetModel", "Section", "WeightsHeader", "load", "names", "parse_cfg",
+    "read_weights", "write_cfg", "write_weights",
 ]  # fmt: skip
 
 # Darknet's `detector map` thresholds (src/detector.c validate_detector_map: thresh .005, nms .45)
 CONF_THRESHOLD = 0.005
 IOU_THRESHOLD = 0.45
+
+
+def yolo_head_inputs(module) -> list:
+    """The convolutions a [yolo] layer reads: their output channels are the head's layout, never pruned."""
+    if not isinstance(module, DarknetModel):
+        return []
+    blocks = module.blocks
+    return [
+        blocks[j].conv for head in module.yolo_layers for j in head.inputs if isinstance(blocks[j], L.Convolutional)
+    ]
+
+
+def yolo_prediction(raw):
+    """Darknet's decoded rows (N, A, 4 + 1 + C) as (N, 4 + C, A) with P(class) = objectness × P(class | object)."""
+    import numpy as np
+
+    scores = raw[..., 4:5] * raw[..., 5:]
+    return np.concatenate([raw[..., :4], scores], axis=-1).swapaxes(1, 2)
+
+
+FAMILY = ModelFamily(
+    "darknet",
+    depth=("edgeprune.prune.depth_darknet",),
+    rewrites=("darknet-grouped-route-parts",),
+    detection_finetuner="edgeprune.train.stages:finetune_darknet_stage",
+    extra_files=write_darknet_files,
+    kept_layers=yolo_head_inputs,
+    detection_prediction=yolo_prediction,
+)
 
 
 def names() -> list[str]:
@@ -54,6 +86,7 @@ def load(name: str, options: LoadOptions) -> LoadedModel:
         class_names=None,
         weights=options.weights,
         detection=DetectionHead("darknet", classes.pop(), CONF_THRESHOLD, IOU_THRESHOLD) if heads else None,
+        family=FAMILY,
     )
 
 

@@ -3,41 +3,40 @@
 Reloading loads the base model spec, replays the plan (removed blocks → rewrites → channel history) to get the
 pruned architecture, then loads the tensors strictly. Nothing is unpickled, so no --trust-pickle is needed, and
 no code runs that the user did not name (a `python:` base needs --trust-code).
-Darknet models are also written as cfg + weights for Darknet users, ultralytics models as a .pt that
-`ultralytics.YOLO` loads and trains (with `PrunedDetectionTrainer`).
+The model's family writes its own files beside them (`ModelFamily.extra_files`: Darknet cfg + weights for
+Darknet users, a .pt that `ultralytics.YOLO` loads and trains) and its name goes into the plan file, so a reload
+has the same family whatever spec it is reloaded by.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
-from edgeprune.errors import ModelError
+from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions, untrusted_code
+from edgeprune.models.family import ModelFamily, family_named, lazy
 from edgeprune.types import PrunePlan
 
 PLAN_FILE = "prune_plan.json"
 WEIGHTS_FILE = "model.safetensors"
-ULTRALYTICS_FILE = "model.pt"  # for ultralytics users (YOLO() loads it); edgeprune reloads the two files above
+FAMILY_KEY = "family"  # in the plan file, beside PrunePlan's fields: the family's name
+# replaying a plan is edgeprune.prune's work, and that package imports this one: named here, imported when used
+_REPLAY = ("edgeprune.prune.depth:replay_blocks", "edgeprune.prune.rewrites:replay_rewrites",
+           "edgeprune.prune.channels:replay_channels")  # fmt: skip
 
 
 def save_pruned(loaded: LoadedModel, plan: PrunePlan, out_dir: Path) -> list[Path]:
-    """Write the weights (and cfg + weights for Darknet, a .pt for ultralytics), then the plan, which makes the
-    folder a saved model: a write that fails (a full disk) leaves no folder that looks loadable. Returns the files
-    written."""
+    """Write the weights (and the family's own files: cfg + weights for Darknet, a .pt for ultralytics), then the
+    plan with the family's name, which makes the folder a saved model: a write that fails (a full disk) leaves no
+    folder that looks loadable. Returns the files written."""
+    from edgeprune.fileio import write_text
+
     written = [save_state_dict(loaded.module, out_dir / WEIGHTS_FILE)]
-    if loaded.spec.startswith("darknet:"):
-        from edgeprune.models.darknet import write_cfg, write_weights
-        from edgeprune.prune.rewrites import merged_darknet
-
-        darknet = merged_darknet(loaded.module)
-        written.append(write_cfg(darknet.cfg_sections(), out_dir / "model.cfg"))
-        written.append(write_weights(darknet, out_dir / "model.weights"))
-    if loaded.detection is not None and loaded.detection.layout == "ultralytics":
-        from edgeprune.train.ultralytics_trainer import save_ultralytics_pt
-
-        written.append(save_ultralytics_pt(loaded, out_dir / ULTRALYTICS_FILE))
-    written.append(plan.save(out_dir / PLAN_FILE))
+    written += loaded.family.extra_files(loaded, out_dir)
+    saved = {**plan.to_dict(), FAMILY_KEY: loaded.family.name}
+    written.append(write_text(out_dir / PLAN_FILE, json.dumps(saved, indent=2) + "\n"))
     return written
 
 
@@ -67,9 +66,6 @@ def load_pruned(directory: str | Path, options: LoadOptions | None = None, *,
 def _load_pruned(directory: Path, options: LoadOptions, named_base: str | None, outer: tuple[Path, ...]) -> LoadedModel:
     from edgeprune.models import load_model, saved_directory
     from edgeprune.models.weights import load_into, read_state_dict
-    from edgeprune.prune.channels import replay_channels
-    from edgeprune.prune.depth import replay_blocks
-    from edgeprune.prune.rewrites import replay_rewrites
 
     if options.weights:
         raise ModelError(f"{directory} is a saved pruned model with its own weights", fix="drop --weights")
@@ -90,15 +86,32 @@ def _load_pruned(directory: Path, options: LoadOptions, named_base: str | None, 
             raise untrusted_code(f"{directory.resolve() / PLAN_FILE} names {plan.base_model} as its base model, and "
                                  "loading it imports and runs that Python module", directory.resolve())  # fmt: skip
         loaded = load_model(plan.base_model, base_options)
-    replay_blocks(loaded, plan.removed_blocks)
-    replay_rewrites(loaded, plan.rewrites)
-    replay_channels(loaded, plan.channel_history)
+    loaded.family = _saved_family(directory, loaded.family)
+    for replay, steps in zip(_REPLAY, (plan.removed_blocks, plan.rewrites, plan.channel_history)):
+        lazy(replay)(loaded, steps)
     load_into(loaded.module, read_state_dict(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
     loaded.module.eval()
     loaded.spec = f"edgeprune:{directory}"
     loaded.weights = str(directory / WEIGHTS_FILE)
     loaded._fingerprint = None
     return loaded
+
+
+def _saved_family(directory: Path, base: ModelFamily) -> ModelFamily:
+    """The family named in the folder's plan file; a folder saved before families were recorded has the family
+    of the base model the plan replays on (this is where it is inferred, once)."""
+    name = json.loads((directory / PLAN_FILE).read_text()).get(FAMILY_KEY)
+    if name is None:
+        return base
+    try:
+        family = family_named(name)
+    except UnknownName:
+        raise ModelError(f"{directory / PLAN_FILE} names model family {name!r}, which this edgeprune does not know",
+                         fix="load it with the edgeprune version that saved it") from None  # fmt: skip
+    if family.name != base.name:
+        raise ModelError(f"{directory / PLAN_FILE} names model family {name!r}, but its base model loads as a "
+                         f"{base.name} model", fix="save the pruned model again")  # fmt: skip
+    return family
 
 
 def _same_spec(spec: str, other: str) -> bool:
