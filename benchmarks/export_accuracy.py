@@ -63,19 +63,22 @@ def interleaved_latency(benched: list[tuple[Path, str]], rounds: int, runs: int,
 
     from edgeprune.devices.agent_client import AgentSession
     from edgeprune.devices.transport import LocalTransport
+    from edgeprune.latency.compare import round_median, timed_rounds
 
-    medians: list[list[float]] = [[] for _ in benched]
-    timings: list[list[float]] = [[] for _ in benched]
+    models = {str(i): (Path(path), runtime) for i, (path, runtime) in enumerate(benched)}
+    medians: dict[str, list[float]] = {name: [] for name in models}
+    timings: dict[str, list[float]] = {name: [] for name in models}
     with AgentSession(LocalTransport()) as agent:
+        timed = timed_rounds(agent, models, threads=threads, warmup=10, runs=runs, turn=False)
         for _ in range(rounds):
-            for i, (path, runtime) in enumerate(benched):
-                timed = agent.bench(Path(path), runtime, threads=threads, warmup=10, runs=runs)["timings_ms"]
-                medians[i].append(float(np.median(timed)))
-                timings[i] += timed
-    return [{"latency_median_ms": float(np.median(m)), "latency_p90_ms": float(np.percentile(t, 90)),
+            for name, result in next(timed).items():
+                medians[name].append(round_median(result))
+                timings[name] += result.timings_ms
+    return [{"latency_median_ms": float(np.median(medians[name])),
+             "latency_p90_ms": float(np.percentile(timings[name], 90)),
              "latency_method": f"local agent, {rounds} interleaved rounds x {runs} runs (10 warm-up), {threads} "
                                "threads; median of round medians, p90 of all runs"}
-            for m, t in zip(medians, timings)]  # fmt: skip
+            for name in models]  # fmt: skip
 
 
 def main() -> None:
@@ -102,7 +105,7 @@ def main() -> None:
             calibration_dir = calib_subset
         models = {"unpruned": model}
         if args.pruned:
-            from edgeprune.prune.io import load_pruned
+            from edgeprune.models.saved import load_pruned
 
             models["pruned"] = load_pruned(args.pruned)
         rows, benched = [], []

@@ -8,16 +8,20 @@ import os
 import selectors
 import shutil
 import subprocess
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgeprune.devices.transport import Transport, scratch_dir
 from edgeprune.errors import DeviceError
-from edgeprune.types import DeviceInfo
+from edgeprune.types import DeviceInfo, Record
+from edgeprune.types.agent import AGENT_VERSION, BenchResult, EngineBuild, RunOutputs
 
+R = TypeVar("R", bound=Record)
 ProgressCallback = Callable[[int, int], None]
 _START_TIMEOUT_S = 60.0
 _TRACEBACK_LINES = 40  # of the agent's stderr, shown with an internal error
@@ -44,6 +48,12 @@ class AgentSession:
             ready = self._read_message(_START_TIMEOUT_S)
             if ready.get("event") != "ready":
                 raise DeviceError(f"the agent on {transport.label} did not start: {ready}")
+            if ready.get("agent_version") != AGENT_VERSION:
+                raise DeviceError(
+                    f"the agent on {transport.label} speaks protocol version {ready.get('agent_version')}",
+                    expected=f"version {AGENT_VERSION}, that of the agent shipped with this edgeprune",
+                    fix="run the agent from this edgeprune's targets/ folder (reinstall edgeprune if it was changed)",
+                )
         except BaseException:
             self.close()
             raise
@@ -69,11 +79,7 @@ class AgentSession:
 
     def info(self, target: str, runtime: str) -> DeviceInfo:
         facts = self.request("info", {"runtime": runtime})
-        known = {f.name for f in dataclasses.fields(DeviceInfo)}  # an agent may report more than this host knows
-        return DeviceInfo(
-            target=target,
-            **{k: (tuple(v) if k == "providers" else v) for k, v in facts.items() if k in known and k != "target"},
-        )
+        return self._reply(DeviceInfo, "info", {**facts, "target": target} if isinstance(facts, dict) else facts)
 
     def bench(
         self,
@@ -87,9 +93,9 @@ class AgentSession:
         on_progress: ProgressCallback | None = None,
         power: dict[str, Any] | None = None,
         precision: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> BenchResult:
         """Per-run wall times; with `power` ({sensor, interval_ms, idle_s}) also the sensor's raw samples under
-        result["power"], for edgeprune.latency.energy to turn into energy. `precision` is a load-time hint for
+        `.power`, for edgeprune.latency.energy to turn into energy. `precision` is a load-time hint for
         runtimes that choose their compute precision (openvino: fp32 | fp16 | bf16); None: the runtime's default
         as the agent resolves it (openvino: fp32)."""
         args = {
@@ -104,7 +110,7 @@ class AgentSession:
             args["power"] = power
         if precision is not None:
             args["precision"] = precision
-        return self.request("bench", args, on_progress)
+        return self._reply(BenchResult, "bench", self.request("bench", args, on_progress))
 
     def run(
         self,
@@ -123,8 +129,8 @@ class AgentSession:
         args = {"model": self.put_model(model), "runtime": runtime, "threads": threads, "inputs": inputs}
         if precision is not None:
             args["precision"] = precision
-        result = self.request("run", args)
-        return {name: np.load(self.transport.fetch(path, self._scratch)) for name, path in result["outputs"].items()}
+        result = self._reply(RunOutputs, "run", self.request("run", args))
+        return {name: np.load(self.transport.fetch(path, self._scratch)) for name, path in result.outputs.items()}
 
     def build_engine(
         self,
@@ -138,11 +144,11 @@ class AgentSession:
         out: str | None = None,
         float_layers: list[str] | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
+    ) -> EngineBuild:
         """Build a TensorRT engine ON the device from `onnx` (see targets/agent_tensorrt.py). `calibration` (int8
         only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
-        `out` a device path (None: beside the ONNX on the device). The engine stays on the device: result["engine"]
-        is its device path, for bench/run with runtime "tensorrt" or transport.fetch. `float_layers`: ONNX node names
+        `out` a device path (None: beside the ONNX on the device). The engine stays on the device: `.engine` is its
+        device path, for bench/run with runtime "tensorrt" or transport.fetch. `float_layers`: ONNX node names
         an fp16/int8 build keeps in fp32."""
         args: dict[str, Any] = {"onnx": self.put_model(onnx), "precision": precision, "batch": batch}
         if calibration is not None:
@@ -155,7 +161,7 @@ class AgentSession:
         ):
             if value is not None:
                 args[key] = value
-        return self.request("build-engine", args, on_progress)
+        return self._reply(EngineBuild, "build-engine", self.request("build-engine", args, on_progress))
 
     def put_model(self, model: Path) -> str:
         """Put a model file and the files it needs beside it (an OpenVINO IR's .bin, an ONNX's external data)."""
@@ -189,6 +195,17 @@ class AgentSession:
                     )
                 raise DeviceError(f"agent on {self.transport.label} failed {cmd}: {message.get('error')}")
             return message["result"]
+
+    def _reply(self, record: type[R], cmd: str, result: Any) -> R:
+        """The reply as `record`, or AgentBug in one line when it does not have the record's shape: an agent that
+        speaks AGENT_VERSION always sends it, so a mismatch is a bug (found here, not as a KeyError later)."""
+        problem = reply_problem(record, result)
+        if problem:
+            raise AgentBug(
+                f"the agent on {self.transport.label} answered {cmd} with a malformed reply ({problem}; protocol "
+                f"version {AGENT_VERSION})"
+            )
+        return record._from_fields(result)
 
     def _send(self, message: dict[str, Any]) -> None:
         try:
@@ -227,3 +244,40 @@ class AgentSession:
         if not self._stderr_log.exists():
             return ""
         return "\n".join(self._stderr_log.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+def reply_problem(record: type[Record], reply: Any) -> str | None:
+    """What keeps `reply` from being a `record` (a missing field, a value of the wrong type), or None. Fields the
+    record does not know are ignored: an agent may report more than this host reads."""
+    if not isinstance(reply, dict):
+        return f"{type(reply).__name__}, not an object"
+    hints = typing.get_type_hints(record)
+    for f in dataclasses.fields(record):
+        if f.name not in reply:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                return f"no {f.name!r}"
+        elif not _conforms(reply[f.name], hints[f.name]):
+            return f"{f.name!r} is {reply[f.name]!r:.60}"
+    return None
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for `hint` (the JSON kinds only: str, int, float, bool, list, dict, None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin in (tuple, list) or hint in (tuple, list):
+        return isinstance(value, list) and (not args or all(_conforms(v, args[0]) for v in value))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True

@@ -21,6 +21,7 @@ from edgeprune.backends._registry import get_backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import scratch_dir, transport_for
 from edgeprune.errors import ConfigError
+from edgeprune.latency.compare import relative_latency_ms, round_median
 from edgeprune.latency.microbench import layer_uses, single_layer_onnx
 from edgeprune.latency.table import (
     Calibration,
@@ -35,6 +36,7 @@ from edgeprune.latency.table import (
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import LatencyStats, Record, TargetProfile
+from edgeprune.types.agent import BenchResult
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
@@ -67,7 +69,7 @@ class VariantLatency(Record):
         """The median over rounds of the ratio to the unpruned model timed just before, times the unpruned model's
         median: robust to the machine's slow spells, which scale both."""
         if self.relative_to_unpruned and self.unpruned_ms:
-            return float(np.median(self.relative_to_unpruned)) * self.unpruned_ms
+            return relative_latency_ms(self.relative_to_unpruned, self.unpruned_ms)
         return float(np.median(self.round_medians_ms)) if self.round_medians_ms else self.measured.median_ms
 
     @property
@@ -160,15 +162,9 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         def measure(signature, cin, cout) -> TableEntry:
             path = single_layer_onnx(signature, cin, cout, scratch / "layer.onnx")
             timed = agent.bench(path, target.runtime, threads=threads, warmup=LAYER_WARMUP, runs=LAYER_RUNS)
-            stats = LatencyStats.from_samples(
-                timed["timings_ms"],
-                warmup=LAYER_WARMUP,
-                runtime=timed["runtime"],
-                runtime_version=timed["runtime_version"],
-                threads=timed["threads"],
-            )
-            return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed["runtime"],
-                              timed["threads"])  # fmt: skip
+            stats = timed.latency_stats()
+            return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed.runtime,
+                              timed.threads)  # fmt: skip
 
         with progress.task(f"latency table on {target.name}", len(needed) * LAYER_PASSES) as update:
             entries, measured_now, remeasured = measure_missing(
@@ -176,9 +172,8 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
             )
         table = LatencyTable(entries)
         artifacts = [backend.export(variant, scratch / name, target.precision) for name, _, variant in models]
-        rounds: list[list[list[float]]] = [[] for _ in models]
+        rounds: list[list[BenchResult]] = [[] for _ in models]
         before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
-        meta = {}
         reference_runs = runs
         started, r = time.monotonic(), 0
         with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
@@ -188,25 +183,22 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                     if k:  # the unpruned model right before: a slow spell scales both, their ratio stays
                         reference = agent.bench(artifacts[0].path, target.runtime, threads=threads, warmup=2,
                                                 runs=reference_runs)  # fmt: skip
-                        before[k].append(float(np.median(reference["timings_ms"])))
-                    meta = agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup, runs=runs)
-                    rounds[k].append(meta["timings_ms"])
+                        before[k].append(round_median(reference))
+                    rounds[k].append(agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup,
+                                                 runs=runs))  # fmt: skip
                     if not k:
-                        before[0].append(float(np.median(meta["timings_ms"])))
+                        before[0].append(round_median(rounds[0][-1]))
                     update(min(r, ROUNDS - 1) * len(models) + k + 1)
                 r += 1
         label = agent.transport.label
     unpruned_ms = float(np.median([m for medians in before for m in medians]))
     measured = []
+    method = (f"measured: {label} agent, {r} interleaved rounds of {runs} runs, pooled; judged as the median over "
+              "rounds of its median over the unpruned model's median timed just before it, times the unpruned "
+              "model's overall median")  # fmt: skip
     for (name, blocks, variant), per_round, references in zip(models, rounds, before):
-        medians = tuple(float(np.median(t)) for t in per_round)
-        stats = LatencyStats.from_samples(
-            [t for samples in per_round for t in samples], warmup=warmup, runtime=meta["runtime"],
-            runtime_version=meta["runtime_version"], threads=meta["threads"],
-            method=(f"measured: {label} agent, {r} interleaved rounds of {runs} runs, pooled; judged as the "
-                    "median over rounds of its median over the unpruned model's median timed just before it, "
-                    "times the unpruned model's overall median"),
-        )  # fmt: skip
+        medians = tuple(round_median(t) for t in per_round)
+        stats = per_round[-1].latency_stats(method, pooled_ms=[t for timed in per_round for t in timed.timings_ms])
         relative = tuple(m / ref for m, ref in zip(medians, references))
         measured.append((name, blocks, variant, stats, medians, relative))
     n_fit = 1 + calibration_variants

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeprune.build import format_speedup
 from edgeprune.fileio import copy_file, sha256_file, write_text
+from edgeprune.latency.compare import format_speedup
+from edgeprune.report.records import BuildReport
 
 if TYPE_CHECKING:
-    from edgeprune.build import BuildReport
     from edgeprune.latency.lut import LutReport
     from edgeprune.models.base import LoadedModel
 

@@ -4,6 +4,8 @@
 `results` what the stages produce. Everything is importable from `edgeprune.types`.
 """
 
+from edgeprune.types.agent import AGENT_VERSION, BenchResult, EngineBuild, RunOutputs
+from edgeprune.types.build import Budget, BuildOptions, ModelResult, PlanRound
 from edgeprune.types.device import (
     Connection,
     DetectionHead,
@@ -30,21 +32,29 @@ from edgeprune.types.results import (
 )
 
 __all__ = [
+    "AGENT_VERSION",
     "Artifact",
+    "BenchResult",
+    "Budget",
+    "BuildOptions",
     "Connection",
     "DetectionHead",
     "DeviceInfo",
     "EnergyDetail",
+    "EngineBuild",
     "Fact",
     "LatencyStats",
     "LayerSensitivity",
     "MetricComparison",
+    "ModelResult",
     "OutputParity",
+    "PlanRound",
     "PowerSpec",
     "Preprocessing",
     "ProfileReport",
     "PrunePlan",
     "Record",
+    "RunOutputs",
     "SCHEMA_VERSION",
     "SetupCommands",
     "TargetProfile",

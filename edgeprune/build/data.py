@@ -1,0 +1,62 @@
+"""The build's data: the user's --data split into what fine-tuning sees and what the accuracy is measured on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+from edgeprune.fileio import staged_folder
+from edgeprune.models.base import LoadedModel
+from edgeprune.types.build import BuildOptions
+
+HOLDOUT_SHARE = 0.2  # of each class, kept out of fine-tuning for the held-out accuracy
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    finetune: str  # what fine-tuning and data-driven criteria see
+    holdout: str  # what the accuracy is measured on
+
+
+def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
+    """Classification: an ImageFolder is split per class (the first 80 % to fine-tune, the rest held out), as
+    symlink trees under `where`. Detection: the YOLO yaml's own train/val splits."""
+    if model.task != "classification":
+        from edgeprune.verify.yolo_data import YoloDataset
+
+        YoloDataset.from_yaml(data, split="val").checked(model.detection.num_classes)  # refused before building
+        return DataSplits(data, data)
+    from edgeprune.verify.data import ImageFolder
+
+    folder = ImageFolder.scan(data, model.class_names)
+    counts = np.bincount([label for _, label in folder.samples])
+    first = int(counts[counts > 0].min() * (1 - HOLDOUT_SHARE))
+    if first < 1:
+        raise ConfigError(f"{data} has too few images per class to hold some out", expected="at least 2 per class")
+    parts = dict(zip(("finetune", "holdout"), folder.split(first)))
+    for name, part in parts.items():
+        root = where / name
+        if root.exists():
+            continue
+        with staged_folder(root) as staging:
+            for path, label in part.samples:
+                link = staging / folder.classes[label] / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(Path(path).resolve())
+    return DataSplits(str(where / "finetune"), str(where / "holdout"))
+
+
+def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
+    """Batches from the fine-tuning split for a data-driven criterion and for measured values (None if neither)."""
+    from edgeprune.pipeline import calibration_batches, classification_arrays
+    from edgeprune.prune.importance import criterion as criterion_spec
+
+    if not (criterion_spec(options.criterion).needs_data or options.value == "measured"):
+        return None
+    if splits is None:
+        raise ConfigError(f"criterion {options.criterion} needs --data")
+    arrays = classification_arrays(model, splits.finetune) if model.task == "classification" else None
+    return calibration_batches(model, splits.finetune, arrays)

@@ -1,0 +1,148 @@
+"""The build's plan stage: solve on the latency table, prune, and measure on the target beside the unpruned model,
+round after round, until the measured model is under the budget with headroom."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+from edgeprune.build.stages import runtime_format
+from edgeprune.latency.compare import compare_latency, comparison_rounds
+from edgeprune.models.base import LoadedModel
+from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
+from edgeprune.plan.sensitivity import measure_sensitivity, priced
+from edgeprune.plan.structure import Structure, read_structure, realize
+from edgeprune.report.records import PlanReport
+from edgeprune.types import Artifact, LatencyStats, PrunePlan
+from edgeprune.types.build import BuildOptions, PlanRound
+
+MAX_ROUNDS = 5  # solve → prune → measure rounds
+MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
+
+
+def plan_within_budget(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration, out_dir,
+          progress) -> PlanReport:  # fmt: skip
+    """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
+    and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
+    standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
+    with that headroom first."""
+    from edgeprune.models.saved import save_pruned
+    from edgeprune.pipeline import export_model
+
+    budget_ms = options.budget.latency_ms(base)
+    structure = read_structure(model, options.criterion, step, data=calibration)
+    cost = LatencyCost(table)
+    base_predicted = cost.total(structure.uses)
+    # The solver takes items until none saves time, so its choice at target 0 is the fastest it can reach,
+    # whatever the items' values. Beyond the budget by more than the measurement's spread (MARGIN), no round can
+    # meet it: say so now rather than measure, fine-tune and verify models that cannot.
+    fastest = solve(structure, cost, 0.0)
+    if fastest.predicted * base.median_ms / base_predicted > budget_ms * (1 + MARGIN):
+        report = PlanReport(
+            options.budget,
+            budget_ms,
+            base,
+            base_predicted,
+            fastest,
+            (),
+            False,
+            None,
+            layer_ms=_layer_ms(structure, cost, fastest),
+            value="nothing: the table ruled the budget out (its fastest reachable model, not built)",
+        )
+        report.save(out_dir / "plan" / "plan_report.json")
+        return report
+    sensitivity = None
+    if options.value == "measured":
+        sensitivity = measure_sensitivity(model, structure, options.criterion, calibration, progress=progress,
+                                          data=calibration)  # fmt: skip
+        structure = priced(structure, sensitivity)
+    # the table's prediction and the measurement differ by a few percent; aim in the table's units
+    target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms
+    rounds: list[PlanRound] = []
+    kept = None  # (choice, pruned, prune_plan, safe) of the met round that lost the least value, safe ones first
+    for k in range(MAX_ROUNDS):
+        choice = solve(structure, cost, target_predicted)
+        pruned = copy.deepcopy(model)
+        prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
+        round_dir = out_dir / "plan" / f"round{k}"
+        artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, target=target)
+        # measured beside the unpruned model in one session, so a machine that got slower since the profile
+        # stage moves both (a speedup budget is judged against this round's unpruned median)
+        compared = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options, progress,
+                                   comparison_rounds(base.median_ms, options.runs))  # fmt: skip
+        measured, unpruned_ms = compared.latency["candidate"], compared.latency["unpruned"].median_ms
+        speedup, speedup_se = compared.speedup["candidate"], compared.speedup_se["candidate"]
+        if options.budget.kind == "speedup":  # judged on the speedup, timed next to the unpruned model
+            round_budget = unpruned_ms / options.budget.value
+            fraction = options.budget.value / speedup  # of the budget used
+        else:
+            round_budget = budget_ms
+            fraction = measured.median_ms / round_budget  # of the budget used
+        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget, unpruned_ms,
+                                fraction <= 1.0, speedup, speedup_se))  # fmt: skip
+        # The verify stage times the plan again, with its own error: a round that only just met the budget fails
+        # there half the time. The two measurements differ by √2 standard errors, and by ~1.35x that between agent
+        # sessions (measured, 8 sessions): 4 standard errors of headroom cover ~2 sd of the difference.
+        safe = fraction <= 1 - max(MARGIN / 2, 4 * speedup_se)
+        if rounds[-1].met and (kept is None or (safe, -choice.value_lost) > (kept[3], -kept[0].value_lost)):
+            kept = (choice, pruned, prune_plan, safe)
+        slack = fraction < 1 - 3 * MARGIN  # far under: the table overestimated
+        if (safe and not slack) or (not rounds[-1].met and not choice.met):
+            break  # under the budget with headroom, or the model cannot be pruned further
+        # tighten after a miss, loosen after an overshoot: move the target by the measured error
+        target_predicted *= (1 - MARGIN) / fraction
+    if kept is not None:
+        choice, pruned, prune_plan, _ = kept
+    prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms)
+    save_pruned(pruned, prune_plan, out_dir / "plan" / "pruned")
+    baselines = _baseline_choices(structure, cost, choice, options)
+    for name, baseline in baselines.items():
+        copy_ = copy.deepcopy(model)
+        baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, data=calibration)
+        save_pruned(copy_, _finish_plan(baseline_plan, model, options, baseline, budget_ms),
+                    out_dir / "baselines" / name / "pruned")  # fmt: skip
+    report = PlanReport(
+        options.budget,
+        budget_ms,
+        base,
+        base_predicted,
+        choice,
+        tuple(rounds),
+        kept is not None,
+        prune_plan,
+        baselines,
+        _layer_ms(structure, cost, choice),
+        sensitivity.summary() if sensitivity else f"criterion ({options.criterion})",
+        sensitivity,
+    )
+    report.save(out_dir / "plan" / "plan_report.json")
+    return report
+
+
+def _layer_ms(structure: Structure, cost: LatencyCost, choice: PlanChoice) -> dict[str, tuple[float, float]]:
+    """Each layer's table latency before and after the choice (0 after: removed with a block)."""
+    after = {u.name: cost.layer(u) for u in structure.layers(choice.state())}
+    return {u.name: (cost.layer(u), after.get(u.name, 0.0)) for u in structure.uses}
+
+
+def _finish_plan(plan: PrunePlan, model: LoadedModel, options: BuildOptions, choice: PlanChoice,
+                 budget_ms: float) -> PrunePlan:  # fmt: skip
+    from edgeprune.pipeline import portable_spec
+
+    return dataclasses.replace(plan, base_model=portable_spec(model.spec), base_fingerprint=model.fingerprint,
+                               budget=f"{options.budget.describe()} ({budget_ms:.3f} ms)",
+                               predicted_latency_ms=choice.predicted if choice.unit == "ms" else None)  # fmt: skip
+
+
+def _baseline_choices(structure: Structure, cost: LatencyCost, plan: PlanChoice, options) -> dict[str, PlanChoice]:
+    """Uniform: one ratio for every group, as slow as the plan by the table. FLOPs-driven: the same solver with
+    MACs as the cost, to the plan's MACs."""
+    found = {}
+    if "uniform" in options.baselines:
+        found["uniform"] = uniform_choice(structure, cost, plan.predicted)
+    if "flops" in options.baselines:
+        macs = MacsCost()
+        plan_macs = macs.total(structure.layers(plan.state()))
+        found["flops"] = solve(structure, macs, plan_macs)
+    return found
