@@ -174,7 +174,7 @@ class _Greedy:
                 continue
             d_in = self.delta_in.get(name, 0) + (extra if side == "in" else 0)
             d_out = self.delta_out.get(name, 0) + (extra if side == "out" else 0)
-            saving += self.layer_cost[name] - self.cost.layer(self.s._resized(self.base[name], d_in, d_out))
+            saving += self.layer_cost[name] - self.cost.layer(self.s.resized(self.base[name], d_in, d_out))
         return saving
 
     def _take(self, item) -> None:
@@ -197,7 +197,7 @@ class _Greedy:
                 continue
             target = self.delta_in if side == "in" else self.delta_out
             target[name] = target.get(name, 0) + extra
-            resized = self.s._resized(self.base[name], self.delta_in.get(name, 0), self.delta_out.get(name, 0))
+            resized = self.s.resized(self.base[name], self.delta_in.get(name, 0), self.delta_out.get(name, 0))
             self.layer_cost[name] = self.cost.layer(resized)
 
 

@@ -20,17 +20,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch_pruning as tp
 
 from edgeprune.errors import ConfigError
 from edgeprune.latency.microbench import LayerUse, layer_uses
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
+from edgeprune.prune import tp_adapter as tpa
 from edgeprune.prune.channels import attention_heads
 from edgeprune.prune.groups import _instances, min_channels
-
-_OUT = {tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_depthwise_conv_out_channels}
-_IN = {tp.prune_conv_in_channels, tp.prune_linear_in_channels, tp.prune_depthwise_conv_in_channels}
 
 
 @dataclass(frozen=True)
@@ -98,11 +95,13 @@ class Structure:
                 for name, side, cum in group.members:
                     target = delta_out if side == "out" else delta_in
                     target[name] = target.get(name, 0) + int(cum[removed])
-        return [self._resized(u, delta_in.get(u.name, 0), delta_out.get(u.name, 0)) for u in self.uses
+        return [self.resized(u, delta_in.get(u.name, 0), delta_out.get(u.name, 0)) for u in self.uses
                 if u.name not in gone]  # fmt: skip
 
     @staticmethod
-    def _resized(use: LayerUse, less_in: int, less_out: int) -> LayerUse:
+    def resized(use: LayerUse, less_in: int, less_out: int) -> LayerUse:
+        """`use` with `less_in` fewer input and `less_out` fewer output channels (a depthwise layer loses the
+        larger of the two on both sides)."""
         if not (less_in or less_out):
             return use
         if use.signature.kind == "depthwise":
@@ -134,7 +133,7 @@ def read_structure(
     groups: dict[str, ChannelGroup] = {}
     with channel_pruner(work, criterion, round_to=step, data=data, loss_fn=loss_fn, pruning_ratio=0.0) as pruner:
         graph = pruner.DG
-        names = graph._module2name
+        names = tpa.module_names(graph)
         for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers,
                                           root_module_types=pruner.root_module_types):  # fmt: skip
             root = group[0].dep.target.module
@@ -144,7 +143,7 @@ def read_structure(
             scores = pruner.estimate_importance(group)
             if scores is None:
                 continue
-            n_groups = pruner._get_channel_groups(group)
+            n_groups = tpa.channel_groups(pruner, group)
             scores = scores.detach().float().view(n_groups, -1).mean(0).repeat(n_groups)
             scores = (scores / scores.mean().clamp_min(1e-12)).cpu().numpy().astype(np.float64)
             order = np.argsort(scores, kind="stable")
@@ -170,7 +169,8 @@ def _members(group, names, width: int, known: set[str], order: np.ndarray):
     hits: dict[tuple[str, str], np.ndarray] = {}
     for item in group:
         name = names.get(item.dep.target.module)
-        side = "out" if item.dep.handler in _OUT else "in" if item.dep.handler in _IN else None
+        handler = item.dep.handler
+        side = "out" if handler in tpa.OUT_CHANNEL_HANDLERS else "in" if handler in tpa.IN_CHANNEL_HANDLERS else None
         if name not in known or side is None:
             continue
         counts = np.bincount(np.asarray(item.root_idxs, dtype=np.int64), minlength=width)[:width]
@@ -207,24 +207,14 @@ def _tie(groups: dict[str, ChannelGroup], tied: Mapping, names) -> dict[str, Cha
 
 def _blocks(loaded: LoadedModel) -> list[tuple[str, float, tuple[str, ...]]]:
     """(name, score, name prefixes of its layers) of each removable block; none for families without blocks."""
-    from edgeprune.prune.depth import removable_blocks
+    from edgeprune.prune.depth import block_layers, removable_blocks
 
     try:
         found = removable_blocks(loaded)
     except ConfigError:
         return []
-    if loaded.spec.startswith("darknet:") or type(loaded.module).__name__ == "DarknetModel":
-        from edgeprune.prune.depth_darknet import _origin
-
-        model = loaded.module
-        index_of = {f"layer{original}": index for index, original in enumerate(_origin(model))}
-        prefixes = {}
-        for b in found:
-            shortcut = index_of[b.name]
-            source = model.blocks[shortcut].sources[0]
-            prefixes[b.name] = tuple(f"blocks.{i}." for i in range(source + 1, shortcut + 1))
-        return [(b.name, b.score, prefixes[b.name]) for b in found]
-    return [(b.name, b.score, (b.name + ".",)) for b in found if not _folds_into_concatenation(loaded.module, b.name)]
+    layers = block_layers(loaded, found)
+    return [(b.name, b.score, layers[b.name]) for b in found if not _folds_into_concatenation(loaded.module, b.name)]
 
 
 def _folds_into_concatenation(module, name: str) -> bool:

@@ -7,12 +7,12 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, ModelError
 from edgeprune.models.base import LoadedModel
 from edgeprune.prune import importance as imp
+from edgeprune.prune import tp_adapter as tpa
 from edgeprune.prune.groups import (
     TRACING_ERRORS,
     check_channel_splits,
@@ -107,15 +107,14 @@ def prune_channels_to(
     with channel_pruner(loaded, criterion, round_to=round_to, data=data, loss_fn=loss_fn, seed=seed,
                         pruning_ratio=0.0) as pruner:  # fmt: skip
         graph = pruner.DG
+        names = tpa.module_names(graph)
         todo = []
         for group in list(graph.get_all_groups(ignored_layers=pruner.ignored_layers,
                                                root_module_types=pruner.root_module_types)):  # fmt: skip
             dep = group[0].dep
             root, handler = dep.target.module, dep.handler
             width = graph.get_out_channels(root)
-            named = [
-                graph._module2name.get(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)
-            ]
+            named = [names.get(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
             key = next((name for name in named if name in widths), None)
             if key is None or width is None:
                 continue
@@ -129,7 +128,7 @@ def prune_channels_to(
             kept += target
             if target >= width:
                 continue
-            n_groups = pruner._get_channel_groups(full)
+            n_groups = tpa.channel_groups(pruner, full)
             size = width // n_groups
             scores = pruner.estimate_importance(full).view(n_groups, size).mean(0)
             dims = torch.argsort(scores)[: size - math.ceil(target / n_groups)].tolist()
@@ -137,8 +136,8 @@ def prune_channels_to(
         # every score first: tied convolutions average their scores, which needs them all still unpruned
         for root, handler, idxs in todo:
             chosen = graph.get_pruning_group(root, handler, idxs)
-            if not tp.DependencyGraph.check_pruning_group(graph, chosen):
-                raise RuntimeError(f"pruning {graph._module2name.get(root)} would empty a layer coupled to it")
+            if not tpa.keeps_every_layer(graph, chosen):
+                raise RuntimeError(f"pruning {names.get(root)} would empty a layer coupled to it")
             chosen.prune()
     return before.plan(loaded, pruner, criterion, 1 - kept / removable if removable else 0.0, round_to, True)
 
@@ -209,15 +208,14 @@ def _check_options(ratio: float, round_to: int | None, global_ranking: bool) -> 
 
 def count_macs_params(loaded: LoadedModel) -> tuple[int, int]:
     """Multiply-accumulates of one inference at the model's input size, and parameters (torch-pruning's count)."""
-    macs, params = tp.utils.count_ops_and_params(loaded.module, example_inputs(loaded))
-    return int(macs), int(params)
+    return tpa.count_ops_and_params(loaded.module, example_inputs(loaded))
 
 
 def _history(raw) -> History:
     return tuple((str(name), bool(out), tuple(int(i) for i in idxs)) for name, out, idxs in raw)
 
 
-class _ChannelPruner(tp.pruner.BasePruner):
+class _ChannelPruner(tpa.BasePruner):
     """torch-pruning's BasePruner, plus: no layer is pruned below its minimum width, and tied convolutions (the
     parts of one Darknet layer) share one score per channel so they keep equal widths."""
 
@@ -233,13 +231,13 @@ class _ChannelPruner(tp.pruner.BasePruner):
         self.scores: dict[nn.Module, torch.Tensor] = {}
         # torch-pruning drops a group that would empty a layer, leaving it unpruned at any ratio; `within_minimum`
         # trims such a group to the minimum width instead, then checks it
-        self.DG.check_pruning_group = lambda group: True
+        tpa.allow_emptying_groups(self.DG)
 
     def estimate_importance(self, group) -> torch.Tensor | None:
         root = group[0].dep.target.module
         estimate = super().estimate_importance
         if root in self.tied:
-            groups = [self.DG.get_pruning_group(conv, tp.prune_conv_out_channels, list(range(conv.out_channels)))
+            groups = [self.DG.get_pruning_group(conv, tpa.prune_conv_out_channels, list(range(conv.out_channels)))
                       for conv in self.tied[root]]  # fmt: skip
             scores = [estimate(g) for g in groups]
             score = None if any(s is None for s in scores) else torch.stack(scores).mean(0)
@@ -273,7 +271,7 @@ class _ChannelPruner(tp.pruner.BasePruner):
         keep = min_channels(width, self.round_to)
         if width - len(idxs) < keep:
             scores = self.scores[module]
-            n_groups = self._get_channel_groups(group)  # grouped convolutions prune the same index in every group
+            n_groups = tpa.channel_groups(self, group)  # grouped convolutions prune the same index in every group
             size = width // n_groups
             dim_scores = scores.view(n_groups, size).mean(0)
             dims = sorted({i % size for i in idxs}, key=lambda d: float(dim_scores[d]))
@@ -281,7 +279,7 @@ class _ChannelPruner(tp.pruner.BasePruner):
             if not dims:
                 return None
             group = self.DG.get_pruning_group(module, handler, [d + g * size for g in range(n_groups) for d in dims])
-        if tp.DependencyGraph.check_pruning_group(self.DG, group):
+        if tpa.keeps_every_layer(self.DG, group):
             return group
         # a layer holding only a slice of the group (part of a concatenation) would lose all its channels: keep
         # the group's highest-scored channels back, one step at a time, until every coupled layer keeps some
@@ -291,6 +289,6 @@ class _ChannelPruner(tp.pruner.BasePruner):
         while len(idxs) > step:
             idxs = idxs[:-step]
             group = self.DG.get_pruning_group(module, handler, [int(i) for i in idxs])
-            if tp.DependencyGraph.check_pruning_group(self.DG, group):
+            if tpa.keeps_every_layer(self.DG, group):
                 return group
         return None

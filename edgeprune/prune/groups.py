@@ -12,11 +12,11 @@ import sys
 import warnings
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ModelError
 from edgeprune.models.base import LoadedModel
+from edgeprune.prune import tp_adapter as tpa
 
 _PARAMETRIC = (nn.modules.conv._ConvNd, nn.Linear)
 # what torch-pruning raises when it cannot follow a layout (it also asserts on its own assumptions)
@@ -53,13 +53,13 @@ def _instances(root: nn.Module, module_name: str, class_name: str) -> list[nn.Mo
     return [] if cls is None else [m for m in root.modules() if isinstance(m, cls)]
 
 
-def dependency_graph(loaded: LoadedModel) -> tp.DependencyGraph:
+def dependency_graph(loaded: LoadedModel) -> tpa.DependencyGraph:
     """The model's dependency graph, traced once with `example_inputs`."""
     check_traceable(loaded)
     with warnings.catch_warnings(), torch.enable_grad():  # the graph is traced through autograd
         warnings.simplefilter("ignore")  # torch-pruning warns about every op it treats as element-wise
         try:
-            return tp.DependencyGraph().build_dependency(loaded.module, example_inputs(loaded), verbose=False)
+            return tpa.build_dependency_graph(loaded.module, example_inputs(loaded))
         except TRACING_ERRORS as exc:
             raise untraceable(loaded, exc) from exc
 
@@ -72,7 +72,7 @@ def untraceable(loaded: LoadedModel, exc: Exception) -> ModelError:
     )
 
 
-def protected_layers(loaded: LoadedModel, graph: tp.DependencyGraph) -> list[nn.Module]:
+def protected_layers(loaded: LoadedModel, graph: tpa.DependencyGraph) -> list[nn.Module]:
     """Layers whose output channels are never pruned (their input channels still may be)."""
     return kept_layers(loaded) + output_layers(graph)
 
@@ -81,14 +81,7 @@ def kept_layers(loaded: LoadedModel) -> list[nn.Module]:
     """Protected layers known from the model's structure, without a graph: torch-pruning must not even build
     their groups, whose search explodes through the heads' reshapes (Darknet [yolo] inputs, ultralytics Detect,
     the head split of ultralytics Attention)."""
-    from edgeprune.models.darknet import DarknetModel
-    from edgeprune.models.darknet import layers as L
-
-    kept: list[nn.Module] = []
-    if isinstance(loaded.module, DarknetModel):
-        blocks = loaded.module.blocks
-        kept += [blocks[j].conv for head in loaded.module.yolo_layers for j in head.inputs
-                 if isinstance(blocks[j], L.Convolutional)]  # fmt: skip
+    kept: list[nn.Module] = list(loaded.family.kept_layers(loaded.module))
     for module_name, class_name in _KEPT_WHOLE:
         kept += _instances(loaded.module, module_name, class_name)
     for head in _instances(loaded.module, "ultralytics.nn.modules.head", "Detect"):
@@ -97,7 +90,7 @@ def kept_layers(loaded: LoadedModel) -> list[nn.Module]:
     return kept
 
 
-def output_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
+def output_layers(graph: tpa.DependencyGraph) -> list[nn.Module]:
     """The layers computing the model's outputs: the graph's sinks (every traced node is an ancestor of one),
     or the nearest convolutions/linear layers upstream of them."""
     return _nearest_layers([n for n in graph.module2node.values() if not n.outputs], include_start=True)
@@ -126,7 +119,7 @@ def _nearest_layers(nodes: list, *, include_start: bool) -> list[nn.Module]:
     return found
 
 
-def check_channel_splits(loaded: LoadedModel, graph: tp.DependencyGraph, protected: list[nn.Module]) -> None:
+def check_channel_splits(loaded: LoadedModel, graph: tpa.DependencyGraph, protected: list[nn.Module]) -> None:
     """Refuse a model where a prunable layer's output is split along channels in a way torch-pruning maps wrongly.
 
     torch-pruning gives the i-th *discovered* reader of a split the i-th part's channels; that is right only when
@@ -134,7 +127,7 @@ def check_channel_splits(loaded: LoadedModel, graph: tp.DependencyGraph, protect
     """
     kept = {id(m) for layer in protected for m in layer.modules()}
     for node in graph.module2node.values():
-        if node.type != tp.ops.OPTYPE.SPLIT or getattr(node.grad_fn, "_saved_dim", 1) != 1:
+        if not tpa.is_split(node) or getattr(node.grad_fn, "_saved_dim", 1) != 1:
             continue
         positions = [
             {nr for fn, nr in getattr(reader.grad_fn, "next_functions", ()) if fn is node.grad_fn}
@@ -144,7 +137,7 @@ def check_channel_splits(loaded: LoadedModel, graph: tp.DependencyGraph, protect
             continue
         producers = [m for m in _nearest_layers([node], include_start=False) if id(m) not in kept]
         if producers:
-            name = graph._module2name.get(producers[0], type(producers[0]).__name__)
+            name = tpa.module_names(graph).get(producers[0], type(producers[0]).__name__)
             raise ModelError(
                 f"{loaded.spec}: the output of {name} is split along channels (torch.chunk/split) in a way "
                 "torch-pruning maps to the wrong channels",

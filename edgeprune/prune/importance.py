@@ -28,20 +28,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, UnknownName
+from edgeprune.prune import tp_adapter as tpa
 
 Batch = tuple[torch.Tensor, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
-_PRODUCES = {tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels}
-# a depthwise convolution's in- and out-channel handlers are one function: it both reads and produces the channel
-_READS = {tp.prune_conv_in_channels, tp.prune_depthwise_conv_in_channels, tp.prune_linear_in_channels}
 
-
-class LayerScoreImportance(tp.importance.GroupMagnitudeImportance):
+class LayerScoreImportance(tpa.GroupMagnitudeImportance):
     """Scores a group from per-layer scores of some of its layers; subclasses say which layers and how."""
 
     def __init__(self, reduction: str, normalizer: str | Callable[[torch.Tensor], torch.Tensor]):
@@ -60,7 +56,7 @@ class LayerScoreImportance(tp.importance.GroupMagnitudeImportance):
                 roots.append(group[i].root_idxs)
         if not scores:
             return None
-        return self._normalize(self._reduce_to_root(scores, roots, width=len(group[0].root_idxs)), self.normalizer)
+        return tpa.normalized(self, self._reduce_to_root(scores, roots, width=len(group[0].root_idxs)))
 
     def _reduce_to_root(self, scores: list[torch.Tensor], roots: list[list[int]], width: int) -> torch.Tensor:
         """Sum (or average) the layers' scores onto the root's channels. torch-pruning's `_reduce` sizes the result
@@ -83,7 +79,7 @@ class FilterL1Importance(LayerScoreImportance):
         super().__init__(reduction="sum", normalizer="mean")
 
     def layer_score(self, layer, handler, idxs):
-        if handler not in _PRODUCES:
+        if handler not in tpa.OUT_CHANNEL_HANDLERS:
             return None
         weight = layer.weight.detach()
         if getattr(layer, "transposed", False):
@@ -126,7 +122,7 @@ class TaylorImportance(LayerScoreImportance):
         _check_batches(n)
 
     def layer_score(self, layer, handler, idxs):
-        if handler not in _READS or layer.weight.grad is None:
+        if handler not in tpa.IN_CHANNEL_HANDLERS or layer.weight.grad is None:
             return None
         change = _per_input_channel(layer, layer.weight.detach() * layer.weight.grad)
         return change[idxs].abs()
@@ -166,12 +162,12 @@ class ApozImportance(LayerScoreImportance):
         self.apoz = {layer: (zeros[layer] / counts[layer]).float() for layer in zeros}
 
     def layer_score(self, layer, handler, idxs):
-        if handler not in _READS or layer not in self.apoz:
+        if handler not in tpa.IN_CHANNEL_HANDLERS or layer not in self.apoz:
             return None
         return 1.0 - self.apoz[layer][idxs]
 
 
-class RandomGroupImportance(tp.importance.Importance):
+class RandomGroupImportance(tpa.Importance):
     """Random scores, scaled by a random factor per group, so that global ranking prunes each group by a different
     share. Not a criterion from a paper: it makes randomly pruned variants (validating latency predictions on
     varied widths) and a random baseline. Deterministic for a seed."""
@@ -191,7 +187,7 @@ class Criterion:
     paper: str
     needs_data: bool
     needs_loss: bool
-    make: Callable[..., tp.importance.Importance]
+    make: Callable[..., tpa.Importance]
     seeded: bool = False  # make(seed)
 
 
@@ -206,7 +202,7 @@ def _register(criterion: Criterion) -> None:
 
 _register(Criterion("l1", "Li et al. 2016 (filter L1 norm)", False, False, FilterL1Importance))
 _register(Criterion("bn", "Liu et al. 2017 (network slimming, |BN γ|)", False, False,
-                    lambda: tp.importance.BNScaleImportance(group_reduction="mean", normalizer="mean")))  # fmt: skip
+                    lambda: tpa.BNScaleImportance(group_reduction="mean", normalizer="mean")))  # fmt: skip
 _register(Criterion("taylor", "Molchanov et al. 2017 (first-order Taylor)", True, True, TaylorImportance))
 _register(Criterion("apoz", "Hu et al. 2016 (average percentage of zeros)", True, False, ApozImportance))
 _register(Criterion("random", "random scores, a random scale per group (variants and baselines)", False, False,
@@ -224,7 +220,7 @@ def needs_data(name: str) -> bool:
 
 
 def make_importance(name: str, model: nn.Module, data: Iterable[Batch] | None = None,
-                    loss_fn: LossFn | None = None, seed: int = 0) -> tp.importance.Importance:  # fmt: skip
+                    loss_fn: LossFn | None = None, seed: int = 0) -> tpa.Importance:  # fmt: skip
     """The criterion's Importance, with its data statistics gathered on `model` when it needs them."""
     spec = criterion(name)
     if spec.needs_data and data is None:

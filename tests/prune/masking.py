@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from edgeprune.models.base import LoadedModel
+from edgeprune.prune import tp_adapter as tpa
 
 
 def rewritten_copy(loaded: LoadedModel) -> LoadedModel:
@@ -29,13 +29,13 @@ def rewritten_copy(loaded: LoadedModel) -> LoadedModel:
 def masked_copy(unpruned: LoadedModel, history) -> nn.Module:
     module = copy.deepcopy(unpruned.module)
     with torch.enable_grad():  # the graph is traced through autograd
-        graph = tp.DependencyGraph().build_dependency(module, unpruned.example_inputs(1), verbose=False)
+        graph = tpa.build_dependency_graph(module, unpruned.example_inputs(1))
     with torch.no_grad():
         _mask(module, graph, history)
     return module
 
 
-def _mask(module: nn.Module, graph: tp.DependencyGraph, history) -> None:
+def _mask(module: nn.Module, graph: tpa.DependencyGraph, history) -> None:
     for name, out, idxs in history:
         layer = module.get_submodule(name)
         handler = graph.get_pruner_of_module(layer).prune_out_channels

@@ -10,8 +10,8 @@ import torch
 
 from edgeprune.errors import ModelError
 from edgeprune.models import LoadOptions, load_model
+from edgeprune.models.saved import PLAN_FILE, WEIGHTS_FILE
 from edgeprune.pipeline import prune_model
-from edgeprune.prune.io import PLAN_FILE, WEIGHTS_FILE
 from edgeprune.types import PrunePlan
 from tests.conftest import asset, run_cli
 from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn
@@ -158,8 +158,8 @@ def _prune_and_save(folder: str) -> None:
     """Prune each model of FRESH_RELOAD, save it under `folder`, and save its outputs on a fixed input beside it."""
     from pathlib import Path
 
+    from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import prune_channels
-    from edgeprune.prune.io import save_pruned
     from tests.conftest import tiny_vit
 
     for name in FRESH_RELOAD:
