@@ -40,8 +40,8 @@ def check_one(name: str) -> dict:
 
     from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
     from edgeprune.models import load_model
+    from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import prune_channels
-    from edgeprune.prune.io import save_pruned
     from edgeprune.verify.parity import compare_output
     from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn
     from tests.prune.masking import masked_copy, relative_error, rewritten_copy

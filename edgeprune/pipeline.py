@@ -13,13 +13,13 @@ import numpy as np
 
 from edgeprune.backends._registry import backend_for_format, get_backend
 from edgeprune.devices.agent_client import AgentSession
+from edgeprune.devices.energy import energy_for, power_request
 from edgeprune.devices.transport import transport_for
 from edgeprune.errors import ConfigError, GateFailed
-from edgeprune.latency.energy import energy_for, power_request
 from edgeprune.models.base import LoadedModel, tensor_outputs
 from edgeprune.progress import NoProgress, Progress
-from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
-from edgeprune.types import Artifact, LatencyStats, ProfileReport, PrunePlan, TargetProfile, Verification
+from edgeprune.train.finetune import FinetuneRecipe
+from edgeprune.types import Artifact, ProfileReport, PrunePlan, TargetProfile, Verification
 from edgeprune.verify.finite import NonFiniteOutputs, refuse_nonfinite_outputs
 from edgeprune.verify.parity import ParityAccumulator
 from edgeprune.verify.scoring import scoring_for
@@ -223,18 +223,10 @@ def profile_end_to_end(
                 on_progress=lambda done, total: update(done),
                 power=power_request(target),
             )
-    samples = result["timings_ms"]
-    energy = energy_for(
-        target, float(np.median(samples)), result["batch"], power=result.get("power"), runs=len(samples)
-    )
-    latency = LatencyStats.from_samples(
-        samples,
-        warmup=result["warmup"],
-        runtime=result["runtime"],
-        runtime_version=result["runtime_version"],
-        threads=result["threads"],
-        batch=result["batch"],
-        method=f"measured: {agent.transport.label} agent, wall time of each run call",
+    samples = result.timings_ms
+    energy = energy_for(target, float(np.median(samples)), result.batch, power=result.power, runs=len(samples))
+    latency = result.latency_stats(
+        f"measured: {agent.transport.label} agent, wall time of each run call",
         energy=energy.energy,
         energy_mj=energy.energy_mj,
         power_w=energy.power_w,
@@ -262,10 +254,10 @@ def prune_model(
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
     ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors."""
+    from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
     from edgeprune.prune.importance import criterion as criterion_spec
-    from edgeprune.prune.io import save_pruned
 
     spec = criterion_spec(criterion)
     finetuning = bool(recipe and recipe.epochs)
@@ -275,21 +267,21 @@ def prune_model(
     if spec.needs_loss and model.task != "classification":
         raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
                           fix="use --criterion l1, bn or apoz for detectors")  # fmt: skip
-    finetune = _finetuner(model) if finetuning else None
+    finetune = finetuner(model) if finetuning else None
     if finetuning and model.task == "detection":  # the labels it trains on: refused before pruning, not after it
         from edgeprune.verify.yolo_data import YoloDataset
 
         YoloDataset.from_yaml(data, split="train").checked(model.detection.num_classes)
-    classification = _classification_arrays(model, data) if data and model.task == "classification" else None
+    classification = classification_arrays(model, data) if data and model.task == "classification" else None
     teacher = copy.deepcopy(model.module).eval() if finetuning and recipe.distill_alpha > 0 else None
     base_fingerprint = model.fingerprint
     macs_before, params_before = count_macs_params(model)
     removed = remove_blocks(model, n=blocks) if blocks else ()
-    calibration = _calibration_batches(model, data, classification) if spec.needs_data else None
+    calibration = calibration_batches(model, data, classification) if spec.needs_data else None
     plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking, data=calibration)
     plan = dataclasses.replace(
         plan,
-        base_model=_portable_spec(plan.base_model),
+        base_model=portable_spec(plan.base_model),
         base_fingerprint=base_fingerprint,
         removed_blocks=tuple(removed),
         macs_before=macs_before,
@@ -307,43 +299,16 @@ _DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOL
 CALIBRATION_IMAGES = 256  # images the data-driven criteria (taylor, apoz) look at
 
 
-def _finetuner(model: LoadedModel):
-    """The fine-tuning routine for the model's family; ConfigError where there is none."""
-    if model.task == "classification":
-        return _finetune_classifier
-    layout = model.detection.layout if model.detection else None
-    if layout == "ultralytics":
-        return _finetune_ultralytics
-    if layout == "darknet":
-        return _finetune_darknet
-    raise ConfigError(f"fine-tuning {model.spec} ({model.task}) is not available",
-                      fix="prune without --finetune-epochs, or fine-tune it with its own framework")  # fmt: skip
+def finetuner(model: LoadedModel):
+    """The fine-tuning routine of the model's family for its task; ConfigError where there is none."""
+    finetune = model.family.finetuner(model.task)
+    if finetune is None:
+        raise ConfigError(f"fine-tuning {model.spec} ({model.task}) is not available",
+                          fix="prune without --finetune-epochs, or fine-tune it with its own framework")  # fmt: skip
+    return finetune
 
 
-def _finetune_classifier(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
-    images, labels = arrays
-    finetune_classifier(model.module, images, labels, recipe, mean=model.preprocessing.mean,
-                        std=model.preprocessing.std, teacher=teacher, progress=progress)  # fmt: skip
-
-
-def _finetune_ultralytics(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
-    from edgeprune.train.ultralytics_trainer import finetune_ultralytics
-
-    # ultralytics' own recipe (optimizer, schedule, augmentation); the classification recipe's SGD settings do not
-    # transfer to it, so only the run's size and seed do
-    finetune_ultralytics(model, data, out_dir / "ultralytics", epochs=recipe.epochs, batch=recipe.batch_size,
-                         seed=recipe.seed, progress=progress)  # fmt: skip
-
-
-def _finetune_darknet(model, data, arrays, recipe, teacher, out_dir, progress) -> None:
-    from edgeprune.train.darknet_yolo import DarknetRecipe, finetune_darknet
-
-    # Darknet's own recipe from the cfg's [net] (learning rate, momentum, decay, burn-in, augmentation); the
-    # classification recipe's SGD defaults do not transfer to it, so only the run's length and seed do
-    finetune_darknet(model, data, DarknetRecipe(epochs=recipe.epochs, seed=recipe.seed), progress=progress)
-
-
-def _calibration_batches(model: LoadedModel, data: str, classification):
+def calibration_batches(model: LoadedModel, data: str, classification):
     import torch
 
     if classification is not None:
@@ -357,13 +322,13 @@ def _calibration_batches(model: LoadedModel, data: str, classification):
     return [(torch.from_numpy(images[k : k + 8]), None) for k in range(0, len(images), 8)]
 
 
-def _portable_spec(spec: str) -> str:
+def portable_spec(spec: str) -> str:
     """The spec with a relative model file made absolute, so the saved plan replays from any directory."""
     family, sep, name = spec.partition(":")
     return f"{family}:{Path(name).resolve()}" if sep and Path(name).is_file() else spec
 
 
-def _classification_arrays(model: LoadedModel, data: str):
+def classification_arrays(model: LoadedModel, data: str):
     from edgeprune.verify.data import ImageFolder
 
     return ImageFolder.scan(data, model.class_names).load_all(model.preprocessing)

@@ -113,7 +113,7 @@ def _saved(base: str, folder: str = "saved", *, plan_text: str | None = None, we
            beside: dict[str, str] | None = None) -> Callable[[Path], None]:  # fmt: skip
     """Writes {tmp}/FOLDER, a saved pruned model whose plan names `base`, with files beside the plan ({tmp} filled
     in). The tensors file is empty: every row below is refused before it is read."""
-    from edgeprune.prune.io import PLAN_FILE, WEIGHTS_FILE
+    from edgeprune.models.saved import PLAN_FILE, WEIGHTS_FILE
     from edgeprune.types import PrunePlan
 
     def setup(tmp: Path) -> None:

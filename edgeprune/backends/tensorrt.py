@@ -10,6 +10,7 @@ stand-in of TensorRT's documented builder API (tests/standins/) and skip the rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -103,18 +104,18 @@ class TensorrtBackend(Backend):
             device = agent.info(self.target.name if self.target else "local", self.name)
             built = agent.build_engine(onnx.path, precision=precision, calibration=samples, float_layers=float_nodes)
             engine = out_dir / ENGINE_FILE  # moved: a local build wrote it beside the ONNX, a remote one to scratch
-            _move(agent.transport.fetch(built["engine"], Path(scratch)), engine)
-            if built.get("calibration"):
-                cache = agent.transport.fetch(built["calibration"]["cache"], Path(scratch))
+            _move(agent.transport.fetch(built.engine, Path(scratch)), engine)
+            if built.calibration:
+                cache = agent.transport.fetch(built.calibration["cache"], Path(scratch))
                 _move(cache, out_dir / "calibration.cache")
         where = f"{agent.transport.label} ({device.hostname})"
-        info = {"device": where, "target": self.target.name if self.target else None, **built,
+        info = {"device": where, "target": self.target.name if self.target else None, **dataclasses.asdict(built),
                 "float_layers": dict(zip(float_layers, float_nodes))}  # fmt: skip
         write_text(out_dir / ENGINE_INFO, json.dumps(info, indent=2, default=str) + "\n")
         return self._artifact(
             model, [engine], precision=precision, inputs=onnx.inputs, outputs=onnx.outputs,
-            exporter=f"TensorRT {built['tensorrt_version']} builder on {where}, from {onnx.exporter}",
-            opset=onnx.opset, tool_versions={**onnx.tool_versions, "tensorrt": str(built["tensorrt_version"])},
+            exporter=f"TensorRT {built.tensorrt_version} builder on {where}, from {onnx.exporter}",
+            opset=onnx.opset, tool_versions={**onnx.tool_versions, "tensorrt": built.tensorrt_version},
             calibration_images=None if calibration is None else len(calibration), float_layers=tuple(float_layers),
         )  # fmt: skip
 

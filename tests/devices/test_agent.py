@@ -42,8 +42,8 @@ def test_bench_times_every_run_and_reports_progress(tiny_onnx):
             runs=30,
             on_progress=lambda done, total: seen.append((done, total)),
         )
-    assert len(result["timings_ms"]) == 30 and all(t > 0 for t in result["timings_ms"])
-    assert result["threads"] == 1 and result["input_shapes"] == {"input": [1, 3, 32, 32]}
+    assert len(result.timings_ms) == 30 and all(t > 0 for t in result.timings_ms)
+    assert result.threads == 1 and result.input_shapes == {"input": [1, 3, 32, 32]}
     assert seen[-1] == (30, 30)
 
 
@@ -89,7 +89,8 @@ class _DyingTransport(LocalTransport):
 
     def start_agent(self, stderr_log: Path) -> subprocess.Popen:
         code = (
-            "import sys, json; print(json.dumps({'event': 'ready'}), flush=True); sys.stdin.readline(); "
+            "import sys, json; print(json.dumps({'event': 'ready', 'agent_version': 3}), flush=True); "
+            "sys.stdin.readline(); "
             "sys.stderr.write('device lost power\\n'); sys.exit(9)"
         )
         return subprocess.Popen(
