@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from edgeprune.commands import export_model, verify_artifact
 from edgeprune.devices.profiles import load_profile, with_runtime
 from edgeprune.models import LoadOptions, load_model
-from edgeprune.pipeline import export_model, verify_artifact
 from edgeprune.prune.channels import count_macs_params
 from edgeprune.verify.data import ImageFolder
 

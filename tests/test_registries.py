@@ -2,7 +2,7 @@
 
 Runtimes: edgeprune/runtimes.py (read by the backends registry and the profiles) and the agent's `RUNTIMES`,
 which runs on the device without edgeprune and so keeps its own table. Formats and precisions: the backends.
-Criteria: prune/importance.py `CRITERIA`. Build values and baselines: edgeprune/build.py. Targets: profiles/.
+Criteria: prune/importance.py `CRITERIA`. Build values and baselines: edgeprune/build/ (planning.py, run.py). Targets: profiles/.
 The CLI builds its choices from these; the tests below fail when a list is added to or edited by hand.
 """
 

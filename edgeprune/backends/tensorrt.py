@@ -1,7 +1,7 @@
 """TensorRT: an engine is specific to the GPU and TensorRT version that build it, so it is built ON the target.
 
 The model goes to ONNX here (the ONNX Runtime backend's exporter), then the agent on the device builds the engine
-with the device's TensorRT (targets/agent_tensorrt.py: TRT 8.x and 10.x APIs, fp16, int8 calibrated on the user's
+with the device's TensorRT (targets/agent_trt_*.py: TRT 8.x and 10.x APIs, fp16, int8 calibrated on the user's
 images, per-layer fp32 for mixed precision) and the engine comes back to sit beside its artifact.json and
 engine.json (TensorRT version, device, per-layer precisions, calibration). Without a target the local agent builds,
 which works where `tensorrt` imports with a GPU. This machine has neither: the tests drive the whole path through a

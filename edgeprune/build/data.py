@@ -51,7 +51,7 @@ def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
 
 def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
     """Batches from the fine-tuning split for a data-driven criterion and for measured values (None if neither)."""
-    from edgeprune.pipeline import calibration_batches, classification_arrays
+    from edgeprune.commands import calibration_batches, classification_arrays
     from edgeprune.prune.importance import criterion as criterion_spec
 
     if not (criterion_spec(options.criterion).needs_data or options.value == "measured"):

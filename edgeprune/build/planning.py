@@ -26,8 +26,8 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
     and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
     standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
     with that headroom first."""
+    from edgeprune.commands import export_model
     from edgeprune.models.saved import save_pruned
-    from edgeprune.pipeline import export_model
 
     budget_ms = options.budget.latency_ms(base)
     structure = read_structure(model, options.criterion, step, data=calibration)
@@ -128,7 +128,7 @@ def _layer_ms(structure: Structure, cost: LatencyCost, choice: PlanChoice) -> di
 
 def _finish_plan(plan: PrunePlan, model: LoadedModel, options: BuildOptions, choice: PlanChoice,
                  budget_ms: float) -> PrunePlan:  # fmt: skip
-    from edgeprune.pipeline import portable_spec
+    from edgeprune.commands import portable_spec
 
     return dataclasses.replace(plan, base_model=portable_spec(model.spec), base_fingerprint=model.fingerprint,
                                budget=f"{options.budget.describe()} ({budget_ms:.3f} ms)",

@@ -47,8 +47,8 @@ class BuildState:
 def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_dir: Path,
           progress: Progress | None = None) -> BuildReport:  # fmt: skip
     """Run (or resume) the build; writes report.json, report.html and bundle/ under out_dir."""
+    from edgeprune.commands import artifact_for_target, profile_end_to_end
     from edgeprune.latency.lut import DEFAULT_STEP, LutReport, build_lut
-    from edgeprune.pipeline import artifact_for_target, profile_end_to_end
     from edgeprune.types import ProfileReport
 
     progress = progress or NoProgress()

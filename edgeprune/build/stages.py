@@ -24,8 +24,8 @@ def pruned_dir(out_dir: Path, name: str, finetuned: bool) -> Path:
 
 def finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_dir: Path, progress) -> None:
     """Fine-tune the plan's model and each baseline with the same recipe (a copy when there is nothing to do)."""
+    from edgeprune.commands import classification_arrays, finetuner
     from edgeprune.models.saved import load_pruned, save_pruned
-    from edgeprune.pipeline import classification_arrays, finetuner
     from edgeprune.train.finetune import FinetuneRecipe
 
     recipe = FinetuneRecipe(epochs=options.finetune_epochs, lr=options.lr, seed=options.seed,
@@ -60,8 +60,8 @@ def runtime_format(target: TargetProfile) -> str:
 
 
 def export_all(model, target: TargetProfile, plan: PlanReport, out_dir: Path) -> dict[str, Artifact]:
+    from edgeprune.commands import export_model
     from edgeprune.models.saved import load_pruned
-    from edgeprune.pipeline import export_model
 
     artifacts = {}
     for name in model_names(plan):
@@ -74,8 +74,8 @@ def export_all(model, target: TargetProfile, plan: PlanReport, out_dir: Path) ->
 def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, progress) -> list[ModelResult]:
     """Latency of every model interleaved in one agent session (same conditions), then parity and held-out
     accuracy of each on the target's runtime."""
+    from edgeprune.commands import verify_artifact
     from edgeprune.models.saved import load_pruned
-    from edgeprune.pipeline import verify_artifact
     from edgeprune.prune.channels import count_macs_params
 
     compared = compare_latency(artifacts, target, options, progress,

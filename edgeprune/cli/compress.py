@@ -66,7 +66,7 @@ def prune(
     as_json,
 ) -> None:
     """Prune channels (and residual blocks), optionally fine-tune, and save a model that reloads without pickles."""
-    from edgeprune.pipeline import prune_model
+    from edgeprune.commands import prune_model
     from edgeprune.progress import RichProgress
     from edgeprune.train.finetune import FinetuneRecipe
 

@@ -86,7 +86,7 @@ def targets(as_json: bool) -> None:
 @output_options
 def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, target, out, as_json) -> None:
     """Export a model to a deployable format (writes the file + artifact.json)."""
-    from edgeprune.pipeline import export_model
+    from edgeprune.commands import export_model
 
     with stdout_kept_for_results():
         profile = load_target(target) if target else None
@@ -128,8 +128,8 @@ def verify(
     model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, runtime, out, as_json
 ) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
+    from edgeprune.commands import verify_artifact
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.pipeline import verify_artifact
     from edgeprune.progress import RichProgress
 
     with stdout_kept_for_results():
@@ -245,8 +245,8 @@ def profile(
 ) -> None:
     """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
     per-layer latency table too."""
+    from edgeprune.commands import artifact_for_target, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.pipeline import artifact_for_target, profile_end_to_end
     from edgeprune.progress import RichProgress
 
     with stdout_kept_for_results():

@@ -95,7 +95,7 @@ class AgentSession:
         precision: str | None = None,
     ) -> BenchResult:
         """Per-run wall times; with `power` ({sensor, interval_ms, idle_s}) also the sensor's raw samples under
-        `.power`, for edgeprune.latency.energy to turn into energy. `precision` is a load-time hint for
+        `.power`, for edgeprune.devices.energy to turn into energy. `precision` is a load-time hint for
         runtimes that choose their compute precision (openvino: fp32 | fp16 | bf16); None: the runtime's default
         as the agent resolves it (openvino: fp32)."""
         args = {
@@ -145,7 +145,7 @@ class AgentSession:
         float_layers: list[str] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> EngineBuild:
-        """Build a TensorRT engine ON the device from `onnx` (see targets/agent_tensorrt.py). `calibration` (int8
+        """Build a TensorRT engine ON the device from `onnx` (see targets/agent_trt_builder.py). `calibration` (int8
         only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
         `out` a device path (None: beside the ONNX on the device). The engine stays on the device: `.engine` is its
         device path, for bench/run with runtime "tensorrt" or transport.fetch. `float_layers`: ONNX node names

@@ -96,7 +96,7 @@ def transport_for(profile: TargetProfile) -> Transport:
 
 # --- where the device is: flags > environment > profile ---------------------------------------------------------
 
-# Connection field -> environment variable. The flags (cli.py) use the same field names.
+# Connection field -> environment variable. The flags (edgeprune/cli/options.py) use the same field names.
 ENVIRONMENT = {
     "host": "EDGEPRUNE_HOST",
     "user": "EDGEPRUNE_USER",

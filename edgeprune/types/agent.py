@@ -19,7 +19,7 @@ AGENT_VERSION = 3
 @dataclass(frozen=True)
 class BenchResult(Record):
     """A `bench` reply: the wall time of each timed run, after `warmup` untimed ones; with a power request also the
-    sensor's raw samples (`power`, for edgeprune.latency.energy)."""
+    sensor's raw samples (`power`, for edgeprune.devices.energy)."""
 
     timings_ms: tuple[float, ...]
     threads: int
@@ -45,13 +45,6 @@ class BenchResult(Record):
             **energy,
         )
 
-    def __getitem__(self, key: str) -> Any:
-        # TRANSITIONAL: tests under tests/targets still read the reply by key; remove once they read attributes
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:  # TRANSITIONAL, as __getitem__
-        return getattr(self, key, default)
-
 
 @dataclass(frozen=True)
 class RunOutputs(Record):
@@ -63,7 +56,7 @@ class RunOutputs(Record):
 
 @dataclass(frozen=True)
 class EngineBuild(Record):
-    """A `build-engine` reply: a TensorRT engine built on the device (targets/agent_tensorrt.py)."""
+    """A `build-engine` reply: a TensorRT engine built on the device (targets/agent_trt_builder.py)."""
 
     engine: str  # its path on the device
     tensorrt_version: str

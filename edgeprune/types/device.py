@@ -101,7 +101,7 @@ class PowerSpec(Record):
     sensor: str | None = None
     estimate_w: Fact | None = None
     # Rails to sum when the sensor reports several; empty: the board-input rail where the sensor has one, else
-    # every rail (edgeprune/latency/sensors.py decides, and the result says which rails it used).
+    # every rail (edgeprune/devices/sensors.py decides, and the result says which rails it used).
     rails: tuple[str, ...] = ()
 
 

@@ -23,7 +23,7 @@ from edgeprune.types.record import Record
 
 @dataclass(frozen=True)
 class EnergyDetail(Record):
-    """How a measured energy figure was obtained (edgeprune/latency/energy.py). Energies are per inference of one
+    """How a measured energy figure was obtained (edgeprune/devices/energy.py). Energies are per inference of one
     sample: the window's energy divided by runs x batch."""
 
     sensor: str

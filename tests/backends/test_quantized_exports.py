@@ -11,12 +11,12 @@ import torch
 
 from edgeprune.backends._quantization import calibration_images, layer_sensitivity
 from edgeprune.backends._registry import backend_for_format, formats
+from edgeprune.commands import export_model
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.profiles import load_profile, with_runtime
 from edgeprune.devices.transport import LocalTransport
 from edgeprune.errors import ConfigError, UnknownName
 from edgeprune.models import LoadOptions, load_model
-from edgeprune.pipeline import export_model
 from edgeprune.verify.parity import compare_output
 from tests.backends import tiny_models
 from tests.conftest import REPO, run_cli
@@ -179,7 +179,7 @@ def test_failing_int8_exits_3_naming_the_sensitive_layer_and_keep_float_fixes_it
     artifact = export_model(model, fmt, mixed, "int8", data=str(outlier_data), keep_float=1)
     assert artifact.float_layers == ("conv2",)
     assert json.loads((mixed / "sensitivity.json").read_text())[0]["layer"] == "conv2"
-    from edgeprune.pipeline import verify_artifact
+    from edgeprune.commands import verify_artifact
 
     result = verify_artifact(
         model,

@@ -14,9 +14,9 @@ import pytest
 
 from edgeprune.backends._registry import backend_for_format, get_backend
 from edgeprune.backends.tensorrt import TensorrtBackend
+from edgeprune.commands import export_model
 from edgeprune.errors import ConfigError
 from edgeprune.models import LoadOptions, load_model
-from edgeprune.pipeline import export_model
 from tests.backends import tiny_models
 from tests.conftest import REPO, run_cli
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from edgeprune.commands import profile_end_to_end
 from edgeprune.devices import adb as adb_module
 from edgeprune.devices.android import (
     AndroidRun,
@@ -26,7 +27,6 @@ from edgeprune.devices.android import (
 from edgeprune.devices.benchmark_model import parse_benchmark_model_output
 from edgeprune.devices.transport import resolve_connection
 from edgeprune.errors import ConfigError, DeviceError
-from edgeprune.pipeline import profile_end_to_end
 from edgeprune.types import Artifact, Connection, Fact, LatencyStats, PowerSpec, ProfileReport, TargetProfile
 from tests.devices.test_adb import fake_adb, real_adb  # noqa: F401  (fixtures)
 from tests.devices.test_benchmark_model import TI_AM62X, ZEDBOARD

@@ -65,9 +65,9 @@ def test_profile_over_ssh_agrees_with_local(sshd, tiny_onnx, tmp_path):
 
 
 def test_verify_over_ssh_gives_the_local_top1(sshd, resnet20_weights, cifar_test_dir, tmp_path):
+    from edgeprune.commands import verify_artifact
     from edgeprune.devices.profiles import load_profile
     from edgeprune.models import LoadOptions, load_model
-    from edgeprune.pipeline import verify_artifact
 
     model = load_model("cifar:resnet20", LoadOptions(weights=str(resnet20_weights)))
     local = verify_artifact(

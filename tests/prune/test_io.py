@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgeprune.commands import prune_model
 from edgeprune.errors import ModelError
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.models.saved import PLAN_FILE, WEIGHTS_FILE
-from edgeprune.pipeline import prune_model
 from edgeprune.types import PrunePlan
 from tests.conftest import asset, run_cli
 from tests.models.test_ultralytics import _recalibrate_bn as recalibrate_bn

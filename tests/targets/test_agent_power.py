@@ -51,10 +51,10 @@ def _bench(tiny_onnx, sensor, runs=300, interval_ms=20.0, idle_s=0.5):
         )
     figure = energy_for(
         _target(sensor),
-        float(np.median(result["timings_ms"])),
-        result["batch"],
-        power=result.get("power"),
-        runs=len(result["timings_ms"]),
+        float(np.median(result.timings_ms)),
+        result.batch,
+        power=result.power,
+        runs=len(result.timings_ms),
     )
     return result, figure
 
@@ -140,7 +140,7 @@ def test_rapl_counter_sampled_through_the_agent(tiny_onnx, tmp_path, monkeypatch
     # 0.1 J a read (5 W at the 20 ms interval asked) on a 0.35 J range: a wrap every 3.5 reads.
     with RaplPipe(tmp_path, step_uj=100_000, max_uj=350_000) as counter:
         result, figure = _bench(tiny_onnx, "rapl")
-    power, d = result["power"], figure.detail
+    power, d = result.power, figure.detail
     assert power["meta"]["zones"] == [{"zone": "intel-rapl:0", "name": "package-0", "max_energy_range_uj": "350000"}]
     assert figure.energy == "measured" and d.rails == ("package-0",) and d.method == "difference of energy counters"
     assert d.n_samples_run >= 10 and d.n_samples_idle >= 10 and d.achieved_interval_ms == pytest.approx(20, rel=0.5)
@@ -177,7 +177,7 @@ def test_ina3221_hwmon_jetpack5_layout(tiny_onnx, tmp_path, monkeypatch):
     _hwmon(tmp_path)
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     result, figure = _bench(tiny_onnx, "ina3221", runs=100, idle_s=0.2)
-    meta = result["power"]["meta"]
+    meta = result.power["meta"]
     assert meta["variant"] == "hwmon" and [r["rail"] for r in meta["rails"]] == ["VDD_IN", "VDD_CPU_GPU_CV"]
     assert figure.energy == "measured" and figure.detail.rails == ("VDD_IN",)
     assert figure.detail.power_w == pytest.approx(6.0) and figure.detail.net_mj == pytest.approx(0.0, abs=1e-9)
@@ -190,7 +190,7 @@ def test_ina3221_iio_jetpack4_layout(tiny_onnx, tmp_path, monkeypatch):
         _write(folder / f"in_power{n}_input", str(mw))
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     result, figure = _bench(tiny_onnx, "ina3221", runs=100, idle_s=0.2)
-    assert result["power"]["meta"]["variant"] == "iio"
+    assert result.power["meta"]["variant"] == "iio"
     assert figure.detail.rails == ("POM_5V_IN",) and figure.detail.power_w == pytest.approx(3.161)
 
 
@@ -211,7 +211,7 @@ def test_tegrastats_stream(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))
     result, figure = _bench(tiny_onnx, "tegrastats", runs=300, interval_ms=20.0)
-    assert result["power"]["kind"] == "stream" and "tegrastats --interval 20" in result["power"]["meta"]["command"]
+    assert result.power["kind"] == "stream" and "tegrastats --interval 20" in result.power["meta"]["command"]
     assert figure.energy == "measured", figure.note
     assert figure.detail.rails == ("VDD_IN",) and figure.detail.power_w == pytest.approx(12.479)
 
@@ -239,8 +239,8 @@ def test_pmic_read_adc_and_throttle_state(tiny_onnx, tmp_path, monkeypatch):
 def test_unreadable_sensor_is_unavailable_with_the_reason(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPRUNE_SYSFS_ROOT", str(tmp_path))  # an empty tree: no powercap zones
     result, figure = _bench(tiny_onnx, "rapl", runs=30, idle_s=0.0)
-    assert result["power"] == {"sensor": "rapl", "available": False, "reason": result["power"]["reason"]}
-    assert len(result["timings_ms"]) == 30  # the latency measurement goes on without the sensor
+    assert result.power == {"sensor": "rapl", "available": False, "reason": result.power["reason"]}
+    assert len(result.timings_ms) == 30  # the latency measurement goes on without the sensor
     assert figure.energy == "unavailable" and "no RAPL zones under /sys/class/powercap" in figure.note
 
 
@@ -344,8 +344,8 @@ def test_info_reports_clocks_thermal_and_sensors(tmp_path, monkeypatch):
 
 def test_profile_end_to_end_reports_measured_energy(tmp_path, monkeypatch):
     from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
+    from edgeprune.commands import profile_end_to_end
     from edgeprune.models import LoadOptions, load_model
-    from edgeprune.pipeline import profile_end_to_end
     from edgeprune.types import ProfileReport
 
     model = load_model("cifar:resnet20", LoadOptions())

@@ -91,8 +91,8 @@ def test_openvino_is_fp32_unless_asked_and_bf16_changes_results(tiny, tiny_files
             agent.run(tiny_files["ir"], "openvino", {"input": x}, threads=1, precision="int8")
         with pytest.raises(DeviceError, match="runtime tflite takes its precision from the model file"):
             agent.run(tiny_files["tflite"], "tflite", {"input": x}, threads=1, precision="fp16")
-    assert result["precision"] == "fp32" and result["runtime_version"] == ov.__version__
-    assert len(result["timings_ms"]) == 30 and min(result["timings_ms"]) > 0 and result["threads"] == 1
+    assert result.precision == "fp32" and result.runtime_version == ov.__version__
+    assert len(result.timings_ms) == 30 and min(result.timings_ms) > 0 and result.threads == 1
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if "avx512_bf16" in flags or "amx_bf16" in flags:  # OpenVINO's CPU default here: why fp32 is asked for
         assert _relative_error(bf16, reference) > 10 * RTOL
@@ -113,8 +113,8 @@ def test_tflite_runs_like_pytorch_by_name_and_by_position(tiny, tiny_files):
             agent.run(tiny_files["tflite"], "tflite", {"nope": x}, threads=1)
     assert _relative_error(by_position[name], reference) < RTOL
     assert info.runtime == "tflite" and info.runtime_version.endswith("(ai_edge_litert)")
-    assert len(result["timings_ms"]) == 30 and min(result["timings_ms"]) > 0
-    assert result["input_shapes"] == {"serving_default_args_0": [1, 3, 16, 16]}
+    assert len(result.timings_ms) == 30 and min(result.timings_ms) > 0
+    assert result.input_shapes == {"serving_default_args_0": [1, 3, 16, 16]}
 
 
 def test_tflite_quantized_tensors_are_float32_to_the_caller():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from edgeprune.build.stages import finetune_all, pruned_dir
+from edgeprune.commands import prune_model
 from edgeprune.models import LoadOptions, load_model
-from edgeprune.pipeline import prune_model
 from edgeprune.progress import NoProgress
 from tests.train.test_darknet_yolo import synthetic_data, tiny_model
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from edgeprune.backends._quantization import calibration_images
 from edgeprune.backends._registry import backend_for_format
+from edgeprune.commands import verify_artifact
 from edgeprune.devices.profiles import load_profile, with_runtime
 from edgeprune.models import LoadOptions, load_model
-from edgeprune.pipeline import verify_artifact
 from tests.backends import tiny_models
 
 pytest.importorskip("openvino", reason='pip install "edgeprune[openvino]"')

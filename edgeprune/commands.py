@@ -1,6 +1,7 @@
-"""The stages: export, verify, profile. Each takes and returns the artifacts of types.py and writes its JSON.
+"""The stage behind each single command (export, verify, profile, prune), shared by the CLI and `build`.
 
-`build` (load → profile → plan → prune → fine-tune → export → verify → report) will compose these.
+Each takes and returns the records of edgeprune.types and writes its JSON; `build` (edgeprune/build/) composes
+them (load → profile → plan → prune → fine-tune → export → verify → report).
 """
 
 from __future__ import annotations
