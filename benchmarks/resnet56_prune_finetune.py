@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from edgeprune.models import LoadOptions, load_model
+from edgeprune.train.data import ImageSamples
 from edgeprune.train.finetune import FinetuneRecipe, evaluate_top1, finetune_classifier
-from edgeprune.verify.data import ImageFolder
+from edgeprune.verify.data import ImageFolder, load_image
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
@@ -53,14 +54,14 @@ RECIPE = FinetuneRecipe(
 )
 
 
-def load_split(preprocessing, cache: Path):
-    if cache.exists():
-        arrays = np.load(cache)
-        return (arrays["xt"], arrays["yt"]), (arrays["xh"], arrays["yh"])
+def load_split(preprocessing):
+    """The fine-tune and held-out splits, streamed (decoded as they are read), and the first 256 fine-tune images
+    as the batch that criteria and measured values read."""
     finetune, held_out = ImageFolder.scan(DATA).split(800)
-    (xt, yt), (xh, yh) = finetune.load_all(preprocessing), held_out.load_all(preprocessing)
-    np.savez(cache, xt=xt, yt=yt, xh=xh, yh=yh)
-    return (xt, yt), (xh, yh)
+    first = finetune.samples[:256]
+    calibration = (torch.from_numpy(np.stack([load_image(path, preprocessing) for path, _ in first])),
+                   torch.tensor([label for _, label in first]))  # fmt: skip
+    return ImageSamples(finetune, preprocessing), ImageSamples(held_out, preprocessing), [calibration]
 
 
 def macs(module) -> int:
@@ -88,16 +89,16 @@ def main() -> None:
     parser.add_argument("--criterion", default="l1")
     parser.add_argument("--epochs", type=int, default=RECIPE.epochs, help="fine-tuning epochs (both models must match)")
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS)))
     teacher = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS))).module
-    (xt, yt), (xh, yh) = load_split(model.preprocessing, args.out / "split.npz")
+    finetune, held_out, batches = load_split(model.preprocessing)
     macs_before = macs(model.module)
     plan, before_epoch, steps = None, None, []
-    batches = [(torch.from_numpy(xt[:256]), torch.from_numpy(yt[:256]))]
     if args.mode == "pruned":
         from edgeprune.prune.channels import prune_channels
         from edgeprune.prune.depth import remove_blocks
@@ -109,18 +110,18 @@ def main() -> None:
         plan = planned(model, args, batches)
     elif args.mode == "gradual":
         before_epoch = gradual(model, args, batches, steps)
-    before = evaluate_top1(model.module, xh, yh)
+    before = evaluate_top1(model.module, held_out, device=args.device)
     started = time.time()
     recipe = replace(RECIPE, epochs=args.epochs)
-    losses = finetune_classifier(
+    finetuned = finetune_classifier(
         model.module,
-        xt,
-        yt,
+        finetune,
         recipe,
         mean=model.preprocessing.mean,
         std=model.preprocessing.std,
         teacher=teacher,
         before_epoch=before_epoch,
+        device=args.device,
     )
     macs_after = macs(model.module)
     blocks = sum(len(step["removed_blocks"]) for step in steps) if steps else len(plan.removed_blocks) if plan else 0
@@ -135,13 +136,14 @@ def main() -> None:
         "macs_after": macs_after,
         "macs_removed": 1 - macs_after / macs_before,
         "held_out_top1_before_finetune": before,
-        "held_out_top1": evaluate_top1(model.module, xh, yh),
+        "held_out_top1": evaluate_top1(model.module, held_out, device=args.device),
         "finetune_s": round(time.time() - started, 1),
         "conv_widths": [m.out_channels for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)],
-        "epoch_losses": losses,
+        "epoch_losses": list(finetuned.losses),
         "recipe": recipe.to_dict(),
-        "n_finetune": len(yt),
-        "n_held_out": len(yh),
+        "n_finetune": len(finetune),
+        "n_held_out": len(held_out),
+        "device": str(args.device),
     }
     (args.out / f"{args.mode}{args.tag}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("epoch_losses", "recipe")}))

@@ -251,10 +251,12 @@ def prune_model(
     data: str | None = None,
     recipe: FinetuneRecipe | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
-    ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors."""
+    ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors, read as needed.
+    Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N)."""
     from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
@@ -273,12 +275,11 @@ def prune_model(
         from edgeprune.verify.yolo_data import YoloDataset
 
         YoloDataset.from_yaml(data, split="train").checked(model.detection.num_classes)
-    classification = classification_arrays(model, data) if data and model.task == "classification" else None
     teacher = copy.deepcopy(model.module).eval() if finetuning and recipe.distill_alpha > 0 else None
     base_fingerprint = model.fingerprint
     macs_before, params_before = count_macs_params(model)
     removed = remove_blocks(model, n=blocks) if blocks else ()
-    calibration = calibration_batches(model, data, classification) if spec.needs_data else None
+    calibration = calibration_batches(model, data, device=device) if spec.needs_data else None
     plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking, data=calibration)
     plan = dataclasses.replace(
         plan,
@@ -289,7 +290,7 @@ def prune_model(
         params_before=params_before,
     )
     if finetune is not None:
-        finetune(model, data, classification, recipe, teacher, out_dir, progress)
+        finetune(model, data, recipe, teacher, out_dir, progress, device=device)
     save_pruned(model, plan, out_dir)
     if finetune is not None:
         recipe.save(out_dir / "finetune_recipe.json")  # what the saved weights went through after pruning
@@ -309,27 +310,30 @@ def finetuner(model: LoadedModel):
     return finetune
 
 
-def calibration_batches(model: LoadedModel, data: str, classification):
+def calibration_batches(model: LoadedModel, data: str, *, device: str = "cpu") -> list:
+    """The first CALIBRATION_IMAGES images of `data` (an ImageFolder; a YOLO yaml's train split) as (images,
+    labels) batches on `device`, where the criteria and the sensitivity measurement that read them score the
+    model. Only those images are read."""
     import torch
 
-    if classification is not None:
-        images, labels = classification
-        return [(torch.from_numpy(images[:CALIBRATION_IMAGES]), torch.from_numpy(labels[:CALIBRATION_IMAGES]))]
-    from edgeprune.verify.data import load_image
+    from edgeprune.train.device import resolve_device
+    from edgeprune.verify.data import ImageFolder, load_image
+
+    where = resolve_device(device)
+    if model.task == "classification":
+        # the first images in sorted order, as the in-memory path took them (plans and scores unchanged)
+        samples = ImageFolder.scan(data, model.class_names).samples[:CALIBRATION_IMAGES]
+        images = np.stack([load_image(path, model.preprocessing) for path, _ in samples])
+        labels = np.array([label for _, label in samples], dtype=np.int64)
+        return [(torch.from_numpy(images).to(where), torch.from_numpy(labels).to(where))]
     from edgeprune.verify.yolo_data import YoloDataset
 
     dataset = YoloDataset.from_yaml(data, split="train").subset(CALIBRATION_IMAGES // 8)
     images = np.stack([load_image(path, model.preprocessing) for path in dataset.images])
-    return [(torch.from_numpy(images[k : k + 8]), None) for k in range(0, len(images), 8)]
+    return [(torch.from_numpy(images[k : k + 8]).to(where), None) for k in range(0, len(images), 8)]
 
 
 def portable_spec(spec: str) -> str:
     """The spec with a relative model file made absolute, so the saved plan replays from any directory."""
     family, sep, name = spec.partition(":")
     return f"{family}:{Path(name).resolve()}" if sep and Path(name).is_file() else spec
-
-
-def classification_arrays(model: LoadedModel, data: str):
-    from edgeprune.verify.data import ImageFolder
-
-    return ImageFolder.scan(data, model.class_names).load_all(model.preprocessing)

@@ -8,8 +8,14 @@ import click
 
 from edgeprune.build import BASELINES, VALUES
 from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_dir, stdout_kept_for_results
-from edgeprune.cli.options import connection_options, criterion_choices, model_options, output_options
-from edgeprune.errors import ConfigError, GateFailed
+from edgeprune.cli.options import (
+    connection_options,
+    criterion_choices,
+    device_option,
+    model_options,
+    output_options,
+)
+from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
 
 
 @click.command()
@@ -47,6 +53,7 @@ from edgeprune.errors import ConfigError, GateFailed
 @click.option(
     "--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning."
 )
+@device_option
 @output_options
 def prune(
     model,
@@ -62,6 +69,7 @@ def prune(
     finetune_epochs,
     lr,
     distill,
+    device,
     out,
     as_json,
 ) -> None:
@@ -85,6 +93,7 @@ def prune(
             data=data,
             recipe=recipe,
             progress=RichProgress(),
+            device=device,
         )
     emit(
         plan,
@@ -204,7 +213,7 @@ def build(
 
 @click.command()
 @model_options
-@click.option("--data", "-d", required=True, help="ImageFolder directory to train on.")
+@click.option("--data", "-d", required=True, help="ImageFolder directory to train on (read as it is needed).")
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="Training epochs.")
 @click.option(
     "--sparsity",
@@ -214,35 +223,64 @@ def build(
     help="λ of the L1 penalty on BatchNorm γ (network slimming), so that --criterion bn prunes well.",
 )
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (SGD, cosine).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per step.")
+@click.option(
+    "--workers", type=click.IntRange(min=0), help="Image decoding processes (default: min(4, cores − 1); 0: none)."
+)
+@device_option
 @output_options
-def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, out, as_json) -> None:
-    """Train a classifier (e.g. sparsity training before BN-γ pruning); saves model.safetensors."""
-    from edgeprune.models.saved import save_state_dict
-    from edgeprune.progress import RichProgress
-    from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
-    from edgeprune.verify.data import ImageFolder
+def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size, workers, device, out,
+          as_json) -> None:  # fmt: skip
+    """Train a classifier (e.g. sparsity training before BN-γ pruning); saves model.safetensors. Each epoch ends
+    with a checkpoint under --out, so a rerun with the same --out continues an interrupted run. Under `torchrun`
+    every rank trains on its share of each batch (DDP); rank 0 writes the files."""
+    from edgeprune.train.device import resolve_device
+    from edgeprune.train.distributed import process_group
 
-    with stdout_kept_for_results():
-        loaded = load_from_flags(model, weights, trust_pickle, input_shape)
-        if loaded.task != "classification":
-            raise ConfigError(f"edgeprune train handles classifiers so far; {loaded.spec} is a {loaded.task} model")
-        out_dir = make_out_dir(out, "train")
-        images, labels = ImageFolder.scan(data, loaded.class_names).load_all(loaded.preprocessing)
-        recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity)
-        losses = finetune_classifier(
-            loaded.module,
-            images,
-            labels,
-            recipe,
-            mean=loaded.preprocessing.mean,
-            std=loaded.preprocessing.std,
-            progress=RichProgress(),
-        )
-        weights_path = save_state_dict(loaded.module, out_dir / "model.safetensors")
-        recipe.save(out_dir / "recipe.json")
-    summary = {"model": loaded.spec, "weights": str(weights_path), "epoch_losses": losses, "recipe": recipe.to_dict()}
+    resolved = resolve_device(device)  # a device that is not here: one line, exit 2, before anything is loaded
+    with stdout_kept_for_results(), process_group(resolved) as ranks:
+        try:
+            summary = _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size,
+                             workers, resolved, out, ranks)  # fmt: skip
+        except EdgepruneError as exc:
+            if not ranks.main:  # rank 0 says it (the failure is raised on every rank, naming the one that failed)
+                raise SystemExit(exc.exit_code) from None
+            raise
+    if not ranks.main:
+        return
     click.echo(
         json.dumps(summary, indent=2)
         if as_json
-        else f"trained {loaded.spec} for {epochs} epochs (final loss {losses[-1]:.4f}) → {weights_path}"
+        else f"trained {summary['model']} for {summary['epochs_run']} epochs (final loss "
+        f"{summary['epoch_losses'][-1]:.4f}) → {summary['weights']}"
     )
+
+
+def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size, workers, device, out,
+           ranks) -> dict:  # fmt: skip
+    import shutil
+
+    from edgeprune.models.saved import save_state_dict
+    from edgeprune.progress import RichProgress
+    from edgeprune.train.data import ImageSamples
+    from edgeprune.train.distributed import same_on_every_rank
+    from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
+
+    loaded = load_from_flags(model, weights, trust_pickle, input_shape)
+    if loaded.task != "classification":
+        raise ConfigError(f"edgeprune train handles classifiers so far; {loaded.spec} is a {loaded.task} model")
+    out_dir = same_on_every_rank(make_out_dir(out, "train") if ranks.main else None, ranks)
+    samples = ImageSamples.scan(data, loaded.class_names, loaded.preprocessing)
+    recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity, batch_size=batch_size)
+    checkpoints = out_dir / "checkpoints"
+    result = finetune_classifier(loaded.module, samples, recipe, mean=loaded.preprocessing.mean,
+                                 std=loaded.preprocessing.std, progress=RichProgress(), device=device,
+                                 checkpoints=checkpoints, num_workers=workers)  # fmt: skip
+    weights_path = out_dir / "model.safetensors"
+    if ranks.main:
+        save_state_dict(loaded.module, weights_path)
+        recipe.save(out_dir / "recipe.json")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: a rerun trains afresh
+    return {"model": loaded.spec, "weights": str(weights_path), "epoch_losses": list(result.losses),
+            "epochs_run": result.epochs_run, "recipe": recipe.to_dict(), "device": str(device),
+            "world_size": ranks.world}  # fmt: skip

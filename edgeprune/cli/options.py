@@ -84,6 +84,12 @@ output_options = _options(
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON instead of a summary."),
 )
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where training and data-driven scoring run: auto (CUDA when available), cpu, cuda or cuda:N.",
+)
 
 
 # --- choices, read from the registries so that a new backend or criterion needs no edit here ------------------------

@@ -12,7 +12,7 @@ copy pruned exactly as the plan would prune it (`realize`); the solver then trea
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -46,7 +46,8 @@ class Sensitivity(Record):
 def measure_sensitivity(loaded: LoadedModel, structure: Structure, criterion: str, batches: Sequence,
                         *, progress: Progress | None = None, **prune_options) -> Sensitivity:  # fmt: skip
     """Damage of removing each block, and CHUNK_SHARE of each prunable group, measured on `batches` (the images of
-    each (images, labels) pair)."""
+    each (images, labels) pair). The models run where the images are (a GPU when calibration_batches put them
+    there); `loaded` stays on its device."""
     import torch
 
     progress = progress or NoProgress()
@@ -100,13 +101,17 @@ def _pruned(loaded: LoadedModel, structure: Structure, state: PlanState, criteri
     return work.module.eval()
 
 
-def _outputs(module, images: Iterable) -> list[list[np.ndarray]]:
+def _outputs(module, images: Sequence) -> list[list[np.ndarray]]:
     import torch
 
-    module.eval()
-    with torch.no_grad():
-        return [[t.detach().float().cpu().numpy() for t in tensor_outputs(module(x))]
-                for x in images]  # fmt: skip
+    home = next((p.device for p in module.parameters()), images[0].device)
+    module.to(images[0].device).eval()
+    try:
+        with torch.no_grad():
+            return [[t.detach().float().cpu().numpy() for t in tensor_outputs(module(x))]
+                    for x in images]  # fmt: skip
+    finally:
+        module.to(home)
 
 
 def _damage(metric: str, reference: list[list[np.ndarray]], pruned: list[list[np.ndarray]]) -> float:

@@ -23,7 +23,8 @@ and makes scores of different layers comparable for global ranking.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,9 +110,9 @@ class TaylorImportance(LayerScoreImportance):
         model.eval()
         model.zero_grad(set_to_none=True)
         n = 0
-        with torch.enable_grad():
+        with torch.enable_grad(), _on_the_data_device(model) as follow:
             for batch in data:
-                loss = loss_fn(model, _checked(batch))
+                loss = loss_fn(model, follow(_checked(batch)))
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
                     raise ConfigError(
                         "loss_fn returned something that is not a differentiable scalar tensor",
@@ -152,14 +153,15 @@ class ApozImportance(LayerScoreImportance):
         hooks = [layer.register_forward_pre_hook(count) for layer in layers]
         n = 0
         try:
-            for batch in data:
-                model(_checked(batch)[0])
-                n += 1
+            with _on_the_data_device(model) as follow:
+                for batch in data:
+                    model(follow(_checked(batch))[0])
+                    n += 1
         finally:
             for hook in hooks:
                 hook.remove()
         _check_batches(n)
-        self.apoz = {layer: (zeros[layer] / counts[layer]).float() for layer in zeros}
+        self.apoz = {layer: (zeros[layer] / counts[layer]).float().cpu() for layer in zeros}
 
     def layer_score(self, layer, handler, idxs):
         if handler not in tpa.IN_CHANNEL_HANDLERS or layer not in self.apoz:
@@ -246,6 +248,24 @@ def classification_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Cross-entropy of the model's logits against the batch's integer labels (taylor's default for classifiers)."""
     inputs, labels = batch[0], batch[1]
     return nn.functional.cross_entropy(model(inputs), labels)
+
+
+@contextlib.contextmanager
+def _on_the_data_device(model: nn.Module) -> Iterator[Callable[[Batch], Batch]]:
+    """Score where the data is (a GPU when the batches are there): the model follows the batches' device for the
+    block and goes back afterwards, with the gradients taylor gathered."""
+    home = next((p.device for p in model.parameters()), torch.device("cpu"))
+
+    def follow(batch: Batch) -> Batch:
+        where = batch[0].device
+        if next((p.device for p in model.parameters()), where) != where:
+            model.to(where)
+        return batch
+
+    try:
+        yield follow
+    finally:
+        model.to(home)
 
 
 def _checked(batch: Any) -> Batch:

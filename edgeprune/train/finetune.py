@@ -1,18 +1,26 @@
 """Classification fine-tuning: SGD with momentum and a cosine schedule, optional distillation from the unpruned
-teacher, optional L1 sparsity on BatchNorm γ (network slimming, Liu et al. 2017). Deterministic for a seed."""
+teacher, optional L1 sparsity on BatchNorm γ (network slimming, Liu et al. 2017). Data is streamed
+(train/data.py); it runs on the CPU or a GPU (AMP there), on one process or on every rank of a `torchrun` launch
+(train/distributed.py), validates after each epoch when asked (keeping the best epoch, stopping at a target), and
+resumes from per-epoch checkpoints. Deterministic for a seed on the CPU."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from edgeprune.errors import ConfigError
 from edgeprune.progress import NoProgress, Progress
+from edgeprune.train import distributed as ddp
+from edgeprune.train.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+from edgeprune.train.data import Augmentation, GlobalBatches, Unreadable, loader
+from edgeprune.train.device import autocast, grad_scaler, resolve_device
 from edgeprune.types import Record
 
 
@@ -37,10 +45,18 @@ class FinetuneRecipe(Record):
             raise ConfigError("distill_alpha must be in [0, 1] and sparsity ≥ 0")
 
 
+@dataclass(frozen=True)
+class FinetuneResult(Record):
+    losses: tuple[float, ...]  # mean training loss per epoch run
+    validation: tuple[float, ...]  # validation metric after each epoch run (empty without validation)
+    epochs_run: int
+    best_epoch: int | None  # 1-based epoch whose weights were kept (None without validation)
+    stopped_early: bool
+
+
 def finetune_classifier(
     model: nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
+    data: Dataset,
     recipe: FinetuneRecipe,
     *,
     mean: tuple[float, ...],
@@ -48,50 +64,143 @@ def finetune_classifier(
     teacher: nn.Module | None = None,
     progress: Progress | None = None,
     before_epoch: Callable[[int], bool] | None = None,
-) -> list[float]:
-    """Train `model` in place on preprocessed NCHW `images`; returns the mean loss of each epoch.
+    device: str | torch.device = "cpu",
+    validation: Dataset | None = None,
+    stop_at: float | None = None,
+    checkpoints: Path | None = None,
+    num_workers: int | None = None,
+) -> FinetuneResult:
+    """Train `model` in place on `data` ((C, H, W) preprocessed image, label) samples, e.g. train.data.ImageSamples.
 
     `mean`/`std` are the normalisation the images went through, so crop padding is black like the raw image's.
+    `validation`: top-1 on it after every epoch; the best epoch's weights are restored at the end, and training
+    stops as soon as top-1 ≥ `stop_at`. `checkpoints`: a folder where each epoch ends with a checkpoint, and from
+    which a rerun continues after the last finished epoch (same weights as an uninterrupted run on the CPU).
     `before_epoch(epoch)` runs before each epoch and returns True when it changed the model's parameters (gradual
     pruning): training then goes on with the new ones, the schedule unchanged, momentum kept where a tensor survived.
+    Under `torchrun` each rank trains on its share of every batch (DDP); only rank 0 shows progress and writes.
+    The model comes back on the CPU, in eval mode.
     """
     recipe.check()
     if recipe.distill_alpha > 0 and teacher is None:
         raise ConfigError("distillation asks for a teacher model", fix="pass the unpruned model, or distill_alpha=0")
-    progress = progress or NoProgress()
-    generator = torch.Generator().manual_seed(recipe.seed)
-    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels).long()
-    steps_per_epoch = (len(x_all) + recipe.batch_size - 1) // recipe.batch_size
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, recipe.epochs * steps_per_epoch))
-    black = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
-    if teacher is not None:
-        teacher.eval()
-    losses = []
-    with progress.task("fine-tune", recipe.epochs * steps_per_epoch) as update:
-        for epoch in range(recipe.epochs):
-            if before_epoch is not None and before_epoch(epoch):
-                _rebind(optimizer, model)
-            model.train()
-            order = torch.randperm(len(x_all), generator=generator)
-            total = 0.0
-            for step in range(steps_per_epoch):
-                idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-                x = _augment(x_all[idx], recipe, black, generator)
-                loss = _loss(model, teacher, x, y_all[idx], recipe)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.sparsity > 0:
-                    _add_bn_l1_subgradient(model, recipe.sparsity)
-                optimizer.step()
-                schedule.step()
-                total += float(loss.detach()) * len(idx)
-                update(epoch * steps_per_epoch + step + 1)
-            losses.append(total / len(x_all))
-    model.eval()
-    return losses
+    if before_epoch is not None and checkpoints is not None:
+        raise ConfigError("a run that prunes between epochs cannot resume from a checkpoint", fix="drop one of them")
+    if len(data) == 0:
+        raise ConfigError("there are no images to fine-tune on")
+    device = resolve_device(device)
+    with ddp.process_group(device) as ranks:
+        device = ddp.rank_device(device, ranks)
+        run = _Run(model, data, recipe, teacher, ranks, device, num_workers, Augmentation.of(
+            recipe.crop_padding, recipe.flip, mean, std))  # fmt: skip
+        try:
+            return run.fit(progress if ranks.main and progress else NoProgress(), before_epoch, validation,
+                           stop_at, checkpoints)  # fmt: skip
+        finally:
+            model.to("cpu").eval()
+            if teacher is not None:
+                teacher.to("cpu")
+
+
+class _Run:
+    def __init__(self, model, data, recipe, teacher, ranks, device, num_workers, augmentation):
+        self.model, self.data, self.recipe, self.teacher = model.to(device), data, recipe, teacher
+        self.ranks, self.device, self.num_workers = ranks, device, num_workers
+        self.sampler = GlobalBatches(len(data), recipe.batch_size, recipe.seed, shuffle=True, rank=ranks.rank,
+                                     world=ranks.world)  # fmt: skip
+        self.loader = loader(data, self.sampler, augmentation, seed=recipe.seed, num_workers=num_workers,
+                             pin_memory=device.type == "cuda")  # fmt: skip
+        self.steps_per_epoch = len(self.sampler)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)  # fmt: skip
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, recipe.epochs * self.steps_per_epoch)
+        )
+        self.scaler = grad_scaler(device)
+        if teacher is not None:
+            teacher.to(device).eval()
+
+    def fit(self, progress, before_epoch, validation, stop_at, checkpoints) -> FinetuneResult:
+        recipe, model = self.recipe, self.model
+        history = {"losses": [], "validation": [], "best_epoch": None, "best_state": None, "stopped": False}
+        run_id = {"recipe": recipe.to_dict(), "samples": len(self.data),
+                  "validation": None if validation is None else len(validation), "stop_at": stop_at}  # fmt: skip
+        saved = load_checkpoint(checkpoints, run_id) if checkpoints is not None else None
+        if saved is not None:
+            self._restore(saved)
+            history = saved["history"]
+            if self.ranks.main:
+                progress.note(f"resuming fine-tuning after epoch {len(history['losses'])} of {recipe.epochs}")
+        start = len(history["losses"])
+        total = recipe.epochs * self.steps_per_epoch
+        with progress.task("fine-tune", total) as update, ddp.global_batch_norm(model, self.ranks):
+            update(start * self.steps_per_epoch)
+            trained = ddp.data_parallel(model, self.ranks, self.device)
+            for epoch in range(start, recipe.epochs):
+                if history["stopped"]:
+                    break
+                if before_epoch is not None and before_epoch(epoch):
+                    model.to(self.device)
+                    _rebind(self.optimizer, model)
+                    trained = ddp.data_parallel(model, self.ranks, self.device)
+                history["losses"].append(self._epoch(trained, epoch, update))
+                if validation is not None:
+                    top1 = evaluate_top1(model, validation, device=self.device, num_workers=self.num_workers)
+                    history["validation"].append(top1)
+                    if history["best_epoch"] is None or top1 > max(history["validation"][:-1]):
+                        history["best_epoch"] = epoch + 1
+                        history["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    history["stopped"] = stop_at is not None and top1 >= stop_at and epoch + 1 < recipe.epochs
+                if checkpoints is not None and self.ranks.main:
+                    save_checkpoint(checkpoints, {"run": run_id, "history": history, **self._state()})
+        if history["best_state"] is not None:
+            model.load_state_dict(history["best_state"])
+        return FinetuneResult(tuple(history["losses"]), tuple(history["validation"]), len(history["losses"]),
+                              history["best_epoch"], history["stopped"])  # fmt: skip
+
+    def _epoch(self, trained: nn.Module, epoch: int, update) -> float:
+        """One pass over the data; the mean loss per sample over every rank's samples."""
+        recipe = self.recipe
+        trained.train()
+        self.sampler.epoch = epoch
+        total, seen = 0.0, 0
+        for step, batch in enumerate(self.loader):
+            ddp.stop_if_any_failed(batch.message if isinstance(batch, Unreadable) else None, self.ranks, self.device)
+            x, y = (t.to(self.device, non_blocking=True) for t in batch)
+            global_size = self._global_size(step)
+            with autocast(self.device):
+                loss = _loss(trained, self.teacher, x, y, recipe)
+            # the rank's mean loss weighted by its share of the global batch, times the ranks DDP averages over:
+            # the gradient is the global batch's mean whatever the shares (1.0 in one process)
+            share = len(y) * self.ranks.world / global_size
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss * share if share != 1.0 else loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            if recipe.sparsity > 0:
+                _add_bn_l1_subgradient(self.model, recipe.sparsity)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+            update(epoch * self.steps_per_epoch + step + 1)
+        total, seen = ddp.summed([total, float(seen)], self.ranks)
+        return total / seen
+
+    def _global_size(self, step: int) -> int:
+        return min(self.recipe.batch_size, len(self.data) - step * self.recipe.batch_size)
+
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}  # fmt: skip
+
+    def _restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        restore_rng_states(saved["rng"])
 
 
 def _rebind(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
@@ -105,12 +214,12 @@ def _rebind(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
 
 def _loss(model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor, recipe: FinetuneRecipe):
     logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits.float(), y)
     if recipe.distill_alpha > 0:
         with torch.no_grad():
-            soft = F.softmax(teacher(x) / recipe.distill_temperature, dim=1)
+            soft = F.softmax(teacher(x).float() / recipe.distill_temperature, dim=1)
         # Hinton et al. 2015: KL on temperature-softened outputs, scaled by T² to keep gradients comparable
-        kd = F.kl_div(F.log_softmax(logits / recipe.distill_temperature, dim=1), soft, reduction="batchmean")
+        kd = F.kl_div(F.log_softmax(logits.float() / recipe.distill_temperature, dim=1), soft, reduction="batchmean")
         loss = (1 - recipe.distill_alpha) * loss + recipe.distill_alpha * recipe.distill_temperature**2 * kd
     return loss
 
@@ -126,26 +235,33 @@ def _add_bn_l1_subgradient(model: nn.Module, weight: float) -> None:
             module.weight.grad.add_(weight * torch.sign(module.weight.detach()))
 
 
-def _augment(x: torch.Tensor, recipe: FinetuneRecipe, black: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    n, _, h, w = x.shape
-    if recipe.crop_padding:
-        p = recipe.crop_padding
-        padded = black.expand(n, -1, h + 2 * p, w + 2 * p).clone()
-        padded[:, :, p : p + h, p : p + w] = x
-        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
-        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
-        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-    if recipe.flip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
-    return x
-
-
-def evaluate_top1(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
-    model.eval()
-    correct = 0
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            logits = model(torch.from_numpy(images[start : start + batch_size]))
-            correct += int((logits.argmax(1).numpy() == labels[start : start + batch_size]).sum())
-    return correct / len(images)
+def evaluate_top1(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 500, *,
+                  device: str | torch.device = "cpu", num_workers: int | None = None) -> float:  # fmt: skip
+    """Top-1 accuracy of `model` on (image, label) samples, streamed; a DataLoader of (images, labels) batches is
+    read as it is. Under `torchrun` each rank scores its share and the counts are added up. The model stays on
+    the device it is on when that is `device`'s."""
+    device = resolve_device(device)
+    ranks = ddp.launched_ranks() if torch.distributed.is_initialized() else ddp.Ranks()
+    if isinstance(data, DataLoader):
+        batches = data
+    else:
+        sampler = GlobalBatches(len(data), batch_size, 0, shuffle=False, rank=ranks.rank, world=ranks.world,
+                                keep_small_tail=True)  # fmt: skip
+        batches = loader(data, sampler, None, num_workers=num_workers, pin_memory=device.type == "cuda")
+    moved_from = next(model.parameters()).device if any(True for _ in model.parameters()) else device
+    model.to(device).eval()
+    correct = count = 0
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                ddp.stop_if_any_failed(batch.message if isinstance(batch, Unreadable) else None, ranks, device)
+                if batch is None:  # this rank's share of a last batch smaller than the number of ranks
+                    continue
+                x, y = batch[0].to(device), torch.as_tensor(batch[1]).to(device)
+                with autocast(device):
+                    correct += int((model(x).argmax(1) == y).sum())
+                count += len(y)
+    finally:
+        model.to(moved_from)
+    correct, count = ddp.summed([float(correct), float(count)], ranks)
+    return correct / count if count else 0.0

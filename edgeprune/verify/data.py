@@ -71,11 +71,6 @@ class ImageFolder:
             (head if seen[label] <= first_per_class else tail).append((path, label))
         return ImageFolder(self.root, self.classes, tuple(head)), ImageFolder(self.root, self.classes, tuple(tail))
 
-    def load_all(self, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-        """Every image preprocessed, as one (N, C, H, W) array, and the labels."""
-        images = np.stack([load_image(path, preprocessing) for path, _ in self.samples])
-        return images, np.array([label for _, label in self.samples], dtype=np.int64)
-
     def batches(self, preprocessing: Preprocessing, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(self.samples), batch_size):
             chunk = self.samples[start : start + batch_size]

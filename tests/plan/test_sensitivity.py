@@ -27,7 +27,8 @@ def resnet20(resnet20_weights):
 @pytest.fixture(scope="module")
 def images(resnet20, cifar_test_dir):
     folder = ImageFolder.scan(cifar_test_dir, resnet20.class_names).split(6)[0]  # 60 images, 6 per class
-    array, labels = folder.load_all(resnet20.preprocessing)
+    array = np.stack([load_image(path, resnet20.preprocessing) for path, _ in folder.samples])
+    labels = np.array([label for _, label in folder.samples])
     return [(torch.from_numpy(array[:30]), torch.from_numpy(labels[:30])),
             (torch.from_numpy(array[30:]), torch.from_numpy(labels[30:]))]  # fmt: skip
 

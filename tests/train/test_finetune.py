@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 from edgeprune.errors import ConfigError
-from edgeprune.train.finetune import FinetuneRecipe, _augment, evaluate_top1, finetune_classifier
+from edgeprune.train.data import Augmentation, TensorSamples, augment
+from edgeprune.train.finetune import FinetuneRecipe, evaluate_top1
+from edgeprune.train.finetune import finetune_classifier as _finetune_streamed
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -16,6 +18,16 @@ def _data(n=256, seed=0):
     images = rng.normal(0, 0.3, (n, 3, 8, 8)).astype(np.float32)
     images[:, 0] += np.where(labels == 1, 1.0, -1.0)[:, None, None]
     return images, labels
+
+
+def finetune_classifier(model, images, labels, recipe, **kwargs):
+    """The streamed trainer on in-memory samples, in this process (no decoding workers)."""
+    kwargs.setdefault("num_workers", 0)
+    return _finetune_streamed(model, TensorSamples(images, labels), recipe, **kwargs).losses
+
+
+def top1(model, images, labels) -> float:
+    return evaluate_top1(model, TensorSamples(images, labels), num_workers=0)
 
 
 def _net():
@@ -33,13 +45,13 @@ def _net():
 def test_finetuning_learns_a_separable_task_and_lowers_the_loss():
     images, labels = _data()
     model = _net()
-    before = evaluate_top1(model, images, labels)
+    before = top1(model, images, labels)
     losses = finetune_classifier(
         model, images, labels, FinetuneRecipe(epochs=8, batch_size=32, lr=0.05), mean=MEAN, std=STD
     )
     held_out = _data(seed=1)
     assert losses[-1] < losses[0] * 0.5
-    assert evaluate_top1(model, *held_out) > max(0.95, before)
+    assert top1(model, *held_out) > max(0.95, before)
     assert not model.training
 
 
@@ -76,25 +88,21 @@ def test_distillation_pulls_the_student_towards_the_teacher():
         std=STD,
         teacher=teacher,
     )
-    assert evaluate_top1(student, images, labels) > 0.9  # learnt from soft targets alone
+    assert top1(student, images, labels) > 0.9  # learnt from soft targets alone
     with pytest.raises(ConfigError, match="teacher"):
         finetune_classifier(_net(), images, labels, FinetuneRecipe(epochs=1, distill_alpha=0.5), mean=MEAN, std=STD)
 
 
 def test_augmentation_pads_with_black_and_keeps_the_shape():
-    x = torch.ones(64, 3, 8, 8)
-    black = (-torch.tensor(MEAN) / torch.tensor(STD)).view(1, -1, 1, 1)
-    out = _augment(x, FinetuneRecipe(epochs=1, crop_padding=4, flip=False), black, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
+    padded = Augmentation.of(4, False, MEAN, STD)
+    out = torch.stack([augment(torch.ones(3, 8, 8), padded, torch.Generator().manual_seed(i)) for i in range(64)])
+    assert out.shape == (64, 3, 8, 8)
     values = set(out.unique().tolist())
     assert values <= {1.0, -2.0} and -2.0 in values  # original pixels and black (0 - 0.5) / 0.25
-    flipped = _augment(
-        torch.arange(8.0).expand(4, 3, 8, 8).clone(),
-        FinetuneRecipe(epochs=1, crop_padding=0),
-        black,
-        torch.Generator().manual_seed(1),
-    )
-    assert {tuple(row.tolist()) for row in flipped[:, 0, 0]} <= {tuple(range(8)), tuple(range(7, -1, -1))}
+    flipping = Augmentation.of(0, True, MEAN, STD)
+    rows = [augment(torch.arange(8.0).expand(3, 8, 8).clone(), flipping, torch.Generator().manual_seed(i))[0, 0]
+            for i in range(16)]  # fmt: skip
+    assert {tuple(row.tolist()) for row in rows} == {tuple(range(8)), tuple(range(7, -1, -1))}
 
 
 def test_bad_recipes_are_config_errors():
@@ -125,7 +133,7 @@ def test_a_model_pruned_between_epochs_trains_on_with_its_new_parameters():
     # the tensors pruning put in place were the ones trained afterwards (not the optimizer's stale originals)
     assert not torch.equal(model[0].weight.detach(), at_prune["conv"])
     assert not torch.equal(model[5].weight.detach(), at_prune["head"])
-    assert losses[-1] < losses[2] and evaluate_top1(model, *_data(seed=1)) > 0.95
+    assert losses[-1] < losses[2] and top1(model, *_data(seed=1)) > 0.95
 
 
 def test_without_a_rebind_the_pruned_tensors_would_not_train():
