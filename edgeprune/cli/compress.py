@@ -225,7 +225,9 @@ def build(
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (SGD, cosine).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per step.")
 @click.option(
-    "--workers", type=click.IntRange(min=0), help="Image decoding processes (default: min(4, cores − 1); 0: none)."
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Image decoding processes (default: up to 4 feeding a GPU, none on the CPU below 8 cores).",
 )
 @device_option
 @output_options
