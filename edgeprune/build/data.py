@@ -13,17 +13,20 @@ from edgeprune.models.base import LoadedModel
 from edgeprune.types.build import BuildOptions
 
 HOLDOUT_SHARE = 0.2  # of each class, kept out of fine-tuning for the held-out accuracy
+VALIDATION_SHARE = 0.2  # of each class's fine-tuning images, kept for early stopping and choosing a candidate
 
 
 @dataclass(frozen=True)
 class DataSplits:
     finetune: str  # what fine-tuning and data-driven criteria see
-    holdout: str  # what the accuracy is measured on
+    holdout: str  # what the final verdict's accuracy is measured on, and nothing else
+    validation: str | None = None  # what early stopping and the back-off look at (classification)
 
 
 def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
-    """Classification: an ImageFolder is split per class (the first 80 % to fine-tune, the rest held out), as
-    symlink trees under `where`. Detection: the YOLO yaml's own train/val splits."""
+    """Classification: an ImageFolder is split per class (of the first 80 %, the first 80 % to fine-tune and the
+    rest to validate; the last 20 % held out), as symlink trees under `where`. Detection: the YOLO yaml's own
+    train/val splits."""
     if model.task != "classification":
         from edgeprune.verify.yolo_data import YoloDataset
 
@@ -34,9 +37,12 @@ def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
     folder = ImageFolder.scan(data, model.class_names)
     counts = np.bincount([label for _, label in folder.samples])
     first = int(counts[counts > 0].min() * (1 - HOLDOUT_SHARE))
-    if first < 1:
-        raise ConfigError(f"{data} has too few images per class to hold some out", expected="at least 2 per class")
-    parts = dict(zip(("finetune", "holdout"), folder.split(first)))
+    train = min(first - 1, int(first * (1 - VALIDATION_SHARE)))
+    if train < 1:
+        raise ConfigError(f"{data} has too few images per class to hold some out and validate on some",
+                          expected="at least 3 per class")  # fmt: skip
+    learn, holdout = folder.split(first)
+    parts = dict(zip(("finetune", "validation"), learn.split(train)), holdout=holdout)
     for name, part in parts.items():
         root = where / name
         if root.exists():
@@ -46,17 +52,16 @@ def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
                 link = staging / folder.classes[label] / path.name
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(Path(path).resolve())
-    return DataSplits(str(where / "finetune"), str(where / "holdout"))
+    return DataSplits(str(where / "finetune"), str(where / "holdout"), str(where / "validation"))
 
 
 def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
     """Batches from the fine-tuning split for a data-driven criterion and for measured values (None if neither)."""
-    from edgeprune.commands import calibration_batches, classification_arrays
+    from edgeprune.commands import calibration_batches
     from edgeprune.prune.importance import criterion as criterion_spec
 
     if not (criterion_spec(options.criterion).needs_data or options.value == "measured"):
         return None
     if splits is None:
         raise ConfigError(f"criterion {options.criterion} needs --data")
-    arrays = classification_arrays(model, splits.finetune) if model.task == "classification" else None
-    return calibration_batches(model, splits.finetune, arrays)
+    return calibration_batches(model, splits.finetune)

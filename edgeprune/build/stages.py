@@ -23,28 +23,32 @@ def pruned_dir(out_dir: Path, name: str, finetuned: bool) -> Path:
 
 
 def finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_dir: Path, progress) -> None:
-    """Fine-tune the plan's model and each baseline with the same recipe (a copy when there is nothing to do)."""
-    from edgeprune.commands import classification_arrays, finetuner
+    """Fine-tune the plan's model and each baseline with the same recipe (a copy when there is nothing to do). With
+    a validation split, the best epoch on it is kept; each epoch is checkpointed, so an interrupted build resumes
+    inside the fine-tuning."""
+    from edgeprune.commands import finetuner
     from edgeprune.models.saved import load_pruned, save_pruned
     from edgeprune.train.finetune import FinetuneRecipe
 
     recipe = FinetuneRecipe(epochs=options.finetune_epochs, lr=options.lr, seed=options.seed,
                             distill_alpha=0.5 if options.distill else 0.0)  # fmt: skip
-    arrays = None
     for name in model_names(plan)[1:]:
         source, target_dir = pruned_dir(out_dir, name, False), pruned_dir(out_dir, name, True)
         if target_dir.exists():
             continue  # finished before an interruption
+        checkpoints = out_dir / "checkpoints" / name  # outside the staging folder, so an interruption keeps them
         with staged_folder(target_dir) as staging:
             if options.finetune_epochs:
                 pruned = load_pruned(source, named_base=model.spec)
-                if arrays is None and model.task == "classification":
-                    arrays = classification_arrays(model, splits.finetune)
                 teacher = copy.deepcopy(model.module).eval() if options.distill else None
-                finetuner(pruned)(pruned, splits.finetune, arrays, recipe, teacher, staging, progress)
+                result = finetuner(pruned)(pruned, splits.finetune, recipe, teacher, staging, progress,
+                                           validation=getattr(splits, "validation", None),
+                                           checkpoints=checkpoints)  # fmt: skip
+                result.save(staging / "finetune_result.json")
                 save_pruned(pruned, _saved_plan(source), staging)
             else:
                 shutil.copytree(source, staging, dirs_exist_ok=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the weights are saved: nothing left to resume
 
 
 def _saved_plan(directory: Path) -> PrunePlan:
