@@ -42,7 +42,7 @@ def finetune_all(model, plan: PlanReport, options: BuildOptions, splits, out_dir
                 pruned = load_pruned(source, named_base=model.spec)
                 teacher = copy.deepcopy(model.module).eval() if options.distill else None
                 result = finetuner(pruned)(pruned, splits.finetune, recipe, teacher, staging, progress,
-                                           validation=getattr(splits, "validation", None),
+                                           validation=splits.validation,
                                            checkpoints=checkpoints)  # fmt: skip
                 result.save(staging / "finetune_result.json")
                 save_pruned(pruned, _saved_plan(source), staging)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeprune.build.data import DataSplits
 from edgeprune.build.stages import finetune_all, pruned_dir
 from edgeprune.commands import prune_model
 from edgeprune.models import LoadOptions, load_model
@@ -22,7 +23,7 @@ def test_a_darknet_builds_finetuned_folder_holds_a_cfg_and_weights_that_darknet_
     plan = prune_model(tiny_model(tmp_path), source, ratio=0.3, criterion="l1")
     assert plan.params_after < plan.params_before
     options = SimpleNamespace(finetune_epochs=1, lr=0.01, seed=0, distill=False)
-    finetune_all(tiny_model(tmp_path), SimpleNamespace(baselines=()), options, SimpleNamespace(finetune=data), out,
+    finetune_all(tiny_model(tmp_path), SimpleNamespace(baselines=()), options, DataSplits(finetune=data, holdout=data), out,
                  NoProgress())  # fmt: skip
 
     assert {"model.cfg", "model.weights"} <= {p.name for p in finetuned.iterdir()}
