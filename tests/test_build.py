@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgeprune.fileio import sha256_file
 from edgeprune.latency.compare import COMPARISON_MAX_ROUNDS
@@ -62,7 +63,9 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
                                                                  small_cifar):  # fmt: skip
     monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "build"
-    args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "1.3", "--finetune-epochs", "40")
+    # latency alone here (20 held-out images judge a drop only in 5-point steps); the accuracy budget has its own test
+    args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "1.3", "--finetune-epochs", "40",
+                       "--max-drop", "none")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     state = out / "build.json"
@@ -112,7 +115,7 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
     lines[-1] = lines[-1].replace('"median_ms": ', '"median_ms": 1')  # a second-pass line
     cache_file.write_text("\n".join(lines) + "\n")
     out2 = tmp_path / "impossible"
-    result = run_cli(*_build_args(resnet20_weights, small_cifar, out2, "--latency-ms", "0.001"))
+    result = run_cli(*_build_args(resnet20_weights, small_cifar, out2, "--latency-ms", "0.001", "--max-drop", "none"))
     assert result.code == 3, result.stderr
     assert "not met" in result.stderr and "Traceback" not in result.stderr
     assert re.search(r"the latency table predicts [0-9.]+ ms \([0-9.]+× speedup", result.stderr), result.stderr
@@ -141,3 +144,64 @@ def test_build_refuses_bad_budgets_and_mixed_options(tmp_path, resnet20_weights)
         "build", "--model", "cifar:resnet20", "--speedup", "2", "--value", "measured", "--out", tmp_path / "c"
     )
     assert result.code == 2 and "--value measured needs --data" in result.stderr and "Traceback" not in result.stderr
+    for flags, expected in (
+        (("--max-drop", "1"), "--max-drop needs --data"),
+        (("--max-drop", "a lot"), "is not a number"),
+        (("--max-drop", "-1", "--data", tmp_path), "is not an accuracy budget"),
+        *([] if torch.cuda.is_available() else [(("--device", "cuda"), "CUDA is not available")]),
+    ):
+        result = run_cli("build", "--model", "cifar:resnet20", "--speedup", "2", *flags, "--out", tmp_path / "d")
+        assert result.code == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(tmp_path, monkeypatch,
+                                                                                resnet20_weights, small_cifar):  # fmt: skip
+    # a steep speedup, a one-epoch cap and no drop allowed: the plan misses on validation and the build backs off
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "build"
+    args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "2", "--finetune-epochs", "1", "--max-drop",
+                       "0", "--backoff-steps", "2", "--json")  # fmt: skip
+    result = run_cli(*args)
+    assert result.code == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    recovery = report["recovery"]
+    assert recovery["max_drop"] == 0 and recovery["stop_at"] == recovery["original_validation"]
+    candidates = recovery["candidates"]
+    assert [c["name"] for c in candidates] == ["plan", "backoff1", "backoff2"]
+    assert not candidates[0]["meets_drop"] and candidates[0]["epochs_run"] == 1
+    # bisected in log space between the unpruned model (1×) and the budget (2×) on the validation metric
+    gentle, steep = 1.0, 2.0
+    for c in candidates[1:]:
+        assert c["budget"] == {"kind": "speedup", "value": pytest.approx((gentle * steep) ** 0.5)}
+        gentle, steep = (c["budget"]["value"], steep) if c["meets_drop"] else (gentle, c["budget"]["value"])
+        assert c["epochs_run"] == 1 and c["speedup"] is not None and 0 <= c["validation"] <= 1
+        assert (out / "backoff" / c["name"] / "plan" / "finetuned" / "finetune_result.json").is_file()
+    # every candidate exported, timed beside the unpruned model and verified on the held-out images
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == {"unpruned", "plan", "backoff1", "backoff2"}
+    assert all(r["metric"] == "top1" and 0 <= r["metric_value"] <= 1 for r in results.values())
+    assert len({r["latency"]["n"] for r in results.values()}) == 1  # one interleaved session
+    meeting = [c for c in candidates if c["meets_drop"]]
+    shipped = max(meeting, key=lambda c: c["speedup"])["name"] if meeting else "plan"
+    assert report["shipped"] == shipped and not report["met"]
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["shipped"] == shipped and manifest["budget_met"] is False
+    assert manifest["files"][0]["sha256"] == sha256_file(results[shipped]["artifact"]["files"][0])
+    drop = (results["unpruned"]["metric_value"] - results[shipped]["metric_value"]) * 100
+    assert report["accuracy_drop"] == pytest.approx(drop) and report["accuracy_met"] == (drop <= 1e-9)
+    # the one line names each budget missed, and by how much
+    if not report["latency_met"]:
+        assert "the latency budget (speedup 2× = " in result.stderr and "× short" in result.stderr
+    if not report["accuracy_met"]:
+        assert "the accuracy budget (--max-drop 0) was not met" in result.stderr and "points" in result.stderr
+    assert "3 candidates were tried" in result.stderr
+    page = (out / "report.html").read_text()
+    assert "Accuracy recovery" in page and "backoff2" in page and f"{shipped} (shipped)" in page
+
+    # a rerun resumes: everything finished, the same verdict from the saved records
+    stamp = (out / "recovery.json").stat().st_mtime_ns
+    again = run_cli(*args)
+    assert again.code == 3 and (out / "recovery.json").stat().st_mtime_ns == stamp
+    assert json.loads(again.stdout)["shipped"] == shipped

@@ -64,4 +64,4 @@ def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplit
         return None
     if splits is None:
         raise ConfigError(f"criterion {options.criterion} needs --data")
-    return calibration_batches(model, splits.finetune)
+    return calibration_batches(model, splits.finetune, device=options.device)

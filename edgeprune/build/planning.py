@@ -10,7 +10,7 @@ from edgeprune.build.stages import runtime_format
 from edgeprune.latency.compare import compare_latency, comparison_rounds
 from edgeprune.models.base import LoadedModel
 from edgeprune.plan.planner import LatencyCost, MacsCost, PlanChoice, solve, uniform_choice
-from edgeprune.plan.sensitivity import measure_sensitivity, priced
+from edgeprune.plan.sensitivity import Sensitivity, measure_sensitivity, priced
 from edgeprune.plan.structure import Structure, read_structure, realize
 from edgeprune.report.records import PlanReport
 from edgeprune.types import Artifact, LatencyStats, PrunePlan
@@ -20,12 +20,13 @@ MAX_ROUNDS = 5  # solve → prune → measure rounds
 MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % between runs on shared machines
 
 
-def plan_within_budget(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration, out_dir,
-          progress) -> PlanReport:  # fmt: skip
+def plan_within_budget(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration,
+                       out_dir, progress, sensitivity: Sensitivity | None = None) -> PlanReport:  # fmt: skip
     """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
     and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
     standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
-    with that headroom first."""
+    with that headroom first. `sensitivity`: one measured before for this model (a back-off re-plan reuses the
+    plan's), else measured here when the options value items by measured damage."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import save_pruned
 
@@ -52,10 +53,12 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
         )
         report.save(out_dir / "plan" / "plan_report.json")
         return report
-    sensitivity = None
-    if options.value == "measured":
+    if options.value != "measured":
+        sensitivity = None
+    elif sensitivity is None:
         sensitivity = measure_sensitivity(model, structure, options.criterion, calibration, progress=progress,
                                           data=calibration)  # fmt: skip
+    if sensitivity is not None:
         structure = priced(structure, sensitivity)
     # the table's prediction and the measurement differ by a few percent; aim in the table's units
     target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms

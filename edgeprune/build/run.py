@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 from edgeprune.build.data import calibration_for, split_data
 from edgeprune.build.planning import plan_within_budget
-from edgeprune.build.stages import export_all, finetune_all, model_names, verify_all
+from edgeprune.build.recovery import RECOVERY_FILE, recover
+from edgeprune.build.stages import export_all, model_names, pruned_dir, verify_all
 from edgeprune.errors import ConfigError
 from edgeprune.fileio import write_text
 from edgeprune.models.base import LoadedModel
+from edgeprune.models.saved import PLAN_FILE
 from edgeprune.progress import NoProgress, Progress, check_interrupt
 from edgeprune.report.records import BuildReport, PlanReport
-from edgeprune.types import Artifact, TargetProfile
-from edgeprune.types.build import Budget, BuildOptions, ModelResult
+from edgeprune.types import Artifact, PrunePlan, TargetProfile
+from edgeprune.types.build import Budget, BuildOptions, ModelResult, Recovery
 
 STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
 BASELINES = ("uniform", "flops")
@@ -83,42 +87,71 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
                  lambda: plan_within_budget(model, target, options, base.latency, base.artifact, lut.table(), step, calibration,
                                out_dir, progress),
                  lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
+    recovery = None
     if plan.ruled_out:  # nothing was pruned: nothing to fine-tune, export or verify
         results = [_unpruned_result(model, base)]
     else:
-        stage("finetune", lambda: finetune_all(model, plan, options, splits, out_dir, progress), lambda: None)
-        artifacts = stage("export", lambda: export_all(model, target, plan, out_dir),
+
+        def replan(budget: Budget, folder: Path) -> PlanReport:  # a back-off candidate: gentler, no baselines
+            return plan_within_budget(model, target, dataclasses.replace(options, budget=budget, baselines=()),
+                                      base.latency, base.artifact, lut.table(), step, calibration, folder, progress,
+                                      sensitivity=plan.sensitivity)  # fmt: skip
+
+        recovery = stage("finetune", lambda: recover(model, options, plan, replan, splits, out_dir, progress),
+                         lambda: _saved_recovery(out_dir))  # fmt: skip
+        names = model_names(plan, recovery)
+        artifacts = stage("export", lambda: export_all(model, target, names, out_dir),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
-                                   for name in model_names(plan)})  # fmt: skip
+                                   for name in names})  # fmt: skip
         results = stage(
             "verify",
             lambda: verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
-            lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in model_names(plan)],
+            lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in names],
         )
 
     def report() -> BuildReport:
         from edgeprune.report import write_bundle, write_html
 
-        plan_result = next((r for r in results if r.name == "plan"), None)  # None: ruled out at the plan stage
-        base_result = next(r for r in results if r.name == "unpruned")
+        by_name = {r.name: r for r in results}
+        base_result = by_name["unpruned"]
+        shipped_name = recovery.chosen if recovery is not None else "plan"
+        shipped = by_name.get(shipped_name)  # None: ruled out at the plan stage
         budget_ms = (
             options.budget.latency_ms(base_result.latency) if options.budget.kind == "speedup" else plan.budget_ms
         )
-        measured = plan_result or base_result
+        latency_met = shipped is not None and _met(options.budget, shipped, budget_ms)
+        drop = _drop(base_result, shipped)
+        accuracy_met = None
+        if options.max_drop is not None and shipped is not None:
+            accuracy_met = drop is not None and math.isfinite(drop) and drop <= options.max_drop + 1e-9
         report = BuildReport(
             model=model.spec, target=target, budget=options.budget, budget_ms=budget_ms,
-            met=plan_result is not None and _met(options.budget, plan_result, budget_ms),
-            speedup=measured.speedup, results=tuple(results), plan=plan,
-            lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done), environment=_environment(),
-            latency_method=measured.latency.method,
+            met=latency_met and accuracy_met is not False, speedup=(shipped or base_result).speedup,
+            results=tuple(results), plan=plan, lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done),
+            environment=_environment(), latency_method=(shipped or base_result).latency.method,
+            latency_met=latency_met, shipped=shipped_name, max_drop=options.max_drop, accuracy_drop=drop,
+            accuracy_met=accuracy_met, recovery=recovery,
         )  # fmt: skip
         report.save(out_dir / "report.json")
         write_html(report, lut, out_dir / "report.html")
-        if plan_result is not None:
-            write_bundle(report, model, out_dir / "bundle", splits)
+        if shipped is not None:
+            write_bundle(report, model, out_dir / "bundle", splits,
+                         PrunePlan.load(pruned_dir(out_dir, shipped_name, True) / PLAN_FILE))  # fmt: skip
         return report
 
     return stage("report", report, lambda: BuildReport.load(out_dir / "report.json"))
+
+
+def _drop(base: ModelResult, shipped: ModelResult | None) -> float | None:
+    """Points of the held-out metric lost on the target's runtime (a metric in [0, 1]: 0.01 is one point)."""
+    if shipped is None or base.metric_value is None or shipped.metric_value is None:
+        return None
+    return (base.metric_value - shipped.metric_value) * 100
+
+
+def _saved_recovery(out_dir: Path) -> Recovery | None:
+    path = out_dir / RECOVERY_FILE
+    return Recovery.load(path) if path.is_file() else None
 
 
 def _met(budget: Budget, plan: ModelResult, budget_ms: float) -> bool:
@@ -148,6 +181,12 @@ def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> 
         raise ConfigError(f"unknown baseline {sorted(unknown)[0]!r}", expected=", ".join(BASELINES))
     if options.finetune_epochs and not options.data:
         raise ConfigError("fine-tuning needs --data", fix="pass --data, or --finetune-epochs 0")
+    if options.max_drop is not None and not options.data:
+        raise ConfigError("--max-drop needs --data (the held-out images the accuracy is judged on)",
+                          fix="pass --data, or --max-drop none")  # fmt: skip
+    if options.max_drop is not None and not (math.isfinite(options.max_drop) and options.max_drop >= 0):
+        raise ConfigError(f"--max-drop {options.max_drop} is not an accuracy budget",
+                          expected="a finite number of points ≥ 0, or none")  # fmt: skip
     if options.runs < 30:
         raise ConfigError(f"--runs {options.runs} is too few to compare medians", expected="at least 30")
 

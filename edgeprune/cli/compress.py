@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -117,7 +118,23 @@ def prune(
     "--energy-mj", type=float, help="Budget: energy per inference, in mJ (measured or the profile's estimate)."
 )
 @click.option(
-    "--data", "-d", help="ImageFolder (classifiers; 20 %% per class held out for accuracy) or YOLO data yaml."
+    "--data",
+    "-d",
+    help="ImageFolder (classifiers: per class, 20 % held out for the verdict, 16 % to validate on while "
+    "fine-tuning, the rest to fine-tune) or YOLO data yaml (its val split is the held-out one).",
+)
+@click.option(
+    "--max-drop",
+    "max_drop",
+    help="Accuracy budget: points of the held-out metric (top-1, mAP50-95) the shipped model may lose against the "
+    "unpruned one on the target's runtime; 'none' to ship whatever accuracy is left. Default 1.0 with --data.",
+)
+@click.option(
+    "--backoff-steps",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="When the plan misses --max-drop on validation after --finetune-epochs: gentler speedups tried, bisected.",
 )
 @click.option(
     "--criterion",
@@ -138,7 +155,8 @@ def prune(
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Fine-tune the plan (and baselines).",
+    help="Most epochs fine-tuning the plan (and baselines, back-off candidates); classifiers stop early once "
+    "within --max-drop on validation and keep their best epoch.",
 )
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Fine-tuning learning rate (classifiers).")
 @click.option(
@@ -156,6 +174,7 @@ def prune(
     show_default=True,
     help="Held-out random variants the latency table's prediction error is measured on.",
 )
+@device_option
 @output_options
 def build(
     model,
@@ -178,14 +197,19 @@ def build(
     runs,
     warmup,
     lut_variants,
+    max_drop,
+    backoff_steps,
+    device,
     out,
     as_json,
 ) -> None:
     """Model → measured baseline → latency table → plan meeting the budget (measured) → fine-tune → export →
-    verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the budget is not met."""
+    verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the latency budget or
+    the accuracy budget (--max-drop) is not met, saying which and by how much."""
     from edgeprune.build import Budget, BuildOptions
     from edgeprune.build import build as run_build
     from edgeprune.progress import RichProgress
+    from edgeprune.train.device import resolve_device
 
     budgets = [
         (k, v) for k, v in (("speedup", speedup), ("latency_ms", latency_ms), ("energy_mj", energy_mj)) if v is not None
@@ -193,6 +217,8 @@ def build(
     if len(budgets) != 1:
         raise ConfigError("build needs exactly one budget", fix="pass one of --speedup, --latency-ms, --energy-mj")
     budget = Budget(*budgets[0])  # checked before anything is loaded or written
+    allowed_drop = _max_drop(max_drop, data)
+    resolve_device(device)  # a device that is not here: one line, exit 2, before anything is loaded
     with stdout_kept_for_results():
         profile = load_target(target)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
@@ -202,13 +228,35 @@ def build(
             value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
             lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-            lut_variants=lut_variants,
+            lut_variants=lut_variants, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip
         report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
     bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out
     emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}{bundle}")
     if not report.met:
         raise GateFailed(f"{report.shortfall()}; the report is in {out_dir}")
+
+
+def _max_drop(given: str | None, data: str | None) -> float | None:
+    """--max-drop: a number of points, 'none', or (not given) 1.0 when there is data to judge accuracy on."""
+    if given is None:
+        return 1.0 if data else None
+    if given.strip().lower() == "none":
+        return None
+    try:
+        points = float(given)
+    except ValueError:
+        raise ConfigError(
+            f"--max-drop {given!r} is not a number", expected="points of the metric, e.g. 1.0, or none"
+        ) from None
+    if not (math.isfinite(points) and points >= 0):
+        raise ConfigError(
+            f"--max-drop {given} is not an accuracy budget", expected="a finite number of points ≥ 0, or none"
+        )
+    if not data:
+        raise ConfigError("--max-drop needs --data (the held-out images the accuracy is judged on)",
+                          fix="pass --data, or leave --max-drop out")  # fmt: skip
+    return points
 
 
 @click.command()

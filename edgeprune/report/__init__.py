@@ -17,6 +17,7 @@ from edgeprune.report.records import BuildReport
 if TYPE_CHECKING:
     from edgeprune.latency.lut import LutReport
     from edgeprune.models.base import LoadedModel
+    from edgeprune.types import PrunePlan
 
 COLORS = {"unpruned": "#555555", "plan": "#d62728", "uniform": "#1f77b4", "flops": "#2ca02c"}
 
@@ -27,6 +28,7 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
         f"<p class='verdict {'ok' if report.met else 'fail'}'>{_e(report.summary())}</p>",
         "<h2>Models, measured on the target</h2>",
         _results_table(report),
+        *_recovery_section(report),
         "<h2>Accuracy vs measured latency</h2>",
         _img(_accuracy_plot(report)),
         "<h2>Per-layer latency before / after (latency table, calibrated)</h2>",
@@ -52,9 +54,10 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
                             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
 
-def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) -> Path:
-    """bundle/: the plan's engine and manifest.json (what an app needs to run it, and what it was measured at)."""
-    plan = next(r for r in report.results if r.name == "plan")
+def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits, prune_plan: PrunePlan) -> Path:
+    """bundle/: the shipped model's engine and manifest.json (what an app needs to run it, and what it was measured
+    at); `prune_plan` is the shipped model's (the plan's, or a back-off candidate's)."""
+    plan = report.result(report.shipped)
     files = []
     for source in plan.artifact.files:
         copied = copy_file(source, bundle / Path(source).name)
@@ -77,15 +80,20 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits) 
         "unpruned_latency_median_ms": next(r for r in report.results if r.name == "unpruned").latency.median_ms,
         "speedup": report.speedup,
         "speedup_relative_se": plan.speedup_se,
+        "shipped": report.shipped,
         "budget": report.budget.describe(),
         "budget_met": report.met,
+        "latency_budget_met": report.latency_met,
+        "max_drop_points": report.max_drop,
+        "accuracy_drop_points": report.accuracy_drop,
+        "accuracy_budget_met": report.accuracy_met,
         "energy": {
             "mj_per_inference": plan.latency.energy_mj,
             "how": plan.latency.energy,
             "note": plan.latency.energy_note,
         },
         "tool_versions": {**report.environment, **plan.artifact.tool_versions},
-        "prune_plan": report.plan.prune_plan.to_dict(),
+        "prune_plan": prune_plan.to_dict(),
     }
     write_text(bundle / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return bundle
@@ -105,6 +113,36 @@ def _results_table(report: BuildReport) -> str:
                     f"<td>{format_speedup(r.speedup, r.speedup_se)}</td><td>{_e(metric)}</td>"
                     f"<td>{r.macs / 1e6:.1f}</td><td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"
+
+
+def _recovery_section(report: BuildReport) -> list[str]:
+    """The candidates fine-tuned and validated (the plan, then each back-off), and which one was shipped."""
+    recovery = report.recovery
+    if recovery is None:
+        return []
+    allowed = (
+        "no accuracy budget"
+        if recovery.max_drop is None
+        else (f"allowed drop {recovery.max_drop:g} points; a candidate must reach {recovery.stop_at:.4f} on validation")
+    )
+    rows = ["<tr><th>candidate</th><th>planned for</th><th>speedup (plan stage)</th><th>validation top-1</th>"
+            "<th>epochs run</th><th>best epoch</th><th>meets the drop</th><th>held-out on runtime</th>"
+            "<th>speedup (final)</th></tr>"]  # fmt: skip
+    final = {r.name: r for r in report.results}
+    for c in recovery.candidates:
+        result = final.get(c.name)
+        held = f"{result.metric_value:.4f}" if result and result.metric_value is not None else "—"
+        rows.append(f"<tr><td>{_e(c.name)}{' (shipped)' if c.name == report.shipped else ''}</td>"
+                    f"<td>{_e(c.budget.describe())}</td><td>{_e(format_speedup(c.speedup, c.speedup_se)) if c.speedup else '—'}</td>"
+                    f"<td>{'—' if c.validation is None else f'{c.validation:.4f}'}</td><td>{c.epochs_run}</td>"
+                    f"<td>{c.best_epoch or '—'}</td><td>{'yes' if c.meets_drop else 'no'}</td><td>{held}</td>"
+                    f"<td>{_e(format_speedup(result.speedup, result.speedup_se)) if result else '—'}</td></tr>")  # fmt: skip
+    return [
+        "<h2>Accuracy recovery: candidates fine-tuned and validated</h2>",
+        f"<p>Original model on the validation split: {recovery.original_validation:.4f} top-1; {_e(allowed)}. The "
+        "held-out split judged only the shipped model's verdict.</p>",
+        f"<table>{''.join(rows)}</table>",
+    ]
 
 
 def _rounds_table(report: BuildReport) -> str:

@@ -6,13 +6,14 @@ They hold the planner's records (PlanChoice, Sensitivity), which is why they are
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from edgeprune.latency.compare import format_speedup
 from edgeprune.plan.planner import PlanChoice
 from edgeprune.plan.sensitivity import Sensitivity
 from edgeprune.types import LatencyStats, PrunePlan, Record, TargetProfile
-from edgeprune.types.build import Budget, ModelResult, PlanRound
+from edgeprune.types.build import Budget, ModelResult, PlanRound, Recovery
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,73 @@ class BuildReport(Record):
     target: TargetProfile
     budget: Budget
     budget_ms: float  # a speedup budget: the final comparison's unpruned median / speedup
-    met: bool
-    speedup: float  # the plan's over the unpruned model, timed next to each other (median of per-round ratios)
+    met: bool  # both budgets: latency, and accuracy when max_drop is set
+    speedup: float  # the shipped model's over the unpruned one, timed next to each other (median of per-round ratios)
     results: tuple[ModelResult, ...]
     plan: PlanReport
     lut_mape_percent: float | None
     stage_seconds: dict[str, float]
     environment: dict[str, str]
     latency_method: str
+    latency_met: bool = False
+    shipped: str = "plan"  # the model in bundle/: the plan, or the back-off candidate recovery chose
+    max_drop: float | None = None  # points of the held-out metric the shipped model may lose; None: not a budget
+    accuracy_drop: float | None = None  # points lost on held-out data, on the target's runtime (unpruned − shipped)
+    accuracy_met: bool | None = None  # None: accuracy was not a budget
+    recovery: Recovery | None = None  # every fine-tuned candidate, validated (classification with --data)
+
+    def result(self, name: str) -> ModelResult:
+        return next(r for r in self.results if r.name == name)
 
     def summary(self) -> str:
-        base = next(r for r in self.results if r.name == "unpruned")
+        base = self.result("unpruned")
         if self.plan.ruled_out:
             return (f"{self.model} on {self.target.name}: budget {self.budget.describe()} = {self.budget_ms:.3g} ms "
                     f"NOT met: {self.plan.reachable()}; nothing was pruned")  # fmt: skip
-        plan = next(r for r in self.results if r.name == "plan")
+        shipped = self.result(self.shipped)
         metric = ""
-        if plan.metric_value is not None and base.metric_value is not None:
-            metric = f"; {plan.metric} {base.metric_value:.4f} → {plan.metric_value:.4f}"
-        return (f"{self.model} on {self.target.name}: {base.latency.median_ms:.3f} → {plan.latency.median_ms:.3f} ms "
-                f"median (speedup {format_speedup(self.speedup, plan.speedup_se)}, "
+        if shipped.metric_value is not None and base.metric_value is not None:
+            metric = f"; held-out {shipped.metric} {base.metric_value:.4f} → {shipped.metric_value:.4f}"
+            if self.max_drop is not None:
+                metric += (f" (drop {self.accuracy_drop:.2f} points, allowed {self.max_drop:g}: "
+                           f"{'met' if self.accuracy_met else 'NOT met'})")  # fmt: skip
+        elif self.max_drop is not None:
+            metric = f"; no held-out metric, so the allowed drop of {self.max_drop:g} points is NOT met"
+        backed_off = ""
+        if self.shipped != "plan":
+            backed_off = (f"; shipped {self.shipped}, re-planned for {self.recovery_candidate().budget.describe()} "
+                          f"after the plan missed the allowed drop on validation")  # fmt: skip
+        return (f"{self.model} on {self.target.name}: {base.latency.median_ms:.3f} → "
+                f"{shipped.latency.median_ms:.3f} ms median (speedup {format_speedup(self.speedup, shipped.speedup_se)}, "
                 f"budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
-                f"{'met' if self.met else 'NOT met'}){metric}")  # fmt: skip
+                f"{'met' if self.latency_met else 'NOT met'}){metric}{backed_off}")  # fmt: skip
+
+    def recovery_candidate(self):
+        return next(c for c in self.recovery.candidates if c.name == self.shipped)
 
     def shortfall(self) -> str:
-        """Why the budget was not met, in one line."""
-        missed = f"the budget ({self.budget.describe()} = {self.budget_ms:.3g} ms) was not met"
+        """Which budget was missed and by how much, in one line."""
         if self.plan.ruled_out:
-            return f"{missed}: {self.plan.reachable()}, so the build stopped at the plan stage (relax the budget)"
-        return f"{missed}: measured {self.speedup:.2f}× speedup"
+            return (f"the budget ({self.budget.describe()} = {self.budget_ms:.3g} ms) was not met: "
+                    f"{self.plan.reachable()}, so the build stopped at the plan stage (relax the budget)")  # fmt: skip
+        missed = []
+        if not self.latency_met:
+            shipped = self.result(self.shipped)
+            if self.budget.kind == "speedup":
+                by = f"measured {self.speedup:.2f}× speedup, {self.budget.value - self.speedup:.2f}× short"
+            elif self.budget.kind == "energy_mj" and shipped.latency.energy_mj is not None:
+                by = f"measured {shipped.latency.energy_mj:.3g} mJ, {shipped.latency.energy_mj - self.budget.value:.3g} over"
+            else:
+                by = f"measured {shipped.latency.median_ms:.3f} ms, {shipped.latency.median_ms - self.budget_ms:.3f} ms over"
+            missed.append(f"the latency budget ({self.budget.describe()} = {self.budget_ms:.3g} ms) was not met by "
+                          f"{self.shipped}: {by}")  # fmt: skip
+        if self.accuracy_met is False:
+            if self.accuracy_drop is None or not math.isfinite(self.accuracy_drop):
+                by = "there is no finite held-out metric to judge it by"
+            else:
+                by = (f"held-out {self.result(self.shipped).metric} dropped {self.accuracy_drop:.2f} points, "
+                      f"{self.accuracy_drop - self.max_drop:.2f} more than allowed")  # fmt: skip
+            missed.append(f"the accuracy budget (--max-drop {self.max_drop:g}) was not met by {self.shipped}: {by}")
+        if self.recovery is not None and len(self.recovery.candidates) > 1:
+            missed.append(f"{len(self.recovery.candidates)} candidates were tried (report.json: recovery)")
+        return "; ".join(missed)

@@ -78,6 +78,33 @@ class ModelResult(Record):
 
 
 @dataclass(frozen=True)
+class Candidate(Record):
+    """A pruned model the accuracy recovery fine-tuned and validated: the plan, or a back-off re-planned to a
+    gentler speedup when the plan missed the allowed drop."""
+
+    name: str  # "plan", or "backoff1", "backoff2", … in the order they were tried
+    budget: Budget  # what it was planned for
+    speedup: float | None  # measured in its plan stage, interleaved with the unpruned model; None: ruled out
+    speedup_se: float | None
+    validation: float | None  # the task metric on the validation split after fine-tuning (its best epoch)
+    epochs_run: int
+    best_epoch: int | None
+    meets_drop: bool  # validation at or above Recovery.stop_at
+
+
+@dataclass(frozen=True)
+class Recovery(Record):
+    """The accuracy budget's recovery: every candidate tried, and the one shipped (recovery.json)."""
+
+    metric: str
+    original_validation: float  # the unpruned model on the validation split (PyTorch)
+    max_drop: float | None  # allowed drop in points of the metric (0.01 of a metric in [0, 1]); None: no budget
+    stop_at: float | None  # validation metric a candidate must reach: the allowed drop less its margin
+    candidates: tuple[Candidate, ...]
+    chosen: str  # the candidate shipped: the fastest that meets the drop on validation, else the plan
+
+
+@dataclass(frozen=True)
 class BuildOptions(Record):
     """Everything that decides a build's results (a rerun must match them to resume)."""
 
@@ -99,3 +126,6 @@ class BuildOptions(Record):
     lut_variants: int = 3
     lut_calibration: int = 8
     seed: int = 0
+    max_drop: float | None = None  # points of the task metric the shipped model may lose; None: not a budget
+    backoff_steps: int = 3  # gentler budgets bisected when the plan misses max_drop
+    device: str = "auto"  # where fine-tuning and sensitivity run

@@ -2,17 +2,17 @@
 model.cfg + model.weights, which edgeprune's Darknet loader and an independent reader (OpenCV's dnn) load. (The
 folder is reloaded as `edgeprune:DIR` before fine-tuning; the family, not the spec, says it is a Darknet model.)"""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from edgeprune.build.data import DataSplits
-from edgeprune.build.stages import finetune_all, pruned_dir
+from edgeprune.build.recovery import finetune_one
+from edgeprune.build.stages import pruned_dir
 from edgeprune.commands import prune_model
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.progress import NoProgress
+from edgeprune.types.build import Budget, BuildOptions
 from tests.train.test_darknet_yolo import synthetic_data, tiny_model
 
 
@@ -22,9 +22,11 @@ def test_a_darknet_builds_finetuned_folder_holds_a_cfg_and_weights_that_darknet_
     source, finetuned = pruned_dir(out, "plan", False), pruned_dir(out, "plan", True)
     plan = prune_model(tiny_model(tmp_path), source, ratio=0.3, criterion="l1")
     assert plan.params_after < plan.params_before
-    options = SimpleNamespace(finetune_epochs=1, lr=0.01, seed=0, distill=False)
-    finetune_all(tiny_model(tmp_path), SimpleNamespace(baselines=()), options, DataSplits(finetune=data, holdout=data), out,
-                 NoProgress())  # fmt: skip
+    options = BuildOptions(model="darknet", weights=None, target="host", data=data, budget=Budget("speedup", 2),
+                           finetune_epochs=1, distill=False, device="cpu")  # fmt: skip
+    result = finetune_one(tiny_model(tmp_path), out, "plan", options, DataSplits(finetune=data, holdout=data), None,
+                          NoProgress())  # fmt: skip
+    assert result.epochs_run == 1 and result.validation == ()  # Darknet's trainer has no validation split of ours
 
     assert {"model.cfg", "model.weights"} <= {p.name for p in finetuned.iterdir()}
     reloaded = load_model(str(finetuned))
