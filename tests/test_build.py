@@ -171,6 +171,9 @@ def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(t
     candidates = recovery["candidates"]
     assert [c["name"] for c in candidates] == ["plan", "backoff1", "backoff2"]
     assert not candidates[0]["meets_drop"] and candidates[0]["epochs_run"] == 1
+    for c in candidates:  # the drop re-measured image by image on the saved weights, with its paired error
+        assert c["validation_drop"] == pytest.approx((recovery["original_validation"] - c["validation"]) * 100)
+        assert 0 <= c["validation_drop_se"] <= 100 * 20**-0.5  # 20 validation images
     # bisected in log space between the unpruned model (1×) and the budget (2×) on the validation metric
     gentle, steep = 1.0, 2.0
     for c in candidates[1:]:

@@ -87,6 +87,8 @@ class Candidate(Record):
     speedup: float | None  # measured in its plan stage, interleaved with the unpruned model; None: ruled out
     speedup_se: float | None
     validation: float | None  # the task metric on the validation split after fine-tuning (its best epoch)
+    validation_drop: float | None  # points lost against the unpruned model on the same validation images
+    validation_drop_se: float | None  # that drop's paired standard error, in points
     epochs_run: int
     best_epoch: int | None
     meets_drop: bool  # validation at or above Recovery.stop_at
