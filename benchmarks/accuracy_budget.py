@@ -52,6 +52,10 @@ def main() -> None:
         wall = time.time() - started
         report = json.loads((out / "report.json").read_text())
         record = {
+            "date": time.strftime("%Y-%m-%d"),
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip(),  # fmt: skip
             "command": " ".join(command[2:]),
             "exit_code": done.returncode,
             "wall_s": round(wall, 1),
