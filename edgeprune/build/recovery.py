@@ -121,25 +121,12 @@ def finetune_one(model, out_dir: Path, name: str, options: BuildOptions, splits,
 def _validation_correct(loaded, folder: str, options: BuildOptions):
     """Whether the PyTorch model gets each validation image right (1.0) or not, streamed, on the build's device."""
     import numpy as np
-    import torch
 
-    from edgeprune.errors import DataError
-    from edgeprune.train.data import GlobalBatches, ImageSamples, Unreadable, loader
-    from edgeprune.train.device import autocast, resolve_device
+    from edgeprune.train.data import ImageSamples
+    from edgeprune.train.finetune import correct_per_sample
 
-    device = resolve_device(options.device)
     samples = ImageSamples.scan(folder, loaded.class_names, loaded.preprocessing)
-    batches = loader(samples, GlobalBatches(len(samples), 500, 0, shuffle=False, keep_small_tail=True), None)
-    module = loaded.module.to(device).eval()
-    correct = []
-    with torch.inference_mode(), autocast(device):
-        for batch in batches:
-            if isinstance(batch, Unreadable):
-                raise DataError(batch.message)
-            x, y = batch
-            correct.append((module(x.to(device)).argmax(1).cpu() == torch.as_tensor(y)).numpy())
-    loaded.module.to("cpu")
-    return np.concatenate(correct).astype(np.float64)
+    return correct_per_sample(loaded.module, samples, device=options.device).numpy().astype(np.float64)
 
 
 def _paired_drop(original, candidate) -> tuple[float, float]:

@@ -237,9 +237,19 @@ def _add_bn_l1_subgradient(model: nn.Module, weight: float) -> None:
 
 def evaluate_top1(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 500, *,
                   device: str | torch.device = "cpu", num_workers: int | None = None) -> float:  # fmt: skip
-    """Top-1 accuracy of `model` on (image, label) samples, streamed; a DataLoader of (images, labels) batches is
-    read as it is. Under `torchrun` each rank scores its share and the counts are added up. The model stays on
-    the device it is on when that is `device`'s."""
+    """Top-1 accuracy of `model` on (image, label) samples: the mean of `correct_per_sample`, over every rank's
+    share under `torchrun`."""
+    ranks = ddp.launched_ranks() if torch.distributed.is_initialized() else ddp.Ranks()
+    correct = correct_per_sample(model, data, batch_size, device=device, num_workers=num_workers)
+    hits, count = ddp.summed([float(correct.sum()), float(len(correct))], ranks)
+    return hits / count if count else 0.0
+
+
+def correct_per_sample(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 500, *,
+                       device: str | torch.device = "cpu", num_workers: int | None = None) -> torch.Tensor:  # fmt: skip
+    """Whether `model`'s top-1 class is each sample's label (a bool tensor on the CPU, in the samples' order),
+    streamed; a DataLoader of (images, labels) batches is read as it is. Under `torchrun` each rank scores its
+    share only. The model stays on the device it is on when that is `device`'s."""
     device = resolve_device(device)
     ranks = ddp.launched_ranks() if torch.distributed.is_initialized() else ddp.Ranks()
     if isinstance(data, DataLoader):
@@ -250,7 +260,7 @@ def evaluate_top1(model: nn.Module, data: Dataset | DataLoader, batch_size: int 
         batches = loader(data, sampler, None, num_workers=num_workers, pin_memory=device.type == "cuda")
     moved_from = next(model.parameters()).device if any(True for _ in model.parameters()) else device
     model.to(device).eval()
-    correct = count = 0
+    correct = []
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -259,9 +269,7 @@ def evaluate_top1(model: nn.Module, data: Dataset | DataLoader, batch_size: int 
                     continue
                 x, y = batch[0].to(device), torch.as_tensor(batch[1]).to(device)
                 with autocast(device):
-                    correct += int((model(x).argmax(1) == y).sum())
-                count += len(y)
+                    correct.append((model(x).argmax(1) == y).cpu())
     finally:
         model.to(moved_from)
-    correct, count = ddp.summed([float(correct), float(count)], ranks)
-    return correct / count if count else 0.0
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
