@@ -47,10 +47,10 @@ def recover(model, options: BuildOptions, plan: PlanReport, replan: Callable[[Bu
         return None
 
     def candidate(name: str, budget: Budget, report: PlanReport, result) -> Candidate:
-        drop = _paired_drop(
-            original_correct, _validation_correct(_finetuned(model, out_dir, name), validation, options)
-        )
-        return _candidate(name, budget, report, result, stop_at, drop)
+        # one pass over validation on the saved weights gives both the metric and the paired per-image drop
+        correct = _validation_correct(_finetuned(model, out_dir, name), validation, options)
+        return _candidate(name, budget, report, result, stop_at, float(correct.mean()),
+                          _paired_drop(original_correct, correct))  # fmt: skip
 
     candidates = [candidate("plan", plan.budget, plan, results["plan"])]
     if judged and not candidates[0].meets_drop:
@@ -106,13 +106,9 @@ def finetune_one(model, out_dir: Path, name: str, options: BuildOptions, splits,
                                        device=options.device, validation=validation, stop_at=stop_at,
                                        checkpoints=checkpoints)  # fmt: skip
             save_pruned(pruned, PrunePlan.load(source / PLAN_FILE), staging)
-        else:
+        else:  # not scored here: recover scores every candidate's saved weights once
             shutil.copytree(source, staging, dirs_exist_ok=True)
-            metric = ()
-            if validation is not None and model.task == "classification":
-                metric = (float(_validation_correct(load_pruned(source, named_base=model.spec), validation,
-                                                    options).mean()),)  # fmt: skip
-            result = FinetuneResult(losses=(), validation=metric, epochs_run=0, best_epoch=None, stopped_early=False)
+            result = FinetuneResult(losses=(), validation=(), epochs_run=0, best_epoch=None, stopped_early=False)
         result.save(staging / RESULT_FILE)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the weights are saved: nothing left to resume
     return result
@@ -143,16 +139,14 @@ def _finetuned(model, out_dir: Path, name: str):
     return load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
 
 
-def _candidate(name: str, budget: Budget, report: PlanReport, result, stop_at: float | None,
+def _candidate(name: str, budget: Budget, report: PlanReport, result, stop_at: float | None, validation: float,
                drop: tuple[float, float]) -> Candidate:  # fmt: skip
     kept = _kept_round(report)
-    validation = _best_validation(result)
     return Candidate(
         name=name, budget=budget, speedup=kept.speedup if kept else None, speedup_se=kept.speedup_se if kept else None,
         validation=validation, validation_drop=drop[0], validation_drop_se=drop[1], epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
-        meets_drop=stop_at is not None and validation is not None and math.isfinite(validation)
-        and validation >= stop_at,
+        meets_drop=stop_at is not None and math.isfinite(validation) and validation >= stop_at,
     )  # fmt: skip
 
 
@@ -160,12 +154,6 @@ def _kept_round(report: PlanReport):
     """The plan round whose model was kept (its choice is the report's), else the last round."""
     matching = [r for r in report.rounds if math.isclose(r.predicted_ms, report.choice.predicted, rel_tol=1e-9)]
     return (matching or list(report.rounds) or [None])[-1]
-
-
-def _best_validation(result) -> float | None:
-    if not result.validation:
-        return None
-    return result.validation[(result.best_epoch or len(result.validation)) - 1]
 
 
 def _as_speedup(plan: PlanReport) -> float:
