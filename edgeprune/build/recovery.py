@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeprune.build.stages import model_names, pruned_dir
+from edgeprune.build.stages import BACKOFF, backoff_dir, model_names, pruned_dir
 from edgeprune.fileio import staged_folder
 from edgeprune.report.records import PlanReport
 from edgeprune.types import PrunePlan
@@ -61,7 +61,7 @@ def recover(model, options: BuildOptions, plan: PlanReport, replan: Callable[[Bu
             progress.note(f"{missed.name} is {missed.validation_drop:.2f} ± {missed.validation_drop_se:.2f} points "
                           f"under the original on validation (allowed: {options.max_drop:g}, aiming at "
                           f"{options.max_drop * (1 - DROP_MARGIN):g}): backing off to {budget.describe()}")  # fmt: skip
-            folder = out_dir / "backoff" / name
+            folder = backoff_dir(out_dir, name)
             saved = folder / "plan" / "plan_report.json"
             report = PlanReport.load(saved) if saved.is_file() else replan(budget, folder)
             if report.ruled_out:
@@ -77,9 +77,6 @@ def recover(model, options: BuildOptions, plan: PlanReport, replan: Callable[[Bu
     )  # fmt: skip
     recovery.save(out_dir / RECOVERY_FILE)
     return recovery
-
-
-BACKOFF = "backoff"  # the back-off candidates are named backoff1, backoff2, … (see stages.pruned_dir)
 
 
 def finetune_one(model, out_dir: Path, name: str, options: BuildOptions, splits, stop_at: float | None,

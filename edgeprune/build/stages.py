@@ -10,6 +10,8 @@ from edgeprune.report.records import PlanReport
 from edgeprune.types import Artifact, TargetProfile
 from edgeprune.types.build import ModelResult, Recovery
 
+BACKOFF = "backoff"  # the back-off candidates are named backoff1, backoff2, … and built under backoff/
+
 
 def model_names(plan: PlanReport, recovery: Recovery | None = None) -> list[str]:
     """Every model the build measures: the unpruned one, the plan, its baselines, then any back-off candidates."""
@@ -17,13 +19,18 @@ def model_names(plan: PlanReport, recovery: Recovery | None = None) -> list[str]
     return ["unpruned", "plan", *plan.baselines, *backoff]
 
 
+def backoff_dir(out_dir: Path, name: str) -> Path:
+    """A back-off candidate's build folder of its own (its plan/ holds its rounds, pruned and finetuned models
+    like the plan's)."""
+    return out_dir / BACKOFF / name
+
+
 def pruned_dir(out_dir: Path, name: str, finetuned: bool) -> Path:
-    """Where a pruned model of the build is saved; a back-off candidate has a build folder of its own under
-    backoff/ (its plan/ holds its rounds, pruned and finetuned models like the plan's)."""
+    """Where a pruned model of the build is saved."""
     if name == "plan":
         base = out_dir / "plan"
-    elif name.startswith("backoff"):
-        base = out_dir / "backoff" / name / "plan"
+    elif name.startswith(BACKOFF):
+        base = backoff_dir(out_dir, name) / "plan"
     else:
         base = out_dir / "baselines" / name
     return base / ("finetuned" if finetuned else "pruned")
