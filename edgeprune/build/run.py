@@ -185,7 +185,7 @@ def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> 
         raise ConfigError("--max-drop needs --data (the held-out images the accuracy is judged on)",
                           fix="pass --data, or --max-drop none")  # fmt: skip
     if options.max_drop is not None and not (math.isfinite(options.max_drop) and options.max_drop >= 0):
-        raise ConfigError(f"--max-drop {options.max_drop} is not an accuracy budget",
+        raise ConfigError(f"--max-drop {options.max_drop:g} is not an accuracy budget",
                           expected="a finite number of points ≥ 0, or none")  # fmt: skip
     if options.runs < 30:
         raise ConfigError(f"--runs {options.runs} is too few to compare medians", expected="at least 30")
