@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy_budget"
@@ -95,31 +93,13 @@ def _verdict(report: dict) -> dict:
 
 def independent_speedup(unpruned: Path, shipped: Path, threads: int, rounds: int, runs: int) -> dict:
     import onnxruntime as ort
+    from _timing import median_ms, ort_session  # benchmarks/, on the path when this file runs as a script
 
-    def session(path: Path):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        made = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        meta = made.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in meta.shape]
-        feed = {meta.name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-        for _ in range(20):
-            made.run(None, feed)
-        return made, feed
-
-    def median_ms(made, feed) -> float:
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            made.run(None, feed)
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-
-    pair = session(unpruned), session(shipped)
+    pair = ort_session(unpruned, threads, warmup=20), ort_session(shipped, threads, warmup=20)
     per_round = []
     for k in range(rounds):
         order = pair if k % 2 == 0 else pair[::-1]
-        first, second = (median_ms(*s) for s in order)
+        first, second = (median_ms(*s, runs) for s in order)
         base_ms, shipped_ms = (first, second) if k % 2 == 0 else (second, first)
         per_round.append((base_ms, shipped_ms))
     ratios = [b / s for b, s in per_round]

@@ -15,28 +15,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
+from _timing import median_ms, ort_session
 
 
 def independent_median_ms(model_path: Path, threads: int, runs: int, warmup: int) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    meta = session.get_inputs()[0]
-    shape = [1 if not isinstance(d, int) else d for d in meta.shape]
-    feed = {meta.name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return median_ms(*ort_session(model_path, threads, warmup), runs)
 
 
 def edgeprune_profile(model: str, artifact: Path, threads: int, runs: int, out: Path) -> dict:
