@@ -163,6 +163,7 @@ def verify_artifact(
         passed=all(p.passed for p in parities) and all(m.passed for m in metrics),
         sensitive_layers=_sensitive_layers(model, artifact, data, out_dir, parities, metrics),
         unlabelled_images=scoring.unlabelled_images,
+        device=device,
     )
     verification.save(out_dir / "verification.json")
     return verification

@@ -47,14 +47,17 @@ import threading
 import time
 import traceback
 
-from agent_device import cpu_clocks, cpu_model, read_text, sysfs_path, thermal_zones, tool_output
+from agent_device import cpu_clocks, cpu_model, emulation, read_text, sysfs_path, thermal_zones, tool_output
 from agent_power import PowerSampler, SensorUnavailable, open_sensor, probe_sensors
 from agent_runtimes import AgentError, OnnxRuntimeSession, OpenVinoSession, TfliteSession, first_line
 from agent_trt_builder import build_engine
 from agent_trt_cuda import cuda_binding_available
 from agent_trt_runner import TensorRtSession
 
-AGENT_VERSION = 3
+AGENT_VERSION = 4
+
+
+EMULATION = emulation()  # None on real hardware; read once, it cannot change while the agent runs
 
 
 def resolve_threads(threads):
@@ -129,6 +132,7 @@ def info(args):
         "thermal_c": thermal_zones(),
         "sensors": probe_sensors(),
         "agent_version": AGENT_VERSION,
+        "emulation": EMULATION,
     }
 
 
@@ -194,6 +198,7 @@ class Agent(object):
             "batch": int(args.get("batch", 1)),
             "precision": getattr(session, "precision", None),  # the load-time hint used, where one applies
             "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+            "emulation": EMULATION["kind"] if EMULATION else None,  # every timing says when it is not the device's
         }
         if power is not None:
             result["power"] = power

@@ -38,6 +38,37 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+# platform.machine() -> the CPU family it names; and the /proc/cpuinfo fields only that family's kernels write.
+_FAMILIES = {
+    "aarch64": "arm",
+    "arm64": "arm",
+    "armv7l": "arm",
+    "armv8l": "arm",
+    "x86_64": "x86",
+    "amd64": "x86",
+    "i686": "x86",
+    "i386": "x86",
+}
+_CPUINFO_FIELDS = (("x86", ("vendor_id", "flags")), ("arm", ("CPU implementer", "Features")))
+
+
+def emulation():
+    """None on real hardware; under user-mode emulation (qemu-user runs this Python, e.g. an arm64 userland on an
+    x86 host through binfmt_misc) {"kind": "qemu-user", "evidence": ...}. qemu-user reports the emulated machine in
+    uname, but /proc/cpuinfo is the host kernel's and describes the host's CPU."""
+    machine = platform.machine().lower()
+    text = read_text(sysfs_path("/proc/cpuinfo")) or ""
+    fields = {line.split(":")[0].strip() for line in text.splitlines() if ":" in line}
+    described = [family for family, markers in _CPUINFO_FIELDS if fields.intersection(markers)]
+    if machine not in _FAMILIES or len(described) != 1 or described[0] == _FAMILIES[machine]:
+        return None
+    return {
+        "kind": "qemu-user",
+        "evidence": "platform.machine() is %s but /proc/cpuinfo describes an %s CPU (%s)"
+        % (platform.machine(), described[0], cpu_model()),
+    }
+
+
 def run_command(argv, timeout=5.0):
     """(returncode, stdout+stderr) of a short command, or (None, why it could not run)."""
     try:

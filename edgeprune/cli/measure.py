@@ -156,6 +156,8 @@ def verify(
             else ""
         )
     ]
+    if result.device is not None:
+        lines.append(f"  device: {result.device.describe()}")
     lines += [
         f"  {m.name}: PyTorch {m.reference:.4f}  {result.runtime} {m.runtime:.4f}  (Δ {m.delta:+.4f}, tol {m.tolerance})"
         for m in result.metrics

@@ -37,6 +37,7 @@ from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import LatencyStats, Record, TargetProfile
 from edgeprune.types.agent import BenchResult
+from edgeprune.types.device import emulation_label
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
@@ -95,6 +96,7 @@ class LutReport(Record):
     mape_percent: float | None  # over the evaluation variants
     cache_file: str
     method: str
+    emulation: str | None = None  # emulation_label's text when the device's CPU was emulated
 
     _volatile = ("cache_file", "measured_now", "from_cache", "remeasured_now", "corrupted_lines")
 
@@ -110,7 +112,7 @@ class LutReport(Record):
                 f"calibration {self.calibration.scale:.3f} × sum {self.calibration.per_layer_ms * 1000:+.1f} µs × "
                 f"layers {self.calibration.offset_ms:+.3f} ms on {self.calibration.n} models; prediction MAPE {mape} "
                 f"over {len(evaluation)} held-out pruned "
-                "variants")  # fmt: skip
+                "variants" + (f"; {self.emulation}" if self.emulation else ""))  # fmt: skip
 
 
 def build_lut(
@@ -226,6 +228,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
                 f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {r} "
                 f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
+        emulation=emulation_label(device.emulation["kind"]) if device.emulation else None,
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report

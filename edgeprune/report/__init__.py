@@ -26,6 +26,11 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
     sections = [
         f"<h1>edgeprune build: {_e(report.model)} on {_e(report.target.name)}</h1>",
         f"<p class='verdict {'ok' if report.met else 'fail'}'>{_e(report.summary())}</p>",
+        *(
+            [f"<p class='fail'>Every latency and energy figure below is {_e(report.emulation)}.</p>"]
+            if report.emulation
+            else []
+        ),  # fmt: skip
         "<h2>Models, measured on the target</h2>",
         _results_table(report),
         *_recovery_section(report),

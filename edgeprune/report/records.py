@@ -69,6 +69,11 @@ class BuildReport(Record):
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.results if r.name == name)
 
+    @property
+    def emulation(self) -> str | None:
+        """The label of the build's timings when the target's CPU was emulated (then no verdict speaks for it)."""
+        return self.result("unpruned").latency.emulation if self.results else None
+
     def summary(self) -> str:
         base = self.result("unpruned")
         if self.plan.ruled_out:
@@ -87,10 +92,11 @@ class BuildReport(Record):
         if self.shipped != "plan":
             backed_off = (f"; shipped {self.shipped}, re-planned for {self.recovery_candidate().budget.describe()} "
                           f"after the plan missed the allowed drop on validation")  # fmt: skip
+        emulated = f" [{self.emulation}: the budget was judged on the emulator]" if self.emulation else ""
         return (f"{self.model} on {self.target.name}: {base.latency.median_ms:.3f} → "
                 f"{shipped.latency.median_ms:.3f} ms median (speedup {format_speedup(self.speedup, shipped.speedup_se)}, "
                 f"budget {self.budget.describe()} = {self.budget_ms:.3f} ms: "
-                f"{'met' if self.latency_met else 'NOT met'}){metric}{backed_off}")  # fmt: skip
+                f"{'met' if self.latency_met else 'NOT met'}{emulated}){metric}{backed_off}")  # fmt: skip
 
     def recovery_candidate(self):
         return next(c for c in self.recovery.candidates if c.name == self.shipped)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeprune.types.device import emulation_label
 from edgeprune.types.record import Record
 from edgeprune.types.results import LatencyStats
 
-AGENT_VERSION = 3
+AGENT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class BenchResult(Record):
     precision: str | None = None  # the load-time precision hint used, where the runtime takes one
     input_shapes: dict[str, Any] = field(default_factory=dict)
     power: dict[str, Any] | None = None
+    emulation: str | None = None  # "qemu-user": timed by an emulated CPU (targets/agent_device.emulation)
 
     def latency_stats(self, method: str = "measured", *, pooled_ms: list[float] | None = None, **energy: Any):
         """These runs (or `pooled_ms`: runs of several benches of this model, this one among them) as LatencyStats;
@@ -42,6 +44,7 @@ class BenchResult(Record):
             threads=self.threads,
             batch=self.batch,
             method=method,
+            emulation=emulation_label(self.emulation),
             **energy,
         )
 

@@ -147,6 +147,11 @@ class TargetProfile(Record):
         return self.runtimes or (self.runtime,)
 
 
+def emulation_label(kind: str | None) -> str | None:
+    """What every latency and energy figure timed on an emulated CPU carries (kind: the agent's, e.g. qemu-user)."""
+    return f"emulated ({kind}): not representative of the device" if kind else None
+
+
 @dataclass(frozen=True)
 class DeviceInfo(Record):
     """What was observed on the device when it measured."""
@@ -170,5 +175,14 @@ class DeviceInfo(Record):
     thermal_c: dict[str, float] = field(default_factory=dict)  # "type (thermal_zoneN)" -> degrees C
     sensors: dict[str, Any] = field(default_factory=dict)  # power sensor -> {available, reason}
     runtimes: dict[str, Any] = field(default_factory=dict)  # runtime -> {available, version, reason} on the device
+    emulation: dict[str, str] | None = None  # {kind, evidence} when the agent runs under emulation (qemu-user)
+
+    def describe(self) -> str:
+        """One line: where this ran, with versions, and the emulation label when there is one."""
+        text = (f"{self.hostname}: machine {self.arch}, {self.cpu}, Python {self.python}, numpy {self.numpy_version}, "
+                f"{self.runtime} {self.runtime_version}")  # fmt: skip
+        if self.emulation:
+            text += f"; {emulation_label(self.emulation['kind'])} ({self.emulation['evidence']})"
+        return text
 
     _volatile = ("clocks_now_khz", "thermal_c")

@@ -71,6 +71,7 @@ class LatencyStats(Record):
     power_w: float | None = None
     energy_note: str = ""
     energy_detail: EnergyDetail | None = None  # set when energy == "measured"
+    emulation: str | None = None  # set when timed under emulation: emulation_label's text, for every reader to see
 
     @classmethod
     def from_samples(cls, samples_ms: typing.Sequence[float], **meta: Any) -> LatencyStats:
@@ -131,7 +132,7 @@ class LatencyStats(Record):
                 text += f" [{d.basis}; gross {d.gross_mj:.2f} mJ at {d.power_w:.2f} W, {d.sensor}]"
         else:
             text += f"; energy {self.energy}: {self.energy_note}"
-        return text
+        return text + (f"; {self.emulation}" if self.emulation else "")
 
 
 # --- export and verification -------------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ class Verification(Record):
     predicted_latency_ms: float | None = None
     sensitive_layers: tuple[LayerSensitivity, ...] = ()  # a failed int8 verification: the worst layers first
     unlabelled_images: int = 0  # detection: images without a label file, scored as background (as YOLO does)
+    device: DeviceInfo | None = None  # what the runtime ran on (machine, Python, versions, emulation)
 
     def __bool__(self) -> bool:
         return self.passed

@@ -1,0 +1,120 @@
+"""edgeprune against the emulated Raspberry Pi (board.py) as against a real one: the shipped raspberry-pi-5 profile,
+its agent on the board's own Python 3.11 and Debian numpy 1.24, the aarch64 builds of LiteRT and ONNX Runtime.
+Every figure timed there must say it was emulated; accuracy must match PyTorch's on the host as on a real Pi.
+
+Under qemu-user a CIFAR ResNet is ~10–40× slower than on this host, so the accuracy checks use subsets
+(`--limit`, the same images on both sides, spread over the classes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from edgeprune.devices.ssh import _agent_sha
+from edgeprune.types import Verification
+from tests.conftest import CIFAR_WEIGHTS, asset, run_cli
+
+pytestmark = pytest.mark.emulated_arm64
+LABEL = "emulated (qemu-user): not representative of the device"
+RESNET56 = CIFAR_WEIGHTS / "resnet56-4bfd9763.th"
+CIFAR_LIMIT = 300  # 30 per class
+
+
+def _board_cli(board_env, *args, timeout=1800):
+    result = run_cli(*args, env=board_env, timeout=timeout)
+    assert result.code == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_the_board_is_the_agent_image_with_its_own_python_and_nothing_of_the_hosts(board):
+    image = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}} {{.Architecture}}",
+                            "localhost/edgeprune-agent-arm64"], capture_output=True, text=True, check=True)  # fmt: skip
+    image_id, architecture = image.stdout.split()
+    assert architecture == "arm64" and board.rootfs.name == f"rootfs-{image_id[:16]}"
+    probe = board.ssh(
+        "uname -m; python3 -c 'import sys, numpy; print(sys.version.split()[0], numpy.__version__)'; "
+        f"test -f ~/.cache/edgeprune/agent-{_agent_sha()}/agent.py && echo agent-preinstalled; "
+        "python3 -c 'import torch' 2>/dev/null && echo host-torch-visible; test -e /work && echo host-tree-visible; true"
+    )
+    lines = probe.stdout.split()
+    assert probe.returncode == 0, probe.stderr
+    assert lines[:3] == ["aarch64", "3.11.2", "1.24.2"], probe.stdout
+    # the image ships the very agent this checkout's transport would upload, and no host key of its own (the board
+    # made one for this session)
+    assert "agent-preinstalled" in lines, probe.stdout
+    assert not list((board.rootfs / "etc" / "ssh").glob("ssh_host_*"))
+    assert "host-torch-visible" not in lines and "host-tree-visible" not in lines
+
+
+def test_profile_on_the_board_says_machine_versions_and_emulation(board_env, resnet20_weights, tmp_path):
+    out = tmp_path / "p"
+    result = _board_cli(board_env, "profile", "--model", "cifar:resnet20", "--weights", resnet20_weights,
+                        "--target", "raspberry-pi-5", "--runtime", "onnxruntime", "--runs", "30", "--warmup", "3",
+                        "--out", out)  # fmt: skip
+    assert LABEL in result.stdout
+    report = json.loads((out / "profile.json").read_text())
+    device, latency = report["device"], report["latency"]
+    assert device["arch"] == "aarch64" and device["python"].startswith("3.11") and device["numpy_version"] == "1.24.2"
+    assert device["emulation"]["kind"] == "qemu-user" and "x86" in device["emulation"]["evidence"]
+    assert latency["emulation"] == LABEL and latency["n"] == 30 and latency["runtime"] == "onnxruntime"
+    assert device["runtime_version"] == latency["runtime_version"] == "1.28.0"  # the board's wheel, not the host's
+
+
+@pytest.mark.parametrize("runtime", ["tflite", "onnxruntime"])
+def test_resnet56_fp32_on_the_boards_runtimes_matches_pytorch(board_env, runtime, cifar_test_dir, tmp_path):
+    result = _board_cli(board_env, "verify", "--model", "cifar:resnet56", "--weights", RESNET56,
+                        "--target", "raspberry-pi-5", "--runtime", runtime, "--data", cifar_test_dir,
+                        "--limit", str(CIFAR_LIMIT), "--out", tmp_path / "v", "--json")  # fmt: skip
+    verification = Verification.from_json(result.stdout)
+    assert verification.passed and verification.n_samples == CIFAR_LIMIT
+    device = verification.device
+    assert device.arch == "aarch64" and device.python.startswith("3.11") and device.emulation["kind"] == "qemu-user"
+    top1 = next(m for m in verification.metrics if m.name == "top1")
+    assert top1.runtime == top1.reference, top1  # fp32: the same images classified the same
+
+
+def test_resnet56_int8_tflite_on_arm_kernels_within_one_point(board_env, cifar_test_dir, tmp_path):
+    export = run_cli("export", "--model", "cifar:resnet56", "--weights", RESNET56, "--format", "tflite",
+                     "--precision", "int8", "--data", cifar_test_dir, "--out", tmp_path / "e", "--json")  # fmt: skip
+    assert export.code == 0, export.stderr
+    artifact = json.loads(export.stdout)["path"]
+    result = _board_cli(board_env, "verify", "--model", "cifar:resnet56", "--weights", RESNET56,
+                        "--target", "raspberry-pi-5", "--artifact", artifact, "--data", cifar_test_dir,
+                        "--limit", str(CIFAR_LIMIT), "--out", tmp_path / "v")  # fmt: skip
+    assert "machine aarch64" in result.stdout and LABEL in result.stdout
+    verification = Verification.from_json((tmp_path / "v" / "verification.json").read_text())
+    top1 = next(m for m in verification.metrics if m.name == "top1")
+    assert abs(top1.runtime - top1.reference) <= 0.010, top1
+    print(f"\nint8 TFLite on the emulated arm64 board: top-1 {top1.runtime:.4f} vs PyTorch {top1.reference:.4f}")
+
+
+def test_yolo_fastest_map_on_the_board_matches_pytorch(board_env, tmp_path):
+    cfg = asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")
+    weights = asset("darknet/yolo-fastest/yolo-fastest-1.1.weights")
+    data_yaml = asset("datasets/yaml/coco128.yaml")
+    result = _board_cli(board_env, "verify", "--model", cfg, "--weights", weights, "--target", "raspberry-pi-5",
+                        "--runtime", "onnxruntime", "--data", data_yaml, "--limit", "32", "--out", tmp_path / "v",
+                        "--json")  # fmt: skip
+    verification = Verification.from_json(result.stdout)
+    assert verification.device.arch == "aarch64" and verification.n_samples == 32
+    metric = next(m for m in verification.metrics if m.name == "mAP50-95")
+    assert abs(metric.runtime - metric.reference) <= 0.005, metric
+
+
+def test_build_on_the_board_labels_every_figure(board_env, resnet20_weights, cifar_test_dir, tmp_path):
+    out = tmp_path / "b"
+    result = run_cli("build", "--model", "cifar:resnet20", "--weights", resnet20_weights, "--target",
+                     "raspberry-pi-5", "--speedup", "1.5", "--step", "16", "--runs", "30", "--lut-variants", "0",
+                     "--lut-calibration", "2", "--max-drop", "none", "--out", out, env=board_env, timeout=3000)  # fmt: skip
+    assert result.code in (0, 3), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert LABEL in report["plan"]["base_latency"]["emulation"]
+    for model in report["results"]:
+        assert model["latency"]["emulation"] == LABEL, model["name"]
+    assert LABEL in (result.stdout + result.stderr)  # the verdict says so
+    assert LABEL in (out / "report.html").read_text()
+    assert json.loads((out / "lut.json").read_text())["emulation"] == LABEL
