@@ -10,7 +10,9 @@ dir=$(cd "$1" && pwd)
 [ -f "$dir/agent.py" ] || { echo "install-agent.sh: no agent.py in $dir" >&2; exit 2; }
 cd "$dir"
 others=$(for f in agent*.py; do [ "$f" = agent.py ] || echo "$f"; done | LC_ALL=C sort)
-hash=$(for f in $others agent.py; do printf '%s\0%s' "$f" "$(sha256sum "$f" | cut -c1-64)"; done | sha256sum | cut -c1-16)
+hash=$(for f in $others agent.py; do
+         printf '%s\0%s' "$f" "$(sha256sum "$f" | cut -c1-64)"
+       done | sha256sum | cut -c1-16)
 base="${XDG_CACHE_HOME:-$HOME/.cache}/edgeprune"
 mkdir -p "$base"
 ln -sfn "$dir" "$base/agent-$hash"

@@ -11,9 +11,9 @@
 #   3.9+ JetPack 6: cuda-python of the image's CUDA minor version (12.6 in l4t-jetpack r36.4): a wheel, no compiler;
 #        its runtime API ran on a Jetson AGX Orin under JetPack 6 (NVIDIA/cuda-python#64).
 # pycuda is compiled here against the image's CUDA and Ubuntu's numpy, without build isolation: a wheel built against
-# a newer numpy than the one installed fails to import.
+# a newer numpy than the one installed fails to import. CUDA is looked for in ${CUDA_HOME:-/usr/local/cuda}.
 set -eu
-cuda=/usr/local/cuda
+cuda=${CUDA_HOME:-/usr/local/cuda}
 python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 pip_install() { python3 -m pip install --no-cache-dir "$@"; }
@@ -23,8 +23,8 @@ auto_binding() {
     3.6) echo "pycuda==2022.1" ;;
     3.7 | 3.8) echo "pycuda" ;;
     *)
-      version=$(python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))["cuda"]["version"]; print(".".join(v.split(".")[:2]))' \
-        "$cuda/version.json") || {
+      read_version='import json, sys; v = json.load(open(sys.argv[1]))["cuda"]["version"]; print(v.rsplit(".", 1)[0])'
+      version=$(python3 -c "$read_version" "$cuda/version.json" 2>/dev/null) || {
         echo "install-runtime.sh: no $cuda/version.json to choose cuda-python by; pass --build-arg CUDA_BINDING" >&2
         exit 2
       }
@@ -42,10 +42,15 @@ install_pycuda() {
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential python3-dev
   # pip 21.3 and setuptools 59.6 are the last releases for Python 3.6
-  if [ "$python" = 3.6 ]; then pip_install --upgrade "pip<22" "setuptools<60" wheel; else pip_install --upgrade pip setuptools wheel; fi
+  if [ "$python" = 3.6 ]; then
+    pip_install --upgrade "pip<22" "setuptools<60" wheel
+  else
+    pip_install --upgrade pip setuptools wheel
+  fi
   # pycuda's build reads /etc/aksetup-defaults.py (its aksetup_helper.py); it links against the toolkit's stub
   # libcuda.so, the board's driver provides the real libcuda.so.1 at run time
-  printf 'CUDA_ROOT = "%s"\nCUDADRV_LIB_DIR = ["%s/lib64", "%s/lib64/stubs"]\n' "$cuda" "$cuda" "$cuda" >/etc/aksetup-defaults.py
+  printf 'CUDA_ROOT = "%s"\nCUDADRV_LIB_DIR = ["%s/lib64", "%s/lib64/stubs"]\n' "$cuda" "$cuda" "$cuda" \
+    >/etc/aksetup-defaults.py
   PATH="$cuda/bin:$PATH" pip_install --no-build-isolation "$1"
   rm -f /etc/aksetup-defaults.py
   DEBIAN_FRONTEND=noninteractive apt-get purge -y --auto-remove build-essential python3-dev
@@ -56,18 +61,23 @@ install_pycuda() {
 # board's driver brings it at run time), so imports that link it are checked against the toolkit's stub.
 python_with_libcuda() {
   libs=${LD_LIBRARY_PATH:-}
-  if ! python3 -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null && [ -f "$cuda/lib64/stubs/libcuda.so" ]; then
+  stub=""
+  if ! python3 -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null \
+    && [ -f "$cuda/lib64/stubs/libcuda.so" ]; then
     stub=$(mktemp -d)
     ln -s "$cuda/lib64/stubs/libcuda.so" "$stub/libcuda.so.1"
     libs="$stub${libs:+:$libs}"
   fi
-  (cd "$2" && LD_LIBRARY_PATH="$libs" python3 -c "$1")
+  status=0
+  (cd "$2" && LD_LIBRARY_PATH="$libs" python3 -c "$1") || status=$?
+  [ -z "$stub" ] || rm -rf "$stub"
+  return "$status"
 }
 
 case "${1:-}" in
   install)
     binding=${2:-auto}
-    [ "$binding" != auto ] || binding=$(auto_binding)
+    if [ "$binding" = auto ]; then binding=$(auto_binding); fi
     echo "install-runtime.sh: Python $python, CUDA binding $binding"
     case "$binding" in
       pycuda*) install_pycuda "$binding" ;;
@@ -75,7 +85,8 @@ case "${1:-}" in
     esac ;;
   check)
     [ -n "${2:-}" ] || { echo "usage: sh install-runtime.sh check AGENT_DIR" >&2; exit 2; }
-    python_with_libcuda 'from agent_trt_cuda import cuda_binding_available as found; b = found(); print("CUDA binding:", b); assert b' "$2"
+    found='from agent_trt_cuda import cuda_binding_available as found; b = found(); print("CUDA binding:", b); assert b'
+    python_with_libcuda "$found" "$2"
     # JetPack 4's TensorRT reaches the container from the host at run time (the NVIDIA runtime's CSV mounts): a
     # build without that runtime cannot import it
     if [ "$python" != 3.6 ] || [ -f "$cuda/include/cuda.h" ]; then
