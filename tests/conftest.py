@@ -77,6 +77,17 @@ def cifar_test_dir() -> Path:
     return asset("datasets/cifar10_test_jpg/test")
 
 
+@pytest.fixture()
+def small_cifar(tmp_path, cifar_test_dir) -> Path:
+    """10 images of each CIFAR-10 class (8 fine-tune, 2 held out)."""
+    root = tmp_path / "cifar100"
+    for folder in sorted(cifar_test_dir.iterdir()):
+        (root / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:10]:
+            (root / folder.name / image.name).symlink_to(image)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A small conv net exported by our own backend (dynamic batch), for agent tests."""

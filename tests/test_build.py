@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +18,6 @@ import torch
 from edgeprune.fileio import sha256_file
 from edgeprune.latency.compare import COMPARISON_MAX_ROUNDS
 from tests.conftest import run_cli
-
-
-@pytest.fixture()
-def small_cifar(tmp_path, cifar_test_dir) -> Path:
-    """10 images of each CIFAR-10 class (8 fine-tune, 2 held out)."""
-    root = tmp_path / "cifar100"
-    for folder in sorted(cifar_test_dir.iterdir()):
-        (root / folder.name).mkdir(parents=True)
-        for image in sorted(folder.iterdir())[:10]:
-            (root / folder.name / image.name).symlink_to(image)
-    return root
 
 
 def _build_args(weights, data, out, *extra):

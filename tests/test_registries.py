@@ -95,6 +95,7 @@ REGISTRY_CHOICES = {
     ("export", "precision"): lambda: sorted(offered_precisions()),
     ("verify", "runtime"): backend_names,
     ("profile", "runtime"): backend_names,
+    ("build", "runtime"): backend_names,
     ("prune", "criterion"): lambda: [n for n, spec in CRITERIA.items() if not spec.seeded],
     ("build", "criterion"): lambda: [n for n, spec in CRITERIA.items() if not spec.seeded],
     ("build", "value"): lambda: list(VALUES),

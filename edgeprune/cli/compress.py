@@ -14,6 +14,7 @@ from edgeprune.cli.options import (
     device_option,
     model_options,
     output_options,
+    runtime_choices,
 )
 from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
 
@@ -173,6 +174,20 @@ def prune(
     show_default=True,
     help="Held-out random variants the latency table's prediction error is measured on.",
 )
+@click.option(
+    "--lut-calibration",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Randomly pruned variants (besides the unpruned model) the latency table's calibration is fitted on; "
+    "each is timed end to end on the target, so fewer save time on a slow device.",
+)
+@click.option(
+    "--runtime",
+    "-r",
+    type=click.Choice(runtime_choices()),
+    help="Runtime to plan, measure and verify on, one the target declares (default: the target profile's).",
+)
 @device_option
 @output_options
 def build(
@@ -196,6 +211,8 @@ def build(
     runs,
     warmup,
     lut_variants,
+    lut_calibration,
+    runtime,
     max_drop,
     backoff_steps,
     device,
@@ -207,6 +224,7 @@ def build(
     the accuracy budget (--max-drop) is not met, saying which and by how much."""
     from edgeprune.build import Budget, BuildOptions
     from edgeprune.build import build as run_build
+    from edgeprune.devices.profiles import with_runtime
     from edgeprune.progress import RichProgress
     from edgeprune.train.device import resolve_device
 
@@ -219,7 +237,7 @@ def build(
     allowed_drop = _max_drop(max_drop, data)
     resolve_device(device)  # a device that is not here: one line, exit 2, before anything is loaded
     with stdout_kept_for_results():
-        profile = load_target(target)
+        profile = with_runtime(load_target(target), runtime)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "build")
         options = BuildOptions(
@@ -227,7 +245,7 @@ def build(
             value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
             lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-            lut_variants=lut_variants, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
+            lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip
         report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
     bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out

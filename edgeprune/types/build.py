@@ -124,6 +124,7 @@ class BuildOptions(Record):
     runs: int = 50
     warmup: int = 10
     threads: int | None = None
+    runtime: str | None = None  # --runtime: one the target declares; None: its default
     baselines: tuple[str, ...] = ()
     lut_variants: int = 3
     lut_calibration: int = 8

@@ -32,9 +32,12 @@ def board(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def board_env(board) -> dict[str, str]:
-    """The variables that point the raspberry-pi-5 profile at the board (run_cli's `env`)."""
+def board_env(board, tmp_path_factory) -> dict[str, str]:
+    """The variables that point the raspberry-pi-5 profile at the board (run_cli's `env`), and one latency cache for
+    the session: the table `profile --lut` measures there is the one `build` then plans on (its cells are minutes
+    under emulation)."""
     return {
+        "EDGEPRUNE_CACHE": str(tmp_path_factory.mktemp("board-cache")),
         "EDGEPRUNE_HOST": "127.0.0.1",
         "EDGEPRUNE_PORT": str(board.port),
         "EDGEPRUNE_USER": "root",
