@@ -21,6 +21,18 @@ CIFAR_TEST = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
 CIFAR_WEIGHTS = ASSETS / "weights" / "cifar10_resnet"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (CI: -n 2 on 2 cores) torch runs one thread per worker, here and in every process a test
+    starts (OMP_NUM_THREADS, unless set): two workers of torch's default two threads each oversubscribe the cores,
+    and its threads wait on each other. 45 plan/prune/train tests on -n 2 took 394-407 s that way and 89 s with one
+    thread (this machine, shared, load 7-9)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def asset(relative: str) -> Path:
     """A path under ../shared/assets, or a skip naming what is missing."""
     path = ASSETS / relative

@@ -90,8 +90,28 @@ def start_sshd(keys: SshKeys, directory: Path) -> SshServer:
     directory.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    port = _free_port()
     cache = directory / "device cache"  # a space in the device's paths, on purpose
+    # A free port can be taken between the probe and sshd's bind (by another pytest-xdist worker's server, or an
+    # outgoing connection's ephemeral port): then sshd exits naming the address, and it starts again on another.
+    for _ in range(5):
+        port = _free_port()
+        process = _launch_sshd(keys, directory, port, cache)
+        if process is not None:
+            break
+    else:
+        pytest.skip(f"sshd found no free port in 5 tries: {(directory / 'sshd.log').read_text().strip()[-300:]}")
+    host_public = keys.host_key.with_suffix(".pub").read_text().split()
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n")
+    client = directory / "ssh_config"
+    client.write_text(
+        f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
+    )
+    return SshServer(port=port, process=process, keys=keys, config=client, cache=cache)
+
+
+def _launch_sshd(keys: SshKeys, directory: Path, port: int, cache: Path) -> subprocess.Popen | None:
+    """sshd listening on 127.0.0.1:`port`, or None when the port was taken before it could bind."""
     config = directory / "sshd_config"
     config.write_text(
         "\n".join(
@@ -114,33 +134,36 @@ def start_sshd(keys: SshKeys, directory: Path) -> SshServer:
             ]
         )
     )
+    log = directory / "sshd.log"
     process = subprocess.Popen(
         [str(SSHD), "-D", "-e", "-f", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=open(directory / "sshd.log", "wb"),
+        stderr=open(log, "wb"),
         preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + 10
-    while True:
+    while not _listens(process.pid, port):  # ours: a connection could reach another process that took the port
         if process.poll() is not None:
-            pytest.skip(f"sshd did not start: {(directory / 'sshd.log').read_text().strip()[-300:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.skip("sshd did not listen within 10 s")
-            time.sleep(0.05)
-    host_public = keys.host_key.with_suffix(".pub").read_text().split()
-    known_hosts = directory / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n")
-    client = directory / "ssh_config"
-    client.write_text(
-        f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
-    )
-    return SshServer(port=port, process=process, keys=keys, config=client, cache=cache)
+            if "Address already in use" in log.read_text():
+                return None
+            pytest.skip(f"sshd did not start: {log.read_text().strip()[-300:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.skip("sshd did not listen within 10 s")
+        time.sleep(0.05)
+    return process
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on 127.0.0.1:`port` (from /proc/net/tcp and its fds)."""
+    try:
+        inodes = {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{pid}/fd").iterdir()}  # "socket:[INODE]"
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    wanted = f"0100007F:{port:04X}"
+    return any(row.split()[1] == wanted and row.split()[3] == "0A" and row.split()[9] in inodes for row in rows)
 
 
 def stop_sshd(server: SshServer) -> None:
