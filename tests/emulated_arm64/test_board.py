@@ -52,8 +52,11 @@ def test_the_board_is_the_agent_image_with_its_own_python_and_nothing_of_the_hos
     assert "host-torch-visible" not in lines and "host-tree-visible" not in lines
 
 
-# the table's settings, shared by `profile --lut` and `build` so that build finds every cell in the session's cache
-TABLE = ("--step", "16", "--lut-variants", "1", "--lut-calibration", "1", "--runs", "30", "--warmup", "3")
+# the table's settings, shared by `profile --lut` and `build` so that build finds every cell in the session's cache;
+# one thread: ResNet-20 took 0.26 s per inference with 1, 0.22 s with 2 and 0.31 s with 4 under qemu-user on this
+# 2-core host (measured, load 5), and the other test worker needs the other core
+TABLE = ("--threads", "1", "--step", "16", "--lut-variants", "1", "--lut-calibration", "1", "--runs", "30",
+         "--warmup", "3")  # fmt: skip
 
 
 def test_profile_and_table_on_the_board_say_machine_versions_and_emulation(board_env, resnet20_weights, tmp_path):
@@ -65,17 +68,17 @@ def test_profile_and_table_on_the_board_say_machine_versions_and_emulation(board
     device, latency = report["device"], report["latency"]
     assert device["arch"] == "aarch64" and device["python"].startswith("3.11") and device["numpy_version"] == "1.24.2"
     assert device["emulation"]["kind"] == "qemu-user" and "x86" in device["emulation"]["evidence"]
-    assert latency["emulation"] == LABEL and latency["n"] == 30 and latency["runtime"] == "onnxruntime"
+    assert latency["emulation"] == LABEL and latency["n"] == 30 and latency["threads"] == 1
     assert device["runtime_version"] == latency["runtime_version"] == "1.28.0"  # the board's wheel, not the host's
     table = json.loads((out / "lut.json").read_text())
     assert table["emulation"] == LABEL and table["entries"] and table["measured_now"] == len(table["entries"])
-    assert all(v["measured"]["emulation"] == LABEL for v in table["variants"])
+    assert table["variants"] and all(v["measured"]["emulation"] == LABEL for v in table["variants"])
 
 
 @pytest.mark.parametrize("runtime", ["tflite", "onnxruntime"])
 def test_resnet56_fp32_on_the_boards_runtimes_matches_pytorch(board_env, runtime, cifar_test_dir, tmp_path):
     result = _board_cli(board_env, "verify", "--model", "cifar:resnet56", "--weights", RESNET56,
-                        "--target", "raspberry-pi-5", "--runtime", runtime, "--data", cifar_test_dir,
+                        "--target", "raspberry-pi-5", "--runtime", runtime, "--threads", "1", "--data", cifar_test_dir,
                         "--limit", str(FP32_LIMIT), "--out", tmp_path / "v", "--json")  # fmt: skip
     verification = Verification.from_json(result.stdout)
     assert verification.passed and verification.n_samples == FP32_LIMIT
@@ -89,14 +92,14 @@ def test_resnet56_int8_tflite_on_arm_kernels_within_one_point(board_env, cifar_t
     export = run_cli("export", "--model", "cifar:resnet56", "--weights", RESNET56, "--format", "tflite",
                      "--precision", "int8", "--data", cifar_test_dir, "--out", tmp_path / "e", "--json")  # fmt: skip
     assert export.code == 0, export.stderr
-    artifact = json.loads(export.stdout)["path"]
+    artifact = json.loads(export.stdout)["files"][0]
     result = _board_cli(board_env, "verify", "--model", "cifar:resnet56", "--weights", RESNET56,
-                        "--target", "raspberry-pi-5", "--artifact", artifact, "--data", cifar_test_dir,
+                        "--target", "raspberry-pi-5", "--artifact", artifact, "--threads", "1", "--data", cifar_test_dir,
                         "--limit", str(INT8_LIMIT), "--out", tmp_path / "v")  # fmt: skip
     assert "machine aarch64" in result.stdout and LABEL in result.stdout
     verification = Verification.from_json((tmp_path / "v" / "verification.json").read_text())
     top1 = next(m for m in verification.metrics if m.name == "top1")
-    assert abs(top1.runtime - top1.reference) <= 0.010, top1
+    assert abs(top1.runtime - top1.reference) <= 0.010 + 1e-9, top1  # 1.0 point; 1 image of 100 is exactly that
     print(f"\nint8 TFLite on the emulated arm64 board: top-1 {top1.runtime:.4f} vs PyTorch {top1.reference:.4f}")
 
 
@@ -105,7 +108,7 @@ def test_yolo_fastest_map_on_the_board_matches_pytorch(board_env, tmp_path):
     weights = asset("darknet/yolo-fastest/yolo-fastest-1.1.weights")
     data_yaml = asset("datasets/yaml/coco128.yaml")
     result = _board_cli(board_env, "verify", "--model", cfg, "--weights", weights, "--target", "raspberry-pi-5",
-                        "--runtime", "onnxruntime", "--data", data_yaml, "--limit", "16", "--out", tmp_path / "v",
+                        "--runtime", "onnxruntime", "--threads", "1", "--data", data_yaml, "--limit", "16", "--out", tmp_path / "v",
                         "--json")  # fmt: skip
     verification = Verification.from_json(result.stdout)
     assert verification.device.arch == "aarch64" and verification.n_samples == 16
