@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -235,6 +236,7 @@ def start(rootfs: Path, directory: Path) -> Board:
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", _ENTER, "sh",
          str(rootfs), str(upper), str(work), str(merged), str(port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True,
+        preexec_fn=_die_with_parent,
     )  # fmt: skip
     known_hosts = directory / "known_hosts"
     public = host_key.with_suffix(".pub").read_text().split()
@@ -266,6 +268,13 @@ def stop(board: Board) -> None:
     while (board.directory / "merged" / "proc" / "self").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # pragma: no cover - the kernel tears the namespace down asynchronously
     shutil.rmtree(board.directory, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """The board's sshd dies with the process that started it, even when that is killed before `stop()` runs (a
+    killed test run left boards listening, seen)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _namespace_members(pid: int) -> list[int]:

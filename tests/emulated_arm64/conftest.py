@@ -17,7 +17,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The board's tests first: under xdist (`--dist loadgroup`) their group then starts on one worker at once,
+    """The board's tests first: under xdist (`--dist loadfile`) their file then starts on one worker at once,
     waiting there for a board still building in the background (.ci/run) while the other worker runs the rest."""
     items.sort(key=lambda item: item.get_closest_marker("emulated_arm64") is None)
 
