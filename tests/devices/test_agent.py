@@ -13,6 +13,7 @@ from edgeprune._resources import resource_dir
 from edgeprune.devices.agent_client import AgentBug, AgentSession
 from edgeprune.devices.transport import LocalTransport
 from edgeprune.errors import DeviceError
+from edgeprune.types import AGENT_VERSION
 
 AGENT = resource_dir("targets") / "agent.py"
 
@@ -89,7 +90,7 @@ class _DyingTransport(LocalTransport):
 
     def start_agent(self, stderr_log: Path) -> subprocess.Popen:
         code = (
-            "import sys, json; print(json.dumps({'event': 'ready', 'agent_version': 3}), flush=True); "
+            f"import sys, json; print(json.dumps({{'event': 'ready', 'agent_version': {AGENT_VERSION}}}), flush=True); "
             "sys.stdin.readline(); "
             "sys.stderr.write('device lost power\\n'); sys.exit(9)"
         )
