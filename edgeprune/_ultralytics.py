@@ -32,7 +32,10 @@ def private_config_dir() -> Path:
             shutil.rmtree(path)  # ours, but others could have written to it: its settings are not trusted
             info = None
         if info is None:
-            path.mkdir(mode=0o700)
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                pass  # made meanwhile by another process (parallel test workers): checked below like any other
             info = os.lstat(path)
     except OSError as exc:
         raise ConfigError(
