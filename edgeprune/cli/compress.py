@@ -12,9 +12,10 @@ from edgeprune.cli.options import (
     connection_options,
     criterion_choices,
     device_option,
+    lut_calibration_option,
     model_options,
     output_options,
-    runtime_choices,
+    runtime_option,
 )
 from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
 
@@ -174,20 +175,8 @@ def prune(
     show_default=True,
     help="Held-out random variants the latency table's prediction error is measured on.",
 )
-@click.option(
-    "--lut-calibration",
-    type=click.IntRange(min=0),
-    default=8,
-    show_default=True,
-    help="Randomly pruned variants (besides the unpruned model) the latency table's calibration is fitted on; "
-    "each is timed end to end on the target, so fewer save time on a slow device.",
-)
-@click.option(
-    "--runtime",
-    "-r",
-    type=click.Choice(runtime_choices()),
-    help="Runtime to plan, measure and verify on, one the target declares (default: the target profile's).",
-)
+@lut_calibration_option
+@runtime_option("plan, measure and verify on")
 @device_option
 @output_options
 def build(

@@ -11,10 +11,11 @@ from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_d
 from edgeprune.cli.options import (
     connection_options,
     format_choices,
+    lut_calibration_option,
     model_options,
     output_options,
     precision_choices,
-    runtime_choices,
+    runtime_option,
     target_options,
 )
 from edgeprune.errors import GateFailed
@@ -117,12 +118,7 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep
     type=click.IntRange(min=1),
     help="Images per runtime call (default: 100 classification, 16 detection).",
 )
-@click.option(
-    "--runtime",
-    "-r",
-    type=click.Choice(runtime_choices()),
-    help="Runtime to verify on, one the target declares (default: the target profile's).",
-)
+@runtime_option("verify on")
 @output_options
 def verify(
     model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, runtime, out, as_json
@@ -205,13 +201,7 @@ def verify(
     show_default=True,
     help="Held-out randomly pruned variants the table's prediction is checked on.",
 )
-@click.option(
-    "--lut-calibration",
-    type=click.IntRange(min=0),
-    default=8,
-    show_default=True,
-    help="Randomly pruned variants (besides the unpruned model) the table's calibration is fitted on.",
-)
+@lut_calibration_option
 @click.option("--step", type=click.IntRange(min=1), help="Channel step of the table's width grid (default: 8).")
 @click.option(
     "--cache",
@@ -219,12 +209,7 @@ def verify(
     type=click.Path(file_okay=False, path_type=Path),
     help="Latency-table cache directory (default: $EDGEPRUNE_CACHE/lut or ~/.cache/edgeprune/lut).",
 )
-@click.option(
-    "--runtime",
-    "-r",
-    type=click.Choice(runtime_choices()),
-    help="Runtime to measure on, one the target declares (default: the target profile's).",
-)
+@runtime_option("measure on")
 @output_options
 def profile(
     model,

@@ -92,6 +92,26 @@ device_option = click.option(
 )
 
 
+def runtime_option(doing: str):
+    """--runtime: one the target declares; `doing` says what the command does on it ("verify on")."""
+    return click.option(
+        "--runtime",
+        "-r",
+        type=click.Choice(runtime_choices()),
+        help=f"Runtime to {doing}, one the target declares (default: the target profile's).",
+    )
+
+
+lut_calibration_option = click.option(
+    "--lut-calibration",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Randomly pruned variants (besides the unpruned model) the latency table's calibration is fitted on; each "
+    "is timed end to end on the target, so fewer save time on a slow device.",
+)
+
+
 # --- choices, read from the registries so that a new backend or criterion needs no edit here ------------------------
 
 
