@@ -37,7 +37,6 @@ from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
 from edgeprune.types import LatencyStats, Record, TargetProfile
 from edgeprune.types.agent import BenchResult
-from edgeprune.types.device import emulation_label
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
 LAYER_WARMUP, LAYER_RUNS = 5, 30
@@ -228,7 +227,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
                 f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {r} "
                 f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
-        emulation=emulation_label(device.emulation["kind"]) if device.emulation else None,
+        emulation=device.emulation_label,
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report

@@ -177,12 +177,17 @@ class DeviceInfo(Record):
     runtimes: dict[str, Any] = field(default_factory=dict)  # runtime -> {available, version, reason} on the device
     emulation: dict[str, str] | None = None  # {kind, evidence} when the agent runs under emulation (qemu-user)
 
+    @property
+    def emulation_label(self) -> str | None:
+        """The label every figure measured here carries when the CPU was emulated; None on real hardware."""
+        return emulation_label(self.emulation["kind"]) if self.emulation else None
+
     def describe(self) -> str:
         """One line: where this ran, with versions, and the emulation label when there is one."""
         text = (f"{self.hostname}: machine {self.arch}, {self.cpu}, Python {self.python}, numpy {self.numpy_version}, "
                 f"{self.runtime} {self.runtime_version}")  # fmt: skip
         if self.emulation:
-            text += f"; {emulation_label(self.emulation['kind'])} ({self.emulation['evidence']})"
+            text += f"; {self.emulation_label} ({self.emulation['evidence']})"
         return text
 
     _volatile = ("clocks_now_khz", "thermal_c")
