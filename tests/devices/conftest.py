@@ -4,12 +4,10 @@ authorized_keys and known_hosts, nothing of the machine's ssh setup touched. Ski
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.processes import die_with_parent, free_port
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -94,7 +94,7 @@ def start_sshd(keys: SshKeys, directory: Path) -> SshServer:
     # A free port can be taken between the probe and sshd's bind (by another pytest-xdist worker's server, or an
     # outgoing connection's ephemeral port): then sshd exits naming the address, and it starts again on another.
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         process = _launch_sshd(keys, directory, port, cache)
         if process is not None:
             break
@@ -140,7 +140,7 @@ def _launch_sshd(keys: SshKeys, directory: Path, port: int, cache: Path) -> subp
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=open(log, "wb"),
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 10
     while not _listens(process.pid, port):  # ours: a connection could reach another process that took the port
@@ -180,20 +180,6 @@ def sshd(ssh_keys, tmp_path_factory):
     server = start_sshd(ssh_keys, tmp_path_factory.mktemp("sshd"))
     yield server
     stop_sshd(server)
-
-
-def _die_with_parent() -> None:
-    """Linux: the server dies with the test process even when that is killed before its teardown runs."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _descendants(pid: int) -> list[int]:

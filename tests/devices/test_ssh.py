@@ -21,7 +21,8 @@ from edgeprune.devices.transport import LocalTransport
 from edgeprune.errors import DeviceError
 from edgeprune.types import Connection
 from tests.conftest import run_cli
-from tests.devices.conftest import _free_port, start_sshd, stop_sshd
+from tests.devices.conftest import start_sshd, stop_sshd
+from tests.processes import free_port
 
 
 def _connection(sshd, **changes) -> Connection:
@@ -132,7 +133,7 @@ def test_a_dropped_connection_is_one_line_and_exit_2(ssh_keys, tiny_onnx, tmp_pa
 
 
 def test_an_unreachable_port_is_one_line_naming_host_and_port(sshd, tiny_onnx, tmp_path):
-    closed = _free_port()
+    closed = free_port()
     target = sshd.profile(tmp_path / "loopback.yaml")
     result = run_cli(
         "profile",
@@ -177,7 +178,7 @@ def test_a_refused_connection_leaves_no_temp_folder():
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(tempfile, "tempdir", str(private))
             with pytest.raises(DeviceError, match="connection refused"):
-                AgentSession(SshTransport(Connection(kind="ssh", host="127.0.0.1", port=_free_port())))
+                AgentSession(SshTransport(Connection(kind="ssh", host="127.0.0.1", port=free_port())))
         assert not list(private.iterdir())
     finally:
         shutil.rmtree(private)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import os
@@ -37,6 +36,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.processes import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "agent-arm64" / "Dockerfile"
@@ -230,13 +231,13 @@ def start(rootfs: Path, directory: Path) -> Board:
     _run([*keygen, "-C", "board host", "-f", str(host_key)], "making the board's host key")
     _run([*keygen, "-C", "board client", "-f", str(client_key)], "making the client key")
     (upper / "root" / ".ssh" / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
-    port = _free_port()
+    port = free_port()
     log = directory / "sshd.log"
     process = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", _ENTER, "sh",
          str(rootfs), str(upper), str(work), str(merged), str(port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,  # a killed test run left boards listening (seen)
     )  # fmt: skip
     known_hosts = directory / "known_hosts"
     public = host_key.with_suffix(".pub").read_text().split()
@@ -270,13 +271,6 @@ def stop(board: Board) -> None:
     shutil.rmtree(board.directory, ignore_errors=True)
 
 
-def _die_with_parent() -> None:
-    """The board's sshd dies with the process that started it, even when that is killed before `stop()` runs (a
-    killed test run left boards listening, seen)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _namespace_members(pid: int) -> list[int]:
     """`pid` and every other process in its mount namespace."""
     try:
@@ -290,12 +284,6 @@ def _namespace_members(pid: int) -> list[int]:
                 if os.readlink(entry / "ns" / "mnt") == namespace:
                     members.append(int(entry.name))
     return members or [pid]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
