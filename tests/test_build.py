@@ -86,9 +86,16 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
     # with --data, blocks and groups were valued by their measured damage (7 removable blocks in ResNet-20)
     plan_report = json.loads((out / "plan" / "plan_report.json").read_text())
     assert plan_report["value"].startswith("measured kl damage") and len(plan_report["sensitivity"]["blocks"]) == 7
+    # every round says what the table predicted for its pick against what the interleaved comparison measured
+    for r in plan_report["rounds"]:
+        assert r["predicted_speedup"] == pytest.approx(plan_report["base_predicted_ms"] / r["predicted_ms"])
+        assert r["prediction_error"] == pytest.approx(r["predicted_speedup"] / r["speedup"] - 1)
+    assert report["plan"]["rounds"][0]["prediction_error"] == plan_report["rounds"][0]["prediction_error"]
 
     page = (out / "report.html").read_text()
     assert "measured kl damage" in page
+    error = plan_report["rounds"][0]["prediction_error"]
+    assert f"<td>{100 * error:+.1f} %</td>" in page  # the first round's table error, in the rounds table
     assert len(re.findall(r"<img alt='plot' src='data:image/png;base64,", page)) == 3
     assert not re.search(r"(src|href)=['\"]?(https?:|//)|@import|url\(", page)  # nothing to fetch
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())

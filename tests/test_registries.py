@@ -93,6 +93,8 @@ def _choices(command: str, name: str) -> list[str]:
 REGISTRY_CHOICES = {
     ("export", "fmt"): lambda: sorted(formats()),
     ("export", "precision"): lambda: sorted(offered_precisions()),
+    ("profile", "precision"): lambda: sorted(offered_precisions()),
+    ("build", "precision"): lambda: sorted(offered_precisions()),
     ("verify", "runtime"): backend_names,
     ("profile", "runtime"): backend_names,
     ("build", "runtime"): backend_names,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from edgeprune.backends.base import Backend
 from edgeprune.errors import UnknownName
 from edgeprune.runtimes import BACKENDS
+from edgeprune.types import TargetProfile
 
 
 def backend_names() -> list[str]:
@@ -31,3 +33,14 @@ def backend_for_format(fmt: str) -> Backend:
     if fmt not in table:
         raise UnknownName("export format", fmt, table)
     return get_backend(table[fmt])
+
+
+def with_precision(profile: TargetProfile, precision: str | None) -> TargetProfile:
+    """The profile at `precision` (`--precision`), one its runtime's backend supports. None: the profile's own when
+    the runtime supports it (a target whose default runtime is TensorRT fp16, run through ONNX Runtime, runs fp32),
+    else the backend's default."""
+    backend = get_backend(profile.runtime)
+    if precision is None:
+        precision = profile.precision if profile.precision in backend.precisions else backend.default_precision
+    precision = backend.check_precision(precision)
+    return profile if precision == profile.precision else dataclasses.replace(profile, precision=precision)

@@ -75,8 +75,10 @@ class Backend(ABC):
                 f"{self.format} exports, not {precision}",
                 fix="drop --keep-float",
             )
-        if calibration is not None and (calibration.ndim != 4 or not len(calibration)):
-            raise ConfigError(f"calibration images have shape {calibration.shape}", expected="(N, C, H, W), N ≥ 1")
+        rank = len(model.inputs[0].shape)
+        if calibration is not None and (calibration.ndim != rank or not len(calibration)):
+            raise ConfigError(f"calibration inputs have shape {calibration.shape}",
+                              expected=f"N ≥ 1 samples of the model's input, rank {rank} (N, C, H, W for images)")  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
         if precision in self.calibrated:
             return self._export_calibrated(model, out_dir, precision, calibration, tuple(float_layers))

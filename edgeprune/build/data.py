@@ -55,6 +55,19 @@ def split_data(model: LoadedModel, data: str, where: Path) -> DataSplits:
     return DataSplits(str(where / "finetune"), str(where / "holdout"), str(where / "validation"))
 
 
+def quantizer_data(target, splits: DataSplits | None) -> str | None:
+    """What an int8 export of the build calibrates on: the fine-tuning split (never the held-out images the verdict
+    reads); None at a precision that takes no calibration."""
+    from edgeprune.backends._registry import get_backend
+
+    if target.precision not in get_backend(target.runtime).calibrated:
+        return None
+    if splits is None:
+        raise ConfigError(f"a {target.runtime} {target.precision} build needs --data: the quantizer calibrates on it",
+                          fix="pass --data, or another --precision")  # fmt: skip
+    return splits.finetune
+
+
 def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplits | None):
     """Batches from the fine-tuning split for a data-driven criterion and for measured values (None if neither)."""
     from edgeprune.commands import calibration_batches

@@ -21,12 +21,14 @@ MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % 
 
 
 def plan_within_budget(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration,
-                       out_dir, progress, sensitivity: Sensitivity | None = None) -> PlanReport:  # fmt: skip
+                       out_dir, progress, sensitivity: Sensitivity | None = None,
+                       quantize_on: str | None = None) -> PlanReport:  # fmt: skip
     """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
     and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
     standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
     with that headroom first. `sensitivity`: one measured before for this model (a back-off re-plan reuses the
-    plan's), else measured here when the options value items by measured damage."""
+    plan's), else measured here when the options value items by measured damage. `quantize_on`: the images an int8
+    round's export calibrates on."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import save_pruned
 
@@ -69,7 +71,8 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
         pruned = copy.deepcopy(model)
         prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
         round_dir = out_dir / "plan" / f"round{k}"
-        artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, target=target)
+        artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, data=quantize_on,
+                                target=target)  # fmt: skip
         # measured beside the unpruned model in one session, so a machine that got slower since the profile
         # stage moves both (a speedup budget is judged against this round's unpruned median)
         compared = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options, progress,
@@ -82,8 +85,10 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
         else:
             round_budget = budget_ms
             fraction = measured.median_ms / round_budget  # of the budget used
+        predicted_speedup = base_predicted / choice.predicted
         rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget, unpruned_ms,
-                                fraction <= 1.0, speedup, speedup_se))  # fmt: skip
+                                fraction <= 1.0, speedup, speedup_se, predicted_speedup,
+                                predicted_speedup / speedup - 1 if speedup else None))  # fmt: skip
         # The verify stage times the plan again, with its own error: a round that only just met the budget fails
         # there half the time. The two measurements differ by √2 standard errors, and by ~1.35x that between agent
         # sessions (measured, 8 sessions): 4 standard errors of headroom cover ~2 sd of the difference.

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from edgeprune.build.data import calibration_for, split_data
+from edgeprune.build.data import calibration_for, quantizer_data, split_data
 from edgeprune.build.planning import plan_within_budget
 from edgeprune.build.recovery import RECOVERY_FILE, recover
 from edgeprune.build.stages import export_all, model_names, pruned_dir, verify_all
@@ -61,6 +61,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
     state = BuildState(out_dir, options)
     step = options.step or _target_step(target) or DEFAULT_STEP
     splits = split_data(model, options.data, out_dir / "data") if options.data else None
+    quantize_on = quantizer_data(target, splits)
 
     def stage(name: str, run, load):
         if state.finished(name):
@@ -72,10 +73,12 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         state.finish(name, time.time() - started)
         return result
 
-    base = stage("profile",
-                 lambda: profile_end_to_end(model, artifact_for_target(model, target, out_dir / "unpruned", None),
-                                            target, out_dir / "unpruned", runs=options.runs, warmup=options.warmup,
-                                            threads=options.threads, progress=progress),
+    def profile_unpruned():
+        artifact = artifact_for_target(model, target, out_dir / "unpruned", None, quantize_on)
+        return profile_end_to_end(model, artifact, target, out_dir / "unpruned", runs=options.runs,
+                                  warmup=options.warmup, threads=options.threads, progress=progress)  # fmt: skip
+
+    base = stage("profile", profile_unpruned,
                  lambda: ProfileReport.load(out_dir / "unpruned" / "profile.json"))  # fmt: skip
     lut = stage("lut",
                 lambda: build_lut(model, target, out_dir, threads=options.threads, step=step,
@@ -85,7 +88,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
     calibration = calibration_for(model, options, splits)
     plan = stage("plan",
                  lambda: plan_within_budget(model, target, options, base.latency, base.artifact, lut.table(), step, calibration,
-                               out_dir, progress),
+                               out_dir, progress, quantize_on=quantize_on),
                  lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
     recovery = None
     if plan.ruled_out:  # nothing was pruned: nothing to fine-tune, export or verify
@@ -95,12 +98,12 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         def replan(budget: Budget, folder: Path) -> PlanReport:  # a back-off candidate: gentler, no baselines
             return plan_within_budget(model, target, dataclasses.replace(options, budget=budget, baselines=()),
                                       base.latency, base.artifact, lut.table(), step, calibration, folder, progress,
-                                      sensitivity=plan.sensitivity)  # fmt: skip
+                                      sensitivity=plan.sensitivity, quantize_on=quantize_on)  # fmt: skip
 
         recovery = stage("finetune", lambda: recover(model, options, plan, replan, splits, out_dir, progress),
                          lambda: _saved_recovery(out_dir))  # fmt: skip
         names = model_names(plan, recovery)
-        artifacts = stage("export", lambda: export_all(model, target, names, out_dir),
+        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
                                    for name in names})  # fmt: skip
         results = stage(

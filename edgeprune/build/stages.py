@@ -42,7 +42,9 @@ def runtime_format(target: TargetProfile) -> str:
     return get_backend(target.runtime).format
 
 
-def export_all(model, target: TargetProfile, names: list[str], out_dir: Path) -> dict[str, Artifact]:
+def export_all(model, target: TargetProfile, names: list[str], out_dir: Path,
+               quantize_on: str | None = None) -> dict[str, Artifact]:  # fmt: skip
+    """Each model in the target's format and precision; `quantize_on`: the images an int8 export calibrates on."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import load_pruned
 
@@ -50,7 +52,7 @@ def export_all(model, target: TargetProfile, names: list[str], out_dir: Path) ->
     for name in names:
         loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
         artifacts[name] = export_model(loaded, runtime_format(target), out_dir / "export" / name, target.precision,
-                                       target=target)  # fmt: skip
+                                       data=quantize_on, target=target)  # fmt: skip
     return artifacts
 
 

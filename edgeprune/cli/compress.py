@@ -15,6 +15,7 @@ from edgeprune.cli.options import (
     lut_calibration_option,
     model_options,
     output_options,
+    precision_option,
     runtime_option,
 )
 from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
@@ -177,6 +178,7 @@ def prune(
 )
 @lut_calibration_option
 @runtime_option("plan, measure and verify on")
+@precision_option("plan (its latency table), measure, export and verify at")
 @device_option
 @output_options
 def build(
@@ -202,6 +204,7 @@ def build(
     lut_variants,
     lut_calibration,
     runtime,
+    precision,
     max_drop,
     backoff_steps,
     device,
@@ -211,6 +214,7 @@ def build(
     """Model → measured baseline → latency table → plan meeting the budget (measured) → fine-tune → export →
     verify → report.html + app bundle. Rerun with the same options to resume. Exit 3 when the latency budget or
     the accuracy budget (--max-drop) is not met, saying which and by how much."""
+    from edgeprune.backends._registry import with_precision
     from edgeprune.build import Budget, BuildOptions
     from edgeprune.build import build as run_build
     from edgeprune.devices.profiles import with_runtime
@@ -226,7 +230,7 @@ def build(
     allowed_drop = _max_drop(max_drop, data)
     resolve_device(device)  # a device that is not here: one line, exit 2, before anything is loaded
     with stdout_kept_for_results():
-        profile = with_runtime(load_target(target), runtime)
+        profile = with_precision(with_runtime(load_target(target), runtime), precision)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "build")
         options = BuildOptions(
@@ -234,7 +238,7 @@ def build(
             value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
             lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-            lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
+            lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, precision=precision, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip
         report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
     bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out

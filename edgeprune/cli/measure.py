@@ -15,6 +15,7 @@ from edgeprune.cli.options import (
     model_options,
     output_options,
     precision_choices,
+    precision_option,
     runtime_option,
     target_options,
 )
@@ -210,6 +211,8 @@ def verify(
     help="Latency-table cache directory (default: $EDGEPRUNE_CACHE/lut or ~/.cache/edgeprune/lut).",
 )
 @runtime_option("measure on")
+@precision_option("measure at")
+@click.option("--data", "-d", help="Images an int8 export is calibrated on (ImageFolder directory or YOLO data yaml).")
 @output_options
 def profile(
     model,
@@ -227,20 +230,23 @@ def profile(
     step,
     cache_dir,
     runtime,
+    precision,
+    data,
     out,
     as_json,
 ) -> None:
     """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
     per-layer latency table too."""
+    from edgeprune.backends._registry import with_precision
     from edgeprune.commands import artifact_for_target, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
     from edgeprune.progress import RichProgress
 
     with stdout_kept_for_results():
-        target_profile = with_runtime(load_target(target), runtime)
+        target_profile = with_precision(with_runtime(load_target(target), runtime), precision)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "profile")
-        chosen = artifact_for_target(loaded, target_profile, out_dir, artifact)
+        chosen = artifact_for_target(loaded, target_profile, out_dir, artifact, data)
         report = profile_end_to_end(
             loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads, progress=RichProgress()
         )

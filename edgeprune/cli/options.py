@@ -102,6 +102,16 @@ def runtime_option(doing: str):
     )
 
 
+def precision_option(doing: str):
+    """--precision: one the runtime's backend supports; `doing` says what the command does at it."""
+    return click.option(
+        "--precision",
+        type=click.Choice(precision_choices()),
+        help=f"Precision to {doing} (default: the target profile's when its runtime supports it, else the "
+        "runtime's own); int8 is calibrated by the runtime's quantizer on --data.",
+    )
+
+
 lut_calibration_option = click.option(
     "--lut-calibration",
     type=click.IntRange(min=0),

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.backends._registry import get_backend
+from edgeprune.backends.base import Backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import scratch_dir, transport_for
 from edgeprune.errors import ConfigError
 from edgeprune.latency.compare import relative_latency_ms, round_median
-from edgeprune.latency.microbench import layer_uses, single_layer_onnx
+from edgeprune.latency.microbench import layer_uses, single_layer_model, single_layer_onnx
 from edgeprune.latency.table import (
     Calibration,
     EntryCache,
@@ -35,7 +36,7 @@ from edgeprune.latency.table import (
 )  # fmt: skip
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
-from edgeprune.types import LatencyStats, Record, TargetProfile
+from edgeprune.types import Artifact, LatencyStats, Record, TargetProfile
 from edgeprune.types.agent import BenchResult
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
@@ -47,6 +48,7 @@ LAYER_PASSES = (
 # most MAX_ROUNDS); the median round counts. Sub-millisecond models vary by 50-200 % run to run on a shared 2-core
 # VM, so their few seconds per round buy precision cheaply; a 100 ms detector stays at ROUNDS.
 ROUNDS, MAX_ROUNDS, ROUNDS_TIME_S = 3, 15, 60.0
+TIMING_CALIBRATION = 8  # random inputs an int8 cell or variant is calibrated on: it is timed, never scored
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class LutReport(Record):
     cache_file: str
     method: str
     emulation: str | None = None  # emulation_label's text when the device's CPU was emulated
+    precision: str = "fp32"  # what the cells and variants were timed at (the target's)
 
     _volatile = ("cache_file", "measured_now", "from_cache", "remeasured_now", "corrupted_lines")
 
@@ -105,7 +108,8 @@ class LutReport(Record):
     def summary(self) -> str:
         evaluation = [v for v in self.variants if v.role == "evaluation"]
         mape = f"{self.mape_percent:.1f} %" if self.mape_percent is not None else "n/a"
-        return (f"latency table: {len(self.entries)} layer entries ({self.measured_now} measured now, "
+        return (f"latency table ({self.runtime} {self.precision}): {len(self.entries)} layer entries "
+                f"({self.measured_now} measured now, "
                 f"{self.from_cache} from the cache, {self.remeasured_now} repeat passes, {self.corrupted_lines} "
                 "damaged cache lines not trusted); "
                 f"calibration {self.calibration.scale:.3f} × sum {self.calibration.per_layer_ms * 1000:+.1f} µs × "
@@ -136,9 +140,7 @@ def build_lut(
     progress = progress or NoProgress()
     step = step or DEFAULT_STEP
     backend = get_backend(target.runtime)
-    if backend.format != "onnx":
-        raise ConfigError(f"latency tables for {target.runtime} are not available yet",
-                          fix="build the table on an onnxruntime target")  # fmt: skip
+    backend.check_precision(target.precision)
     uses = layer_uses(model)
     needed = needed_entries(uses, step)
     models = [("unpruned", 0, model)] + _random_variants(model, calibration_variants + variants, step, seed)
@@ -161,7 +163,7 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         )
 
         def measure(signature, cin, cout) -> TableEntry:
-            path = single_layer_onnx(signature, cin, cout, scratch / "layer.onnx")
+            path = _cell(backend, target.precision, signature, cin, cout, scratch)
             timed = agent.bench(path, target.runtime, threads=threads, warmup=LAYER_WARMUP, runs=LAYER_RUNS)
             stats = timed.latency_stats()
             return TableEntry(signature, cin, cout, stats.median_ms, stats.p90_ms, stats.n, timed.runtime,
@@ -172,7 +174,9 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                 needed, cache, measure, lambda done, total: update(done), LAYER_PASSES
             )
         table = LatencyTable(entries)
-        artifacts = [backend.export(variant, scratch / name, target.precision) for name, _, variant in models]
+        artifacts = [backend.export(variant, scratch / name, target.precision,
+                                    calibration=_timing_calibration(backend, target.precision, variant))
+                     for name, _, variant in models]  # fmt: skip
         rounds: list[list[BenchResult]] = [[] for _ in models]
         before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
         reference_runs = runs
@@ -223,14 +227,50 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         calibration=table.calibration,
         variants=results, mape_percent=100 * float(np.mean(errors)) if errors else None,
         cache_file=str(cache.path),
-        method=(f"single-layer ONNX models (conv/linear + fused activation), median of {LAYER_RUNS} runs after "
+        method=(f"single-layer models (conv/linear + fused activation; {_cell_method(backend, target.precision)}), "
+                f"{target.runtime} {target.precision}, median of {LAYER_RUNS} runs after "
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
                 f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {r} "
                 f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
         emulation=device.emulation_label,
+        precision=target.precision,
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report
+
+
+def _cell(backend: Backend, precision: str, signature, cin: int, cout: int, scratch: Path) -> Path:
+    """A cell's one-layer model in the target's format and precision, built by that runtime's own export (and
+    quantizer) as a shipped model is; ONNX fp32 is written directly (the same graph, without a PyTorch export)."""
+    if backend.format == "onnx" and precision == "fp32":
+        return single_layer_onnx(signature, cin, cout, scratch / "layer.onnx")
+    folder = scratch / f"cell-{signature.key}-{cin}-{cout}"  # kept for the repeat pass: one export per cell
+    done = folder / "artifact.json"
+    if done.is_file():
+        return Artifact.load(done).path
+    cell = single_layer_model(signature, cin, cout)
+    artifact = backend.export(cell, folder, precision, calibration=_timing_calibration(backend, precision, cell))
+    artifact.save(done)
+    return artifact.path
+
+
+def _cell_method(backend: Backend, precision: str) -> str:
+    if backend.format == "onnx" and precision == "fp32":
+        return "written as ONNX directly"
+    how = f"exported by the {backend.name} backend as a shipped model is"
+    if precision in backend.calibrated:
+        how += (
+            f", {precision} calibrated on {TIMING_CALIBRATION} random inputs (timing only: the ranges change no kernel)"
+        )
+    return how
+
+
+def _timing_calibration(backend: Backend, precision: str, model: LoadedModel) -> np.ndarray | None:
+    """Random inputs for the quantizer of a model that is only timed; None for a precision that takes none."""
+    if precision not in backend.calibrated:
+        return None
+    shape = model.inputs[0].concrete_shape(TIMING_CALIBRATION)
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> list[tuple[str, int, LoadedModel]]:

@@ -198,6 +198,30 @@ def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels:
     return path
 
 
+def single_layer_model(signature: LayerSignature, in_channels: int, out_channels: int) -> LoadedModel:
+    """The same one-layer model as single_layer_onnx, in PyTorch (seeded weights), for the backends that export
+    from PyTorch: a table for OpenVINO, TFLite or an int8 precision times cells built by the runtime's own tooling."""
+    from edgeprune.types import TensorSpec
+
+    torch.manual_seed(0)
+    if signature.kind == "linear":
+        layer: nn.Module = nn.Linear(in_channels, out_channels)
+        shape: tuple[int | str, ...] = (
+            ("batch", in_channels) if signature.height == 1 else (signature.height, in_channels)
+        )
+    else:
+        groups = in_channels if signature.kind == "depthwise" else signature.groups
+        out_channels = in_channels if signature.kind == "depthwise" else out_channels
+        layer = nn.Conv2d(in_channels, out_channels, signature.kernel, signature.stride, signature.padding,
+                          signature.dilation, groups)  # fmt: skip
+        shape = ("batch", in_channels, signature.height, signature.width)
+    activations = {"Relu": nn.ReLU(), "LeakyRelu": nn.LeakyReLU(signature.alpha), "Clip6": nn.ReLU6(),
+                   "SiLU": nn.SiLU(), "HardSwish": nn.Hardswish(), "HardSigmoid": nn.Hardsigmoid(), "Mish": nn.Mish(),
+                   "Sigmoid": nn.Sigmoid(), "Tanh": nn.Tanh(), "": nn.Identity()}  # fmt: skip
+    module = nn.Sequential(layer, activations[signature.activation]).eval()
+    return LoadedModel(module, "lut-cell", "cell", (TensorSpec("input", shape),), None)
+
+
 def _activation_nodes(signature: LayerSignature, x: str, y: str) -> list:
     from onnx import helper
 

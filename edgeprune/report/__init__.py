@@ -155,11 +155,15 @@ def _recovery_section(report: BuildReport) -> list[str]:
 
 def _rounds_table(report: BuildReport) -> str:
     rows = ["<tr><th>round</th><th>target (table) ms</th><th>predicted ms</th><th>measured median ms</th>"
-            "<th>budget ms (this round)</th><th>met</th></tr>"]  # fmt: skip
+            "<th>budget ms (this round)</th><th>predicted speedup</th><th>measured speedup</th>"
+            "<th>table's error</th><th>met</th></tr>"]  # fmt: skip
     for r in report.plan.rounds:
+        predicted = f"{r.predicted_speedup:.2f}×" if r.predicted_speedup else "—"
+        measured = f"{r.speedup:.2f}×" if r.speedup else "—"
+        error = f"{100 * r.prediction_error:+.1f} %" if r.prediction_error is not None else "—"
         rows.append(f"<tr><td>{r.round}</td><td>{r.target_predicted_ms:.3f}</td><td>{r.predicted_ms:.3f}</td>"
-                    f"<td>{r.measured.median_ms:.3f}</td><td>{r.budget_ms:.3f}</td>"
-                    f"<td>{'yes' if r.met else 'no'}</td></tr>")  # fmt: skip
+                    f"<td>{r.measured.median_ms:.3f}</td><td>{r.budget_ms:.3f}</td><td>{predicted}</td>"
+                    f"<td>{measured}</td><td>{error}</td><td>{'yes' if r.met else 'no'}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"
 
 

@@ -36,6 +36,11 @@ class PlanReport(Record):
         """The table predicted that no model the solver can reach meets the budget; nothing was measured."""
         return not self.rounds
 
+    @property
+    def first_round_error(self) -> float | None:
+        """The table's error on the planner's first pick: predicted speedup / measured speedup − 1."""
+        return self.rounds[0].prediction_error if self.rounds else None
+
     def reachable(self) -> str:
         """What the table predicts for the fastest model the solver can reach, on the measured model's scale."""
         ms = self.choice.predicted * self.base_latency.median_ms / self.base_predicted_ms

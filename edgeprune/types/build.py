@@ -59,6 +59,8 @@ class PlanRound(Record):
     met: bool
     speedup: float | None = None  # over the unpruned model timed next to it (see latency.compare.Comparison)
     speedup_se: float | None = None  # the speedup's relative standard error (see latency.compare.Comparison)
+    predicted_speedup: float | None = None  # the table's: its unpruned prediction / its prediction for this choice
+    prediction_error: float | None = None  # predicted_speedup / speedup − 1 (+: the table was optimistic)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class BuildOptions(Record):
     warmup: int = 10
     threads: int | None = None
     runtime: str | None = None  # --runtime: one the target declares; None: its default
+    precision: str | None = None  # --precision: one the runtime supports; None: the target's (see with_precision)
     baselines: tuple[str, ...] = ()
     lut_variants: int = 3
     lut_calibration: int = 8

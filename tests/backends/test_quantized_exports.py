@@ -4,13 +4,14 @@ mixed precision by flag; bad input → exit 2 with one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from edgeprune.backends._quantization import calibration_images, layer_sensitivity
-from edgeprune.backends._registry import backend_for_format, formats
+from edgeprune.backends._registry import backend_for_format, formats, with_precision
 from edgeprune.commands import export_model
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.profiles import load_profile, with_runtime
@@ -116,6 +117,19 @@ def test_runtime_must_be_declared_by_the_target():
         with_runtime(pi, "openvino")
     with pytest.raises(UnknownName, match="did you mean 'openvino'"):
         with_runtime(host, "openvin")
+
+
+def test_precision_must_be_one_the_runtime_supports():
+    host = load_profile("host")
+    assert with_precision(host, None) is host and with_precision(host, "fp32") is host
+    assert with_precision(with_runtime(host, "openvino"), "int8").precision == "int8"
+    with pytest.raises(ConfigError, match="onnx export does not support precision int8"):
+        with_precision(host, "int8")
+    pi = load_profile("raspberry-pi-5")
+    assert with_precision(pi, "int8").precision == "int8"
+    # a default precision the chosen runtime lacks (TensorRT's fp16, run through ONNX Runtime): that runtime's own
+    fp16_profile = dataclasses.replace(with_runtime(pi, "onnxruntime"), precision="fp16")
+    assert with_precision(fp16_profile, None).precision == "fp32"
 
 
 # --- int8 gate and mixed precision ------------------------------------------------------------------------------

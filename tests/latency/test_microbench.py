@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from edgeprune.latency.microbench import LayerSignature, layer_uses, single_layer_onnx, width_grid
+from edgeprune.latency.microbench import LayerSignature, layer_uses, single_layer_model, single_layer_onnx, width_grid
 from edgeprune.models import LoadOptions, load_model
 
 
@@ -42,19 +42,25 @@ def test_width_grid_is_on_the_step_and_ends_at_the_width():
     assert all(w % 8 == 0 for w in width_grid(1024, 8)[:-1])
 
 
-@pytest.mark.parametrize("signature", [
+SIGNATURES = [
     LayerSignature("conv", (3, 3), (2, 2), (1, 1), height=17, width=15, activation="LeakyRelu", alpha=0.1),
     LayerSignature("depthwise", (5, 5), (1, 1), (2, 2), height=12, width=12, activation="HardSwish"),
     LayerSignature("conv", (1, 1), height=8, width=8, activation="SiLU", groups=2),
     LayerSignature("conv", (3, 3), padding=(1, 1), dilation=(1, 1), height=8, width=8, activation="Clip6"),
     LayerSignature("linear", height=7, activation="Mish"),
-])  # fmt: skip
+    LayerSignature("linear", activation="Relu"),
+]
+
+
+def _onnx_weights(path) -> dict[str, torch.Tensor]:
+    return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
 def test_single_layer_model_computes_the_layer(signature, tmp_path):
     cin, cout = 8, 12
     path = single_layer_onnx(signature, cin, cout, tmp_path / "layer.onnx")
-    weights = {
-        t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer
-    }
+    weights = _onnx_weights(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     shape = [signature.height, cin] if signature.kind == "linear" else [1, cin, signature.height, signature.width]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -68,5 +74,20 @@ def test_single_layer_model_computes_the_layer(signature, tmp_path):
             xt, weights["W"], weights["B"], signature.stride, signature.padding, signature.dilation, groups
         )
     activation = {"LeakyRelu": lambda t: F.leaky_relu(t, 0.1), "HardSwish": F.hardswish, "SiLU": F.silu,
-                  "Clip6": F.relu6, "Mish": F.mish}[signature.activation]  # fmt: skip
+                  "Clip6": F.relu6, "Mish": F.mish, "Relu": F.relu}[signature.activation]  # fmt: skip
     assert np.allclose(y, activation(expected).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_the_pytorch_cell_is_the_onnx_cell(signature, tmp_path):
+    # the cell a PyTorch-exporting backend (OpenVINO, TFLite, int8) times computes what the ONNX cell computes
+    cin, cout = 8, 12
+    path = single_layer_onnx(signature, cin, cout, tmp_path / "layer.onnx")
+    weights = _onnx_weights(path)
+    cell = single_layer_model(signature, cin, cout)
+    with torch.no_grad():
+        cell.module[0].weight.copy_(weights["W"])
+        cell.module[0].bias.copy_(weights["B"])
+    x = cell.example_inputs(1)[0]
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert np.allclose(cell.module(x).detach().numpy(), y, atol=1e-5)
