@@ -140,7 +140,10 @@ def _use(name: str, layer: nn.Module, input_shape: tuple[int, ...], act: tuple[s
 
 def width_grid(width: int, step: int, points: int = 5) -> tuple[int, ...]:
     """The widths a layer of `width` channels is timed at: `points` evenly spread multiples of the hardware step
-    up to it, and the width itself. Layers narrower than one step are timed at their width only."""
+    up to it, and the width itself. Layers narrower than one step are timed at their width only. Not every multiple:
+    timed at all eight widths of its 64-channel layers, ResNet-56's table led the planner to widths whose timings
+    happened to be low (cell noise is ~10-20 % at tens of µs) and its picks came out 10-17 % optimistic, against 2-9 %
+    with these five (1 thread, benchmarks/RESULTS.md)."""
     if width <= step:
         return (width,)
     steps = width // step
@@ -148,44 +151,48 @@ def width_grid(width: int, step: int, points: int = 5) -> tuple[int, ...]:
     return tuple(sorted({w for w in picks if w < width} | {width}))
 
 
-def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels: int, path: Path) -> Path:
-    """Write a one-layer ONNX model (random weights, seeded) computing the signature at these widths."""
+def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels: int, path: Path,
+                      copies: int = 1) -> Path:  # fmt: skip
+    """Write a one-layer ONNX model (random weights, seeded) computing the signature at these widths. With `copies`
+    > 1, that many copies of the layer (each its own weights, so no runtime merges them) read the same input and
+    their outputs are summed: the runtime executes them one after another in one run, as it does a model's layers
+    (see lut.CELL_COPIES for why a table times both forms)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, inits = [], []
-    if signature.kind == "linear":
-        in_shape, out_shape = [signature.height, in_channels], [signature.height, out_channels]
-        weight = rng.standard_normal((out_channels, in_channels), dtype=np.float32) / math.sqrt(in_channels)
-        inits += [
-            numpy_helper.from_array(weight, "W"),
-            numpy_helper.from_array(np.zeros(out_channels, np.float32), "B"),
-        ]
-        nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["y0"], transB=1))
-    else:
-        groups = in_channels if signature.kind == "depthwise" else signature.groups
-        out_channels = in_channels if signature.kind == "depthwise" else out_channels
-        kh, kw = signature.kernel
-        weight = rng.standard_normal((out_channels, in_channels // groups, kh, kw), dtype=np.float32)
-        weight /= math.sqrt(in_channels // groups * kh * kw)
-        inits += [
-            numpy_helper.from_array(weight, "W"),
-            numpy_helper.from_array(np.zeros(out_channels, np.float32), "B"),
-        ]
-        ph, pw = signature.padding
-        nodes.append(helper.make_node(
-            "Conv", ["x", "W", "B"], ["y0"], kernel_shape=[kh, kw], strides=list(signature.stride),
-            pads=[ph, pw, ph, pw], dilations=list(signature.dilation), group=groups,
-        ))  # fmt: skip
-        in_shape = [1, in_channels, signature.height, signature.width]
-        out_hw = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
-                  zip((signature.height, signature.width), signature.padding, signature.dilation, signature.kernel,
-                      signature.stride)]  # fmt: skip
-        out_shape = [1, out_channels, *out_hw]
-    nodes += _activation_nodes(signature, "y0", "y")
-    if not signature.activation:
-        nodes.append(helper.make_node("Identity", ["y0"], ["y"]))
+    names = ["W", "B"] + [f"{n}{c}" for c in range(1, copies) for n in ("W", "B")]
+    for c in range(copies):
+        weight_name, bias_name, y = names[2 * c], names[2 * c + 1], f"y{c}" if copies > 1 else "y"
+        if signature.kind == "linear":
+            in_shape, out_shape = [signature.height, in_channels], [signature.height, out_channels]
+            weight = rng.standard_normal((out_channels, in_channels), dtype=np.float32) / math.sqrt(in_channels)
+            nodes.append(helper.make_node("Gemm", ["x", weight_name, bias_name], [f"z{c}"], transB=1))
+        else:
+            groups = in_channels if signature.kind == "depthwise" else signature.groups
+            out_channels = in_channels if signature.kind == "depthwise" else out_channels
+            kh, kw = signature.kernel
+            weight = rng.standard_normal((out_channels, in_channels // groups, kh, kw), dtype=np.float32)
+            weight /= math.sqrt(in_channels // groups * kh * kw)
+            ph, pw = signature.padding
+            nodes.append(helper.make_node(
+                "Conv", ["x", weight_name, bias_name], [f"z{c}"], kernel_shape=[kh, kw],
+                strides=list(signature.stride), pads=[ph, pw, ph, pw], dilations=list(signature.dilation),
+                group=groups,
+            ))  # fmt: skip
+            in_shape = [1, in_channels, signature.height, signature.width]
+            out_hw = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
+                      zip((signature.height, signature.width), signature.padding, signature.dilation,
+                          signature.kernel, signature.stride)]  # fmt: skip
+            out_shape = [1, out_channels, *out_hw]
+        inits += [numpy_helper.from_array(weight, weight_name),
+                  numpy_helper.from_array(np.zeros(out_channels, np.float32), bias_name)]  # fmt: skip
+        nodes += _activation_nodes(signature, f"z{c}", y, f"_{c}")
+        if not signature.activation:
+            nodes.append(helper.make_node("Identity", [f"z{c}"], [y]))
+    if copies > 1:
+        nodes.append(helper.make_node("Sum", [f"y{c}" for c in range(copies)], ["y"]))
     graph = helper.make_graph(
         nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits,
@@ -198,31 +205,51 @@ def single_layer_onnx(signature: LayerSignature, in_channels: int, out_channels:
     return path
 
 
-def single_layer_model(signature: LayerSignature, in_channels: int, out_channels: int) -> LoadedModel:
-    """The same one-layer model as single_layer_onnx, in PyTorch (seeded weights), for the backends that export
-    from PyTorch: a table for OpenVINO, TFLite or an int8 precision times cells built by the runtime's own tooling."""
+def single_layer_model(signature: LayerSignature, in_channels: int, out_channels: int,
+                       copies: int = 1) -> LoadedModel:  # fmt: skip
+    """The same model as single_layer_onnx, in PyTorch (seeded weights), for the backends that export from PyTorch:
+    a table for OpenVINO, TFLite or an int8 precision times cells built by the runtime's own tooling."""
     from edgeprune.types import TensorSpec
 
     torch.manual_seed(0)
     if signature.kind == "linear":
-        layer: nn.Module = nn.Linear(in_channels, out_channels)
         shape: tuple[int | str, ...] = (
             ("batch", in_channels) if signature.height == 1 else (signature.height, in_channels)
         )
     else:
-        groups = in_channels if signature.kind == "depthwise" else signature.groups
-        out_channels = in_channels if signature.kind == "depthwise" else out_channels
-        layer = nn.Conv2d(in_channels, out_channels, signature.kernel, signature.stride, signature.padding,
-                          signature.dilation, groups)  # fmt: skip
         shape = ("batch", in_channels, signature.height, signature.width)
-    activations = {"Relu": nn.ReLU(), "LeakyRelu": nn.LeakyReLU(signature.alpha), "Clip6": nn.ReLU6(),
-                   "SiLU": nn.SiLU(), "HardSwish": nn.Hardswish(), "HardSigmoid": nn.Hardsigmoid(), "Mish": nn.Mish(),
-                   "Sigmoid": nn.Sigmoid(), "Tanh": nn.Tanh(), "": nn.Identity()}  # fmt: skip
-    module = nn.Sequential(layer, activations[signature.activation]).eval()
-    return LoadedModel(module, "lut-cell", "cell", (TensorSpec("input", shape),), None)
+    layers = [nn.Sequential(_torch_layer(signature, in_channels, out_channels), _torch_activation(signature))
+              for _ in range(copies)]  # fmt: skip
+    module = layers[0] if copies == 1 else _SumOfCopies(layers)
+    return LoadedModel(module.eval(), "lut-cell", "cell", (TensorSpec("input", shape),), None)
 
 
-def _activation_nodes(signature: LayerSignature, x: str, y: str) -> list:
+class _SumOfCopies(nn.Module):
+    def __init__(self, copies: list[nn.Module]):
+        super().__init__()
+        self.copies = nn.ModuleList(copies)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([copy(x) for copy in self.copies]).sum(0)
+
+
+def _torch_layer(signature: LayerSignature, in_channels: int, out_channels: int) -> nn.Module:
+    if signature.kind == "linear":
+        return nn.Linear(in_channels, out_channels)
+    groups = in_channels if signature.kind == "depthwise" else signature.groups
+    out_channels = in_channels if signature.kind == "depthwise" else out_channels
+    return nn.Conv2d(in_channels, out_channels, signature.kernel, signature.stride, signature.padding,
+                     signature.dilation, groups)  # fmt: skip
+
+
+def _torch_activation(signature: LayerSignature) -> nn.Module:
+    return {"Relu": nn.ReLU(), "LeakyRelu": nn.LeakyReLU(signature.alpha), "Clip6": nn.ReLU6(), "SiLU": nn.SiLU(),
+            "HardSwish": nn.Hardswish(), "HardSigmoid": nn.Hardsigmoid(), "Mish": nn.Mish(), "Sigmoid": nn.Sigmoid(),
+            "Tanh": nn.Tanh(), "": nn.Identity()}[signature.activation]  # fmt: skip
+
+
+def _activation_nodes(signature: LayerSignature, x: str, y: str, tag: str = "") -> list:
+    """The activation's nodes from x to y; `tag` keeps their intermediate names apart when a model has several."""
     from onnx import helper
 
     op = signature.activation
@@ -231,12 +258,12 @@ def _activation_nodes(signature: LayerSignature, x: str, y: str) -> list:
     if op == "LeakyRelu":
         return [helper.make_node("LeakyRelu", [x], [y], alpha=signature.alpha)]
     if op == "SiLU":
-        return [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], [y])]
+        return [helper.make_node("Sigmoid", [x], ["s" + tag]), helper.make_node("Mul", [x, "s" + tag], [y])]
     if op == "Mish":
-        return [helper.make_node("Softplus", [x], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
-                helper.make_node("Mul", [x, "t"], [y])]  # fmt: skip
+        return [helper.make_node("Softplus", [x], ["sp" + tag]), helper.make_node("Tanh", ["sp" + tag], ["t" + tag]),
+                helper.make_node("Mul", [x, "t" + tag], [y])]  # fmt: skip
     if op == "Clip6":
-        return [helper.make_node("Constant", [], ["lo"], value_float=0.0),
-                helper.make_node("Constant", [], ["hi"], value_float=6.0),
-                helper.make_node("Clip", [x, "lo", "hi"], [y])]  # fmt: skip
+        return [helper.make_node("Constant", [], ["lo" + tag], value_float=0.0),
+                helper.make_node("Constant", [], ["hi" + tag], value_float=6.0),
+                helper.make_node("Clip", [x, "lo" + tag, "hi" + tag], [y])]  # fmt: skip
     return [helper.make_node(op, [x], [y])]

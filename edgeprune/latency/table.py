@@ -1,11 +1,13 @@
 """Per-layer latency lookup table (LUT): measured on the target, cached per device, interpolated, calibrated.
 
-Entries are single-layer timings (see microbench.py) at a grid of widths. A model's latency is predicted as the
-sum of its layers' interpolated timings, mapped through a linear calibration (a · sum + c · layers + b) fitted on
-end-to-end measurements: the sum misses what the layers do not cover (adds, pooling, concatenation, the runtime's
-per-run overhead) and counts each one-layer model's own call overhead, and the calibration absorbs both.
+Entries are per-layer timings at a grid of widths: what one more copy of the layer costs in a model of several
+(lut.CELL_COPIES; microbench.py builds the models). A model's latency is predicted as the sum of its layers'
+interpolated timings, mapped through a linear calibration (a · sum + c · layers + b) fitted on end-to-end
+measurements: the sum misses what the layers do not cover (adds, pooling, concatenation, the runtime's per-run
+overhead), and the calibration absorbs it.
 
-The cache is one JSON-lines file per device (hostname, CPU, runtime and version, threads, precision). Each entry
+The cache is one JSON-lines file per device (hostname, CPU, runtime and version, threads, precision, how a cell is
+timed). Each entry
 is appended, flushed and fsynced as soon as it is measured, so an interrupted build loses nothing; every line
 carries a sha256 of its content, and a damaged line is reported and measured again, never trusted. A line torn by
 a crash or a full disk stays on its own: the next entry starts on a fresh line (fileio.append_line).
@@ -45,6 +47,7 @@ class TableEntry(Record):
     runtime: str
     threads: int
     passes: int = 1  # separate measurements this entry is the fastest of (see measure_missing)
+    alone_ms: float | None = None  # the layer alone in a one-layer model (median), when the entry is a marginal
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -55,9 +58,11 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "edgeprune")
 
 
-def device_key(device: DeviceInfo, threads: int, precision: str) -> str:
-    """What makes timings comparable: the machine, its runtime and version, the thread count and precision."""
-    identity = [device.hostname, device.cpu, device.arch, device.runtime, device.runtime_version, threads, precision]
+def device_key(device: DeviceInfo, threads: int, precision: str, cells: str) -> str:
+    """What makes timings comparable: the machine, its runtime and version, the thread count and precision, and how
+    a cell is timed (`cells`)."""
+    identity = [device.hostname, device.cpu, device.arch, device.runtime, device.runtime_version, threads, precision,
+                cells]  # fmt: skip
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 

@@ -6,7 +6,7 @@ from edgeprune.backends._registry import get_backend, with_precision
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.profiles import load_profile, with_runtime
 from edgeprune.devices.transport import LocalTransport
-from edgeprune.latency.lut import MAX_ROUNDS, ROUNDS, LutReport, build_lut
+from edgeprune.latency.lut import CELLS, MAX_ROUNDS, ROUNDS, LutReport, build_lut
 from edgeprune.latency.table import device_key
 from edgeprune.models import load_model
 from tests.conftest import run_cli
@@ -30,7 +30,7 @@ def test_profile_lut_measures_calibrates_and_reports_the_prediction_error(tmp_pa
                for v in report.variants)  # fmt: skip
     unpruned = report.variants[0]
     assert all(v.macs < unpruned.macs for v in report.variants[1:])  # the variants really are pruned
-    assert all(0 < e.median_ms < 50 for e in report.entries)
+    assert all(0 <= e.median_ms < 50 and 0 < e.alone_ms < 50 for e in report.entries)
     assert report.mape_percent is not None and report.mape_percent < 100
     assert (tmp_path / "run" / "lut.json").is_file() and (tmp_path / "run" / "profile.json").is_file()
 
@@ -63,8 +63,8 @@ def test_an_int8_table_is_timed_on_cells_the_runtime_quantized(runtime, tmp_path
     assert "random inputs" in report.method and f"exported by the {runtime} backend" in report.method
     # conv 3→{8,16}; conv {8,16}→{8,16}; linear {8,16}→{8,10}
     assert report.measured_now == len(report.entries) == 10 and report.remeasured_now == 10
-    assert all(e.runtime == runtime and 0 < e.median_ms < 50 for e in report.entries)
+    assert all(e.runtime == runtime and 0 <= e.median_ms < 50 and 0 < e.alone_ms < 50 for e in report.entries)
     assert [v.role for v in report.variants] == ["calibration"] * 2 + ["evaluation"]
     with AgentSession(LocalTransport()) as agent:
         device = agent.info(target.name, runtime)
-    assert report.device_key == device_key(device, 1, "int8") != device_key(device, 1, "fp32")
+    assert report.device_key == device_key(device, 1, "int8", CELLS) != device_key(device, 1, "fp32", CELLS)
