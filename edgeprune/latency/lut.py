@@ -255,7 +255,7 @@ def _cell(backend: Backend, precision: str, signature, cin: int, cout: int, scra
     """A cell's model (the layer alone, or `copies` summed copies of it) in the target's format and precision, built
     by that runtime's own export (and quantizer) as a shipped model is; ONNX fp32 is written directly (the same
     graph, without a PyTorch export)."""
-    if backend.format == "onnx" and precision == "fp32":
+    if _written_directly(backend, precision):
         return single_layer_onnx(signature, cin, cout, scratch / f"layer{copies}.onnx", copies)
     folder = scratch / f"cell-{signature.key}-{cin}-{cout}-{copies}"  # kept for the repeat pass: one export a cell
     done = folder / "artifact.json"
@@ -267,8 +267,13 @@ def _cell(backend: Backend, precision: str, signature, cin: int, cout: int, scra
     return artifact.path
 
 
+def _written_directly(backend: Backend, precision: str) -> bool:
+    """ONNX fp32 cells are written as ONNX by microbench, not exported from PyTorch by the backend."""
+    return backend.format == "onnx" and precision == "fp32"
+
+
 def _cell_method(backend: Backend, precision: str) -> str:
-    if backend.format == "onnx" and precision == "fp32":
+    if _written_directly(backend, precision):
         return "written as ONNX directly"
     how = f"exported by the {backend.name} backend as a shipped model is"
     if precision in backend.calibrated:
