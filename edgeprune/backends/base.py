@@ -27,6 +27,7 @@ class Backend(ABC):
     precisions: tuple[str, ...]
     default_precision: str = "fp32"
     calibrated: tuple[str, ...] = ()  # precisions whose export needs calibration images from the user's data
+    quantization_aware: tuple[str, ...] = ()  # precisions its toolchain can also train for (--qat-epochs)
     tolerances_by_precision: dict[str, Tolerances]  # with the evidence for each, where the backend declares them
 
     def for_target(self, target: TargetProfile | None) -> Backend:
@@ -127,6 +128,35 @@ class Backend(ABC):
         self, model: LoadedModel, out_dir: Path, precision: str, calibration: np.ndarray, float_layers: tuple[str, ...]
     ) -> Artifact:
         raise NotImplementedError(f"{type(self).__name__} declares calibrated precisions but cannot export them")
+
+    def check_quantization_aware(self, precision: str | None) -> str:
+        """`precision` when this backend can train for it (--qat-epochs), else a ConfigError naming who can."""
+        precision = self.check_precision(precision)
+        if precision in self.quantization_aware:
+            return precision
+        able = [backend.name for backend in _backends() if backend.quantization_aware]
+        fix = f"drop --qat-epochs, or use --runtime {' / '.join(able)} --precision int8" if able else "drop it"
+        if precision in self.calibrated:
+            raise ConfigError(f"--qat-epochs: {self.name} {precision} is quantized after training only "
+                              "(its toolchain has no quantization-aware training in edgeprune)", fix=fix)  # fmt: skip
+        raise ConfigError(f"--qat-epochs trains for int8; {self.name} {precision} is not quantized", fix=fix)
+
+    def fake_quantized(self, model: LoadedModel, precision: str, calibration: np.ndarray):
+        """A copy of `model.module` with the runtime toolchain's fake quantization inserted and initialised on
+        `calibration`, trainable like the float model (quantization-aware training); for `export_fake_quantized`."""
+        raise NotImplementedError(f"{type(self).__name__} has no quantization-aware training")
+
+    def export_fake_quantized(self, model: LoadedModel, module, out_dir: Path, precision: str, *,
+                              calibration_images: int, epochs: int) -> Artifact:  # fmt: skip
+        """Write `module` (from `fake_quantized`, then trained `epochs` epochs) as this runtime's int8 model; `model`
+        is the float model it came from (inputs, preprocessing, spec)."""
+        raise NotImplementedError(f"{type(self).__name__} has no quantization-aware training")
+
+
+def _backends() -> list[Backend]:
+    from edgeprune.backends._registry import BACKENDS, get_backend
+
+    return [get_backend(name) for name in BACKENDS]
 
 
 def _shapes_fit(found: tuple, expected: tuple) -> bool:

@@ -15,6 +15,8 @@ Precision, written where it is decided:
 - int8: `nncf.quantize`, PERFORMANCE preset (nncf's default for CNNs: int8 weights symmetric per channel, 8-bit
   activations symmetric per tensor, fast bias correction), one calibration image per sample; layers named in
   `float_layers` are nncf's ignored scope.
+- int8 after quantization-aware training (`build --qat-epochs`): nncf's PyTorch quantization (same preset) trained
+  with the model, then `openvino.convert_model` from PyTorch (`export_fake_quantized`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class OpenVinoBackend(Backend):
     precisions = ("fp32", "fp16", "int8")
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
+    quantization_aware = ("int8",)
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:
         ov = _import("openvino")
@@ -125,6 +128,46 @@ class OpenVinoBackend(Backend):
             float_layers=float_layers,
         )
 
+    def fake_quantized(self, model: LoadedModel, precision: str, calibration: np.ndarray):
+        """nncf's PyTorch quantization (the same PERFORMANCE preset as the post-training export), to be trained:
+        NNCF's quantization-aware training recipe."""
+        import torch
+
+        nncf = _import("nncf")
+        samples = [torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return nncf.quantize(model.module.eval(), nncf.Dataset(samples), subset_size=len(samples),
+                                     preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
+        except Exception as exc:  # nncf raises many types; all mean the model could not be quantized
+            raise ExportError(f"nncf could not insert fake quantization into {model.spec}: {_first_line(exc)}") from exc
+
+    def export_fake_quantized(self, model: LoadedModel, module, out_dir: Path, precision: str, *,
+                              calibration_images: int, epochs: int) -> Artifact:  # fmt: skip
+        """OpenVINO converts nncf's PyTorch fake quantizers to FakeQuantize ops, which its CPU plugin runs as int8
+        kernels (the route NNCF's QAT documentation gives). From PyTorch directly, not ONNX: the dynamo exporter
+        does not know nncf's quantizer functions. Batch left dynamic, as the ONNX route leaves it."""
+        import torch
+
+        ov = _import("openvino")
+        example = model.example_inputs()
+        shapes = [ov.PartialShape([-1, *t.shape[1:]]) for t in example]
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracing nncf's quantizers warns about Python scalars, harmlessly
+                ov_model = ov.convert_model(module.eval(), example_input=example, input=shapes)
+        except Exception as exc:  # OpenVINO's frontends raise their own RuntimeError subclasses
+            raise ExportError(
+                f"openvino.convert_model could not read the trained {model.spec}: {_first_line(exc)}"
+            ) from exc
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = self._save(ov, ov_model, out_dir, compress_to_fp16=False)
+        nncf = _import("nncf")
+        exporter = f"nncf {nncf.__version__} quantization-aware training ({epochs} epochs), openvino.convert_model from PyTorch"
+        return self._artifact_for(path, model, exporter=exporter, precision=precision,
+                                  calibration_images=calibration_images, qat_epochs=epochs)  # fmt: skip
+
     @contextlib.contextmanager
     def _from_onnx(self, model: LoadedModel):
         from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
@@ -167,6 +210,7 @@ class OpenVinoBackend(Backend):
         precision: str | None,
         calibration_images: int | None = None,
         float_layers: tuple[str, ...] = (),
+        qat_epochs: int | None = None,
     ) -> Artifact:
         ov = _import("openvino")
         try:
@@ -179,7 +223,7 @@ class OpenVinoBackend(Backend):
             inputs=tuple(_spec(port, f"input{i}") for i, port in enumerate(ov_model.inputs)),
             outputs=tuple(_spec(port, f"output{i}") for i, port in enumerate(ov_model.outputs)),
             exporter=exporter, opset=None, tool_versions=_tool_versions(),
-            calibration_images=calibration_images, float_layers=tuple(float_layers),
+            calibration_images=calibration_images, float_layers=tuple(float_layers), qat_epochs=qat_epochs,
         )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from edgeprune.build.data import calibration_for, quantizer_data, split_data
 from edgeprune.build.planning import plan_within_budget
+from edgeprune.build.quantization_aware import check as check_quantization_aware
+from edgeprune.build.quantization_aware import export_quantization_aware
 from edgeprune.build.recovery import RECOVERY_FILE, recover
 from edgeprune.build.stages import export_all, model_names, pruned_dir, verify_all
 from edgeprune.errors import ConfigError
@@ -103,7 +105,13 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         recovery = stage("finetune", lambda: recover(model, options, plan, replan, splits, out_dir, progress),
                          lambda: _saved_recovery(out_dir))  # fmt: skip
         names = model_names(plan, recovery)
-        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on),
+        qat = None
+        if options.qat_epochs:
+
+            def qat(name: str) -> Artifact:
+                return export_quantization_aware(model, target, options, name, splits, quantize_on, out_dir, progress)
+
+        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on, qat),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
                                    for name in names})  # fmt: skip
         results = stage(
@@ -190,6 +198,7 @@ def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> 
     if options.max_drop is not None and not (math.isfinite(options.max_drop) and options.max_drop >= 0):
         raise ConfigError(f"--max-drop {options.max_drop:g} is not an accuracy budget",
                           expected="a finite number of points ≥ 0, or none")  # fmt: skip
+    check_quantization_aware(target, options)
     if options.runs < 30:
         raise ConfigError(f"--runs {options.runs} is too few to compare medians", expected="at least 30")
 

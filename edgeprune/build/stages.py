@@ -36,20 +36,36 @@ def pruned_dir(out_dir: Path, name: str, finetuned: bool) -> Path:
     return base / ("finetuned" if finetuned else "pruned")
 
 
+def qat_dir(out_dir: Path, name: str) -> Path:
+    """Where a pruned model's float weights after quantization-aware training are saved (build/quantization_aware)."""
+    return pruned_dir(out_dir, name, True).parent / "qat"
+
+
+def weights_dir(out_dir: Path, name: str) -> Path:
+    """The weights a pruned model of the build was exported from: after quantization-aware training when it had
+    it, else after fine-tuning."""
+    qat = qat_dir(out_dir, name)
+    return qat if qat.is_dir() else pruned_dir(out_dir, name, True)
+
+
 def runtime_format(target: TargetProfile) -> str:
     from edgeprune.backends._registry import get_backend
 
     return get_backend(target.runtime).format
 
 
-def export_all(model, target: TargetProfile, names: list[str], out_dir: Path,
-               quantize_on: str | None = None) -> dict[str, Artifact]:  # fmt: skip
-    """Each model in the target's format and precision; `quantize_on`: the images an int8 export calibrates on."""
+def export_all(model, target: TargetProfile, names: list[str], out_dir: Path, quantize_on: str | None = None,
+               qat=None) -> dict[str, Artifact]:  # fmt: skip
+    """Each model in the target's format and precision; `quantize_on`: the images an int8 export calibrates on.
+    `qat(name)`: the artifact of a pruned model after quantization-aware training (--qat-epochs), when asked."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import load_pruned
 
     artifacts = {}
     for name in names:
+        if qat is not None and name != "unpruned":
+            artifacts[name] = qat(name)
+            continue
         loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
         artifacts[name] = export_model(loaded, runtime_format(target), out_dir / "export" / name, target.precision,
                                        data=quantize_on, target=target)  # fmt: skip
@@ -67,7 +83,7 @@ def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, p
                                comparison_rounds(plan.base_latency.median_ms, options.runs))  # fmt: skip
     results = []
     for name, artifact in artifacts.items():
-        loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
+        loaded = model if name == "unpruned" else load_pruned(weights_dir(out_dir, name), named_base=model.spec)
         verification = metric = value = None
         if splits is not None:
             verification = verify_artifact(

@@ -164,6 +164,15 @@ def prune(
 @click.option(
     "--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning."
 )
+@click.option(
+    "--qat-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="int8 on a runtime whose toolchain trains with fake quantization (openvino: NNCF): epochs of "
+    "quantization-aware training of each pruned model before its export, at a tenth of --lr. 0: post-training "
+    "quantization.",
+)
 @click.option("--baselines", default="", help=f"Comma list of baselines built the same way: {', '.join(BASELINES)}.")
 @click.option(
     "--runs", "-n", type=click.IntRange(min=30), default=50, show_default=True, help="Timed runs per measurement."
@@ -198,6 +207,7 @@ def build(
     finetune_epochs,
     lr,
     distill,
+    qat_epochs,
     baselines,
     runs,
     warmup,
@@ -236,7 +246,7 @@ def build(
         options = BuildOptions(
             model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
             value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
-            lr=lr, distill=distill, runs=runs, warmup=warmup,
+            qat_epochs=qat_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, precision=precision, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip

@@ -73,6 +73,7 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits, 
         "runtime": plan.latency.runtime,
         "format": plan.artifact.format,
         "precision": plan.artifact.precision,
+        "quantization": plan.artifact.quantization,
         "files": files,
         "inputs": [spec.to_dict() for spec in plan.artifact.inputs],
         "outputs": [spec.to_dict() for spec in plan.artifact.outputs],
@@ -108,13 +109,16 @@ def write_bundle(report: BuildReport, model: LoadedModel, bundle: Path, splits, 
 
 
 def _results_table(report: BuildReport) -> str:
-    rows = ["<tr><th>model</th><th>median ms</th><th>p90 ms</th><th>n</th><th>speedup</th><th>metric</th>"
-            "<th>MMACs</th><th>params</th><th>energy mJ</th></tr>"]  # fmt: skip
+    rows = ["<tr><th>model</th><th>precision</th><th>median ms</th><th>p90 ms</th><th>n</th><th>speedup</th>"
+            "<th>metric</th><th>MMACs</th><th>params</th><th>energy mJ</th></tr>"]  # fmt: skip
     for r in report.results:
         lat = r.latency
         metric = f"{r.metric} {r.metric_value:.4f}" if r.metric_value is not None else "—"
         energy = f"{lat.energy_mj:.3f} ({lat.energy})" if lat.energy_mj is not None else f"— ({lat.energy})"
-        rows.append(f"<tr><td>{_e(r.name)}</td><td>{lat.median_ms:.3f}</td><td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
+        how = r.artifact.quantization
+        precision = f"{r.artifact.precision}, {how}" if how else r.artifact.precision
+        rows.append(f"<tr><td>{_e(r.name)}</td><td>{_e(precision)}</td><td>{lat.median_ms:.3f}</td>"
+                    f"<td>{lat.p90_ms:.3f}</td><td>{lat.n}</td>"
                     f"<td>{format_speedup(r.speedup, r.speedup_se)}</td><td>{_e(metric)}</td>"
                     f"<td>{r.macs / 1e6:.1f}</td><td>{r.params:,}</td><td>{_e(energy)}</td></tr>")  # fmt: skip
     return f"<table>{''.join(rows)}</table>"

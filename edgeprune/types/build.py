@@ -121,6 +121,7 @@ class BuildOptions(Record):
     value: str = "measured"  # what an item is worth: "measured" output damage on --data, or the criterion's scores
     step: int | None = None
     finetune_epochs: int = 0
+    qat_epochs: int = 0  # int8: epochs of quantization-aware training of each pruned model before its export
     lr: float = 0.01
     distill: bool = True
     runs: int = 50

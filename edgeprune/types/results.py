@@ -157,12 +157,23 @@ class Artifact(Record):
     detection: DetectionHead | None = None
     calibration_images: int | None = None  # int8: how many of the user's images calibrated it
     float_layers: tuple[str, ...] = ()  # int8: PyTorch layers kept in float (mixed precision, --keep-float)
+    qat_epochs: int | None = None  # int8: epochs of quantization-aware training before export; None: post-training
 
     _volatile = ("files",)
 
     @property
     def path(self) -> Path:
         return Path(self.files[0])
+
+    @property
+    def quantization(self) -> str | None:
+        """How an int8 artifact was quantized, in words; None for a float one."""
+        if self.calibration_images is None and self.qat_epochs is None:
+            return None
+        calibrated = f"initialised on {self.calibration_images} calibration images"
+        if self.qat_epochs is not None:
+            return f"quantization-aware training ({self.qat_epochs} epochs, {calibrated})"
+        return f"post-training ({calibrated})"
 
 
 @dataclass(frozen=True)
