@@ -170,10 +170,10 @@ class Artifact(Record):
         """How an int8 artifact was quantized, in words; None for a float one."""
         if self.calibration_images is None and self.qat_epochs is None:
             return None
-        calibrated = f"initialised on {self.calibration_images} calibration images"
         if self.qat_epochs is not None:
-            return f"quantization-aware training ({self.qat_epochs} epochs, {calibrated})"
-        return f"post-training ({calibrated})"
+            return (f"quantization-aware training ({self.qat_epochs} epochs; ranges initialised on "
+                    f"{self.calibration_images} calibration images)")  # fmt: skip
+        return f"post-training (calibrated on {self.calibration_images} images)"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def test_fake_quantized_training_exports_the_int8_model_it_trained(name, tmp_pat
 
     artifact = backend.export_fake_quantized(model, module, tmp_path, "int8", calibration_images=32, epochs=1)
     assert artifact.precision == "int8" and artifact.qat_epochs == 1
-    assert artifact.quantization.startswith("quantization-aware training (1 epochs")
+    assert artifact.quantization.startswith("quantization-aware training (1 epochs; ranges initialised on 32")
     images = calibration[:16]
     with torch.no_grad():
         reference = module.eval()(torch.from_numpy(images)).numpy()
