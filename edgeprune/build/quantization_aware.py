@@ -25,7 +25,7 @@ RESULT_FILE = "qat_result.json"
 LR_SHARE = 0.1
 
 
-def check(target: TargetProfile, options: BuildOptions) -> None:
+def check(model, target: TargetProfile, options: BuildOptions) -> None:
     """A ConfigError before any work when --qat-epochs cannot be honoured."""
     from edgeprune.backends._registry import get_backend
     from edgeprune.errors import ConfigError
@@ -36,6 +36,11 @@ def check(target: TargetProfile, options: BuildOptions) -> None:
         get_backend(target.runtime).check_quantization_aware(target.precision)
         if not options.data:
             raise ConfigError("--qat-epochs needs --data (the images it trains on)", fix="pass --data")
+        # built and tested with the classification loop only; the detectors' trainers (ultralytics, Darknet) were
+        # not tried with nncf's model
+        if model.task != "classification":
+            raise ConfigError(f"--qat-epochs trains classifiers so far, not {model.spec} ({model.task})",
+                              fix="drop --qat-epochs: the int8 export is then quantized after training")  # fmt: skip
 
 
 def export_quantization_aware(model, target: TargetProfile, options: BuildOptions, name: str, splits, quantize_on: str,
@@ -70,7 +75,8 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
         loaded.module.load_state_dict(float_state, strict=True)
         loaded._fingerprint = None
         artifact = backend.export_fake_quantized(loaded, trained.module, export_dir, target.precision,
-                                                 calibration_images=len(calibration), epochs=options.qat_epochs)  # fmt: skip
+                                                 calibration_images=len(calibration),
+                                                 epochs=options.qat_epochs)  # fmt: skip
         artifact.save(export_dir / "artifact.json")
         save_pruned(loaded, PrunePlan.load(pruned_dir(out_dir, name, True) / PLAN_FILE), staging)
         result.save(staging / RESULT_FILE)

@@ -198,7 +198,7 @@ def _check(model: LoadedModel, target: TargetProfile, options: BuildOptions) -> 
     if options.max_drop is not None and not (math.isfinite(options.max_drop) and options.max_drop >= 0):
         raise ConfigError(f"--max-drop {options.max_drop:g} is not an accuracy budget",
                           expected="a finite number of points ≥ 0, or none")  # fmt: skip
-    check_quantization_aware(target, options)
+    check_quantization_aware(model, target, options)
     if options.runs < 30:
         raise ConfigError(f"--runs {options.runs} is too few to compare medians", expected="at least 30")
 

@@ -72,3 +72,18 @@ def test_build_refuses_qat_on_a_float_build_before_any_work(tmp_path, resnet20_w
     assert result.code == 2 and "--qat-epochs" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
     assert not (out / "unpruned").exists()  # refused before the profile stage
+
+
+def test_qat_refuses_a_detector_before_any_work(tmp_path):
+    from edgeprune.backends._registry import with_precision
+    from edgeprune.build.quantization_aware import check
+    from edgeprune.devices.profiles import load_profile, with_runtime
+    from edgeprune.types.build import Budget, BuildOptions
+    from tests.conftest import asset
+
+    detector = load_model(str(asset("darknet/yolo-fastest/yolo-fastest-1.1.cfg")), LoadOptions())
+    target = with_precision(with_runtime(load_profile("host"), "openvino"), "int8")
+    options = BuildOptions(model=detector.spec, weights=None, target="host", data=str(tmp_path),
+                           budget=Budget("speedup", 1.5), qat_epochs=1)  # fmt: skip
+    with pytest.raises(ConfigError, match="classifiers so far"):
+        check(detector, target, options)
