@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 from pathlib import Path
 
 from edgeprune.build.stages import pruned_dir, qat_dir
@@ -45,7 +46,7 @@ def check(model, target: TargetProfile, options: BuildOptions) -> None:
 
 def export_quantization_aware(model, target: TargetProfile, options: BuildOptions, name: str, splits, quantize_on: str,
                               out_dir: Path, progress) -> Artifact:  # fmt: skip
-    """Train pruned model `name` with the runtime's fake quantization, export it, save its float weights (qat/)."""
+    """Train pruned model `name` with the runtime's fake quantization, save its float weights (qat/), export it."""
     from edgeprune.backends._quantization import calibration_images
     from edgeprune.backends._registry import get_backend
     from edgeprune.commands import finetuner
@@ -58,6 +59,7 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
     saved = qat_dir(out_dir, name)
     if saved.is_dir() and (export_dir / "artifact.json").is_file():
         return Artifact.load(export_dir / "artifact.json")  # finished before an interruption
+    shutil.rmtree(saved, ignore_errors=True)  # trained but not exported: the fake-quantized model is gone, train again
     backend = get_backend(target.runtime)
     loaded = load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
     calibration = calibration_images(loaded, quantize_on)
@@ -73,11 +75,10 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
         # the float weights the fake quantizers act on: the runtime is judged against them
         float_state = {k: v for k, v in trained.module.state_dict().items() if k in loaded.module.state_dict()}
         loaded.module.load_state_dict(float_state, strict=True)
-        loaded._fingerprint = None
-        artifact = backend.export_fake_quantized(loaded, trained.module, export_dir, target.precision,
-                                                 calibration_images=len(calibration),
-                                                 epochs=options.qat_epochs)  # fmt: skip
-        artifact.save(export_dir / "artifact.json")
         save_pruned(loaded, PrunePlan.load(pruned_dir(out_dir, name, True) / PLAN_FILE), staging)
         result.save(staging / RESULT_FILE)
+    reference = load_pruned(saved, named_base=model.spec)  # as verify will load it
+    artifact = backend.export_fake_quantized(reference, trained.module, export_dir, target.precision,
+                                             calibration_images=len(calibration), epochs=options.qat_epochs)  # fmt: skip
+    artifact.save(export_dir / "artifact.json")
     return artifact

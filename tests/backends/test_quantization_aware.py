@@ -87,3 +87,47 @@ def test_qat_refuses_a_detector_before_any_work(tmp_path):
                            budget=Budget("speedup", 1.5), qat_epochs=1)  # fmt: skip
     with pytest.raises(ConfigError, match="classifiers so far"):
         check(detector, target, options)
+
+
+@pytest.mark.parametrize("name", QUANTIZATION_AWARE)
+def test_the_build_exports_a_pruned_model_after_qat_and_verifies_against_its_trained_weights(
+    name, tmp_path, resnet20_weights, small_cifar
+):
+    """The export stage's QAT step on a pruned model saved where a build saves it: the artifact is the trained
+    int8 model, and `weights_dir` gives the float weights it was trained from (what verify compares with)."""
+    pytest.importorskip("nncf")
+    from edgeprune.backends._registry import with_precision
+    from edgeprune.build.data import split_data
+    from edgeprune.build.quantization_aware import RESULT_FILE, export_quantization_aware
+    from edgeprune.build.stages import pruned_dir, weights_dir
+    from edgeprune.devices.profiles import load_profile, with_runtime
+    from edgeprune.models.saved import load_pruned, save_pruned
+    from edgeprune.progress import NoProgress
+    from edgeprune.prune.channels import prune_channels
+    from edgeprune.types.build import Budget, BuildOptions
+
+    torch.manual_seed(0)
+    model = load_model("cifar:resnet20", LoadOptions(weights=str(resnet20_weights)))
+    pruned = load_model("cifar:resnet20", LoadOptions(weights=str(resnet20_weights)))
+    plan = prune_channels(pruned, 0.25, "l1", round_to=8)
+    out = tmp_path / "build"
+    finetuned = pruned_dir(out, "plan", True)
+    finetuned.mkdir(parents=True)
+    save_pruned(pruned, plan, finetuned)
+    assert weights_dir(out, "plan") == finetuned  # no QAT yet: the fine-tuned weights
+    splits = split_data(model, str(small_cifar), out / "data")
+    target = with_precision(with_runtime(load_profile("host"), name), "int8")
+    options = BuildOptions(model=model.spec, weights=str(resnet20_weights), target="host", data=str(small_cifar),
+                           budget=Budget("speedup", 1.5), qat_epochs=1, distill=False)  # fmt: skip
+
+    artifact = export_quantization_aware(model, target, options, "plan", splits, splits.finetune, out, NoProgress())
+    assert artifact.qat_epochs == 1 and artifact.precision == "int8"
+    assert (out / "export" / "plan" / "artifact.json").is_file()
+    reference_dir = weights_dir(out, "plan")
+    assert reference_dir != finetuned and (reference_dir / RESULT_FILE).is_file()
+    reference = load_pruned(reference_dir, named_base=model.spec)
+    assert reference.fingerprint == artifact.model_fingerprint  # verify's reference is what was trained and exported
+    before = load_pruned(finetuned, named_base=model.spec)
+    assert reference.fingerprint != before.fingerprint  # the QAT epoch moved the float weights
+    again = export_quantization_aware(model, target, options, "plan", splits, splits.finetune, out, NoProgress())
+    assert again == artifact  # a resumed export stage reuses a finished QAT model
