@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import shutil
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +121,15 @@ class LutReport(Record):
                 f"({self.measured_now} measured now, "
                 f"{self.from_cache} from the cache, {self.remeasured_now} repeat passes, {self.corrupted_lines} "
                 "damaged cache lines not trusted); "
-                f"calibration {self.calibration.scale:.3f} × sum {self.calibration.per_layer_ms * 1000:+.1f} µs × "
-                f"layers {self.calibration.offset_ms:+.3f} ms on {self.calibration.n} models; prediction MAPE {mape} "
+                f"calibration {_describe(self.calibration)} on {self.calibration.n} models; prediction MAPE {mape} "
                 f"over {len(evaluation)} held-out pruned "
                 "variants" + (f"; {self.emulation}" if self.emulation else ""))  # fmt: skip
+
+
+def _describe(c: Calibration) -> str:
+    by_height = ", ".join(f"{float(b) * 1000:+.1f} µs at {h}²" for h, b in c.per_layer_by_height_ms.items())
+    layers = f"per layer by input height ({by_height})" if by_height else f"{c.per_layer_ms * 1000:+.1f} µs × layers"
+    return f"{c.scale:.3f} × sum, {layers}, {c.offset_ms:+.3f} ms"
 
 
 def build_lut(
@@ -151,12 +157,16 @@ def build_lut(
     backend.check_precision(target.precision)
     uses = layer_uses(model)
     needed = needed_entries(uses, step)
-    models = [("unpruned", 0, model)] + _random_variants(model, calibration_variants + variants, step, seed)
+    random = _random_variants(model, calibration_variants + variants, step, seed)
+    blocks = _block_variants(model, uses) if calibration_variants else []
+    if 1 + len(blocks) + calibration_variants < 2 * (len(blocks) + 2):
+        blocks = []  # too few models to fit a term per height: they would not be used
+    models = [("unpruned", 0, model), *blocks, *random]
     scratch = scratch_dir()
     try:
         return _build(model, target, out_dir, backend, uses, needed, models, scratch, threads=threads, step=step,
-                      calibration_variants=calibration_variants, runs=runs, warmup=warmup, cache_dir=cache_dir,
-                      progress=progress)  # fmt: skip
+                      calibration_variants=len(blocks) + calibration_variants, runs=runs, warmup=warmup,
+                      cache_dir=cache_dir, progress=progress)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -227,7 +237,8 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         for k, ((name, blocks, variant, stats, medians, relative), total) in enumerate(zip(measured, sums))
     ]  # fmt: skip
     table = table.calibrated(sums[:n_fit], [v.measured_ms for v in results[:n_fit]],
-                             [len(uses) for uses in variant_uses[:n_fit]])  # fmt: skip
+                             [len(uses) for uses in variant_uses[:n_fit]],
+                             [dict(Counter(u.signature.height for u in uses)) for uses in variant_uses[:n_fit]])  # fmt: skip
     results = tuple(
         dataclasses.replace(v, predicted_ms=table.predict_ms(uses)) for v, uses in zip(results, variant_uses)
     )
@@ -289,6 +300,37 @@ def _timing_calibration(backend: Backend, precision: str, model: LoadedModel) ->
         return None
     shape = model.inputs[0].concrete_shape(TIMING_CALIBRATION)
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+BLOCK_VARIANT_BLOCKS = 4  # blocks removed per height in a block variant (ResNet-56: layer<s>.1, .3, .5, .7)
+
+
+def _block_variants(model: LoadedModel, uses) -> list[tuple[str, int, LoadedModel]]:
+    """For each input height with at least two removable residual blocks, the model with every other one of them
+    (at most BLOCK_VARIANT_BLOCKS) removed and its widths untouched: calibration models from which the fit learns
+    what a block at that height costs inside the model (`LatencyTable.calibrated`'s terms by height), which the
+    random variants, removing blocks by γ together with channels, leave confounded."""
+    from edgeprune.prune.depth import block_layers, removable_blocks, remove_blocks
+
+    try:
+        blocks = removable_blocks(model)
+    except ConfigError:
+        return []
+    prefixes = block_layers(model, blocks)
+    by_height: dict[int, list[str]] = defaultdict(list)
+    for block in blocks:
+        heights = {u.signature.height for u in uses if u.name.startswith(prefixes[block.name])}
+        if len(heights) == 1:
+            by_height[heights.pop()].append(block.name)
+    variants = []
+    for height, names in sorted(by_height.items()):
+        if len(names) < 2:
+            continue
+        chosen = names[::2][:BLOCK_VARIANT_BLOCKS]
+        variant = copy.deepcopy(model)
+        remove_blocks(variant, names=chosen)
+        variants.append((f"blocks-h{height}-{len(chosen)}", len(chosen), variant))
+    return variants
 
 
 def _random_variants(model: LoadedModel, count: int, step: int, seed: int) -> list[tuple[str, int, LoadedModel]]:

@@ -119,15 +119,21 @@ def _digest(body: dict) -> str:
 
 @dataclass(frozen=True)
 class Calibration(Record):
-    """predicted_ms = scale · (sum of layer timings) + per_layer_ms · (number of layers) + offset_ms, least squares
-    over `n` measured models. The per-layer term is what a layer costs in a graph beyond its own timing (or, when
-    negative, the share of the one-layer model's call overhead that a graph does not pay per layer); it is fitted
-    only when the calibration models differ in their number of layers (depth-pruned variants)."""
+    """predicted_ms = scale · (sum of layer timings) + Σ over layers of (per_layer_ms + per_layer_by_height_ms[its
+    input height]) + offset_ms, least squares over `n` measured models. A per-layer term is what a layer costs in a
+    graph beyond its own timing (or, when negative, the share of the one-layer model's call overhead that a graph
+    does not pay per layer); it is fitted only when the calibration models differ in their number of layers
+    (depth-pruned variants), and by feature-map height when enough models were measured to fit one per height."""
 
     scale: float = 1.0
     offset_ms: float = 0.0
     n: int = 0
     per_layer_ms: float = 0.0
+    per_layer_by_height_ms: dict[str, float] = field(default_factory=dict)  # input height → extra ms per layer
+
+    def layer_overhead_ms(self, use: LayerUse) -> float:
+        """What one layer costs in the model beyond scale × its cell."""
+        return self.per_layer_ms + self.per_layer_by_height_ms.get(str(use.signature.height), 0.0)
 
 
 def needed_entries(uses: Iterable[LayerUse], step: int) -> list[tuple[LayerSignature, int, int]]:
@@ -183,19 +189,24 @@ class LatencyTable:
     def predict_ms(self, uses: Iterable[LayerUse]) -> float:
         uses = list(uses)
         c = self.calibration
-        return c.scale * self.layers_sum_ms(uses) + c.per_layer_ms * len(uses) + c.offset_ms
+        return c.scale * self.layers_sum_ms(uses) + sum(c.layer_overhead_ms(u) for u in uses) + c.offset_ms
 
-    def calibrated(
-        self, sums_ms: list[float], measured_ms: list[float], layers: list[int] | None = None
-    ) -> LatencyTable:
+    def calibrated(self, sums_ms: list[float], measured_ms: list[float], layers: list[int] | None = None,
+                   heights: list[dict[int, int]] | None = None) -> LatencyTable:  # fmt: skip
         """This table with a calibration fitted on (layer sum, measured latency) pairs, and the models' numbers
         of layers when given; one pair fits the scale alone. The per-layer term is fitted when the layer counts
-        differ and at least four models were measured, and kept only when the fit keeps the scale positive."""
+        differ and at least four models were measured, and kept only when the fit keeps the scale positive.
+        `heights` (each model's number of layers per input height) fits one per-layer term per height whose count
+        varies instead, when there are at least twice as many models as terms (see `_fit_by_height`)."""
         x, y = np.asarray(sums_ms, float), np.asarray(measured_ms, float)
         if len(x) == 0:
             raise ConfigError("calibrating a latency table needs at least one measured model")
         if len(x) == 1 or np.ptp(x) == 0:
             return LatencyTable(self.entries, Calibration(float(y.mean() / x.mean()), 0.0, len(x)))
+        if heights is not None:
+            by_height = _fit_by_height(x, y, heights)
+            if by_height is not None:
+                return LatencyTable(self.entries, by_height)
         counts = np.asarray(layers if layers is not None else [0] * len(x), float)
         if len(x) >= 4 and np.ptp(counts) > 0:
             (scale, per_layer, offset), *_ = np.linalg.lstsq(np.stack([x, counts, np.ones_like(x)], 1), y, rcond=None)
@@ -203,6 +214,25 @@ class LatencyTable:
                 return LatencyTable(self.entries, Calibration(float(scale), float(offset), len(x), float(per_layer)))
         scale, offset = np.polyfit(x, y, 1)
         return LatencyTable(self.entries, Calibration(float(scale), float(offset), len(x)))
+
+
+def _fit_by_height(x: np.ndarray, y: np.ndarray, heights: list[dict[int, int]]) -> Calibration | None:
+    """scale · sum + one per-layer term per input height whose layer count varies over the models + offset, when
+    there are at least twice as many models as terms, the terms are identifiable and the scale stays positive; else
+    None. Why by height: under OpenVINO int8 the one-layer cells misjudge a residual block's cost in the model
+    differently at each feature-map size (ResNet-56 stage 3: 30 µs in the model, 45 in the cells; stage 2: 31 vs
+    18), and the planner then removes the blocks the cells over-price (benchmarks/RESULTS.md, issue 19)."""
+    varying = sorted(h for h in {h for counts in heights for h in counts}
+                     if np.ptp([counts.get(h, 0) for counts in heights]) > 0)  # fmt: skip
+    columns = [x, *(np.asarray([counts.get(h, 0) for counts in heights], float) for h in varying), np.ones_like(x)]
+    design = np.stack(columns, 1)
+    if not varying or len(x) < 2 * design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+        return None
+    coefficients, *_ = np.linalg.lstsq(design, y, rcond=None)
+    scale, *per_height, offset = (float(c) for c in coefficients)
+    if scale <= 0:
+        return None
+    return Calibration(scale, offset, len(x), 0.0, {str(h): b for h, b in zip(varying, per_height)})
 
 
 def _interpolate(xs: list[int], ys: list[float], x: float) -> float:

@@ -42,7 +42,9 @@ class LatencyCost:
 
     def layer(self, use: LayerUse) -> float:
         c = self.table.calibration
-        return c.scale * self.table.layer_ms(use.signature, use.in_channels, use.out_channels) + c.per_layer_ms
+        return c.scale * self.table.layer_ms(use.signature, use.in_channels, use.out_channels) + c.layer_overhead_ms(
+            use
+        )
 
     def total(self, uses: Iterable[LayerUse]) -> float:
         return self.table.predict_ms(uses)

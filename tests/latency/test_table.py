@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from edgeprune.errors import ConfigError, DiskError
@@ -46,6 +47,24 @@ def test_calibration_fits_scale_and_offset():
     calibrated = table.calibrated([1.0, 2.0, 4.0], [1.5, 2.5, 4.5])
     assert (calibrated.calibration.scale, calibrated.calibration.offset_ms) == pytest.approx((1.0, 0.5))
     assert table.calibrated([2.0], [3.0]).calibration.scale == pytest.approx(1.5)
+
+
+def test_calibration_by_height_recovers_what_a_layer_costs_at_each_map_size():
+    """Models whose layers at 16² cost 0.02 ms more in the graph than their cells and at 8² 0.01 ms less: the fit by
+    height finds both (and prices a layer with its own height's term), where one per-layer term cannot."""
+    rng = np.random.default_rng(0)
+    counts = [{16: int(a), 8: int(b), 1: 1} for a, b in rng.integers(2, 20, size=(10, 2))]
+    sums = list(rng.uniform(1.0, 3.0, size=10))
+    measured = [1.1 * x + 0.02 * c[16] - 0.01 * c[8] + 0.3 for x, c in zip(sums, counts)]
+    layers = [sum(c.values()) for c in counts]
+    calibration = LatencyTable({}).calibrated(sums, measured, layers, counts).calibration
+    assert calibration.scale == pytest.approx(1.1) and calibration.offset_ms == pytest.approx(0.3)
+    assert calibration.per_layer_by_height_ms == pytest.approx({"16": 0.02, "8": -0.01})  # 1²: constant, not fitted
+    at_8 = LayerUse("x", LayerSignature("conv", (3, 3), padding=(1, 1), height=8, width=8), 16, 16)
+    assert calibration.layer_overhead_ms(at_8) == pytest.approx(-0.01)
+    # fewer than two models per term: the single per-layer term, as before
+    few = LatencyTable({}).calibrated(sums[:7], measured[:7], layers[:7], counts[:7]).calibration
+    assert few.per_layer_by_height_ms == {} and few.n == 7
 
 
 def test_an_interrupted_build_resumes_and_measures_only_what_is_missing(tmp_path):
