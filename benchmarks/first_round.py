@@ -53,7 +53,8 @@ def main() -> None:
             command, capture_output=True, text=True, env={**os.environ, "EDGEPRUNE_CACHE": str(cache)}
         )
         wall = time.time() - started
-        plan = json.loads((out / "plan" / "plan_report.json").read_text())
+        report = out / "plan" / "plan_report.json"
+        plan = json.loads(report.read_text()) if report.is_file() else {"rounds": []}  # none: the build failed early
         rounds = [{"round": r["round"], "predicted_speedup": r["predicted_speedup"], "measured_speedup": r["speedup"],
                    "speedup_se": r["speedup_se"], "error": r["prediction_error"], "met": r["met"]}
                   for r in plan["rounds"]]  # fmt: skip
