@@ -2,9 +2,9 @@
 
 Through one agent session: time the cells the table lacks (each layer alone and as summed copies; cached per
 device, resumable), then
-measure the unpruned model and randomly pruned variants end to end. The unpruned model and the first
-`calibration_variants` variants fit the calibration; the other variants are held out, and the report gives the
-calibrated prediction's mean absolute percentage error (MAPE) on them.
+measure the unpruned model and randomly pruned variants end to end. The unpruned model, the block variants (see
+`_block_variants`) and the first `calibration_variants` random variants fit the calibration; the other variants are
+held out, and the report gives the calibrated prediction's mean absolute percentage error (MAPE) on them.
 """
 
 from __future__ import annotations
