@@ -63,6 +63,26 @@ CLI_ROWS = [
         absent=("out",),
     ),
     Row(
+        "qat-on-a-runtime-without-it",
+        (
+            "build",
+            "--model",
+            "cifar:resnet20",
+            "--speedup",
+            "1.5",
+            "--data",
+            "{assets}/datasets/cifar10_test_jpg/test",
+            "--qat-epochs",
+            "1",
+            "--out",
+            "{tmp}/out",
+        ),
+        2,
+        "--qat-epochs",
+        absent=("out/unpruned",),  # refused before the profile stage
+        needs=("datasets/cifar10_test_jpg/test",),
+    ),
+    Row(
         "out-is-a-file",
         ("export", "--model", "cifar:resnet20", "--out", "{tmp}/file"),
         2,

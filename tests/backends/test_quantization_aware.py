@@ -1,7 +1,7 @@
 """Quantization-aware training (`build --qat-epochs`) through every backend whose toolchain has it: the runtime's
 fake quantization trains like the float model, and the export runs as int8 kernels in that runtime (through the
 agent) computing what the trained PyTorch module computes. Elsewhere --qat-epochs is refused before any work, in
-one line that names the runtimes that have it."""
+one line that names the runtimes that have it (the CLI's refusal is a row of tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from edgeprune.errors import ConfigError
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.train.data import ImageSamples
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
-from tests.conftest import run_cli
 
 QUANTIZATION_AWARE = [name for name in backend_names() if get_backend(name).quantization_aware]
 POST_TRAINING_ONLY = [name for name in backend_names() if not get_backend(name).quantization_aware]
@@ -63,15 +62,6 @@ def test_qat_epochs_on_a_runtime_without_it_is_one_line(runtime, tmp_path, resne
     with pytest.raises(ConfigError, match="--qat-epochs") as raised:
         backend.check_quantization_aware("int8" if "int8" in backend.precisions else None)
     assert all(name in raised.value.fix for name in QUANTIZATION_AWARE)
-
-
-def test_build_refuses_qat_on_a_float_build_before_any_work(tmp_path, resnet20_weights, small_cifar):
-    out = tmp_path / "build"
-    result = run_cli("build", "--model", "cifar:resnet20", "--weights", str(resnet20_weights), "--target", "host",
-                     "--data", str(small_cifar), "--speedup", "1.3", "--qat-epochs", "1", "--out", str(out))  # fmt: skip
-    assert result.code == 2 and "--qat-epochs" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 2
-    assert not (out / "unpruned").exists()  # refused before the profile stage
 
 
 def test_qat_refuses_a_detector_before_any_work(tmp_path):
