@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "qat_vs_ptq"
 def main() -> None:
     from edgeprune.backends._quantization import calibration_images
     from edgeprune.backends._registry import get_backend, with_precision
-    from edgeprune.build.quantization_aware import LR_SHARE
+    from edgeprune.build.quantization_aware import LR_SHARE, train_quantization_aware
     from edgeprune.commands import export_model, finetuner, verify_artifact
     from edgeprune.devices.profiles import load_profile, with_runtime
     from edgeprune.models import LoadOptions, load_model
@@ -62,13 +61,9 @@ def main() -> None:
                 artifact = export_model(model, backend.format, out / "export", "int8", data=finetune)
             else:
                 calibration = calibration_images(model, finetune)
-                trained = dataclasses.replace(model, module=backend.fake_quantized(model, "int8", calibration))
-                result = finetuner(model)(trained, finetune, recipe, copy.deepcopy(teacher), out, None,
-                                          validation=validation)  # fmt: skip
-                state = {k: v for k, v in trained.module.state_dict().items() if k in model.module.state_dict()}
-                model.module.load_state_dict(state, strict=True)
-                model._fingerprint = None
-                artifact = backend.export_fake_quantized(model, trained.module, out / "export", "int8",
+                trained, result = train_quantization_aware(model, backend, "int8", calibration, finetune, recipe,
+                                                           copy.deepcopy(teacher), out, None, validation=validation)  # fmt: skip
+                artifact = backend.export_fake_quantized(model, trained, out / "export", "int8",
                                                          calibration_images=len(calibration), epochs=args.epochs)  # fmt: skip
             verification = verify_artifact(model, target, holdout, out / "verify", artifact_path=str(artifact.path),
                                            threads=1)  # fmt: skip

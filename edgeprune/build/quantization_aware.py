@@ -49,7 +49,6 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
     """Train pruned model `name` with the runtime's fake quantization, save its float weights (qat/), export it."""
     from edgeprune.backends._quantization import calibration_images
     from edgeprune.backends._registry import get_backend
-    from edgeprune.commands import finetuner
     from edgeprune.fileio import staged_folder
     from edgeprune.models.saved import PLAN_FILE, load_pruned, save_pruned
     from edgeprune.train.finetune import FinetuneRecipe
@@ -63,22 +62,34 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
     backend = get_backend(target.runtime)
     loaded = load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
     calibration = calibration_images(loaded, quantize_on)
-    trained = dataclasses.replace(loaded, module=backend.fake_quantized(loaded, target.precision, calibration))
     recipe = FinetuneRecipe(epochs=options.qat_epochs, lr=options.lr * LR_SHARE, seed=options.seed,
                             distill_alpha=0.5 if options.distill else 0.0)  # fmt: skip
     teacher = copy.deepcopy(model.module).eval() if options.distill else None
     progress.note(f"quantization-aware training of {name}: {options.qat_epochs} epochs with {backend.name}'s "
                   f"{target.precision} fake quantization")  # fmt: skip
     with staged_folder(saved) as staging:
-        result = finetuner(loaded)(trained, splits.finetune, recipe, teacher, staging, progress, device=options.device,
-                                   validation=splits.validation)  # fmt: skip
-        # the float weights the fake quantizers act on: the runtime is judged against them
-        float_state = {k: v for k, v in trained.module.state_dict().items() if k in loaded.module.state_dict()}
-        loaded.module.load_state_dict(float_state, strict=True)
+        trained, result = train_quantization_aware(loaded, backend, target.precision, calibration, splits.finetune,
+                                                   recipe, teacher, staging, progress, device=options.device,
+                                                   validation=splits.validation)  # fmt: skip
         save_pruned(loaded, PrunePlan.load(pruned_dir(out_dir, name, True) / PLAN_FILE), staging)
         result.save(staging / RESULT_FILE)
     reference = load_pruned(saved, named_base=model.spec)  # as verify will load it
-    artifact = backend.export_fake_quantized(reference, trained.module, export_dir, target.precision,
+    artifact = backend.export_fake_quantized(reference, trained, export_dir, target.precision,
                                              calibration_images=len(calibration), epochs=options.qat_epochs)  # fmt: skip
     artifact.save(export_dir / "artifact.json")
     return artifact
+
+
+def train_quantization_aware(loaded, backend, precision: str, calibration, data: str, recipe, teacher, out_dir: Path,
+                             progress, *, device: str = "auto", validation: str | None = None):  # fmt: skip
+    """Train `loaded` with `backend`'s fake quantization (initialised on `calibration`) by its family's fine-tuning
+    routine; returns (the fake-quantized module, FinetuneResult). `loaded` gets the float weights the fake
+    quantizers act on after training: the runtime's int8 model is judged against them."""
+    from edgeprune.commands import finetuner
+
+    trained = dataclasses.replace(loaded, module=backend.fake_quantized(loaded, precision, calibration))
+    result = finetuner(loaded)(trained, data, recipe, teacher, out_dir, progress, device=device, validation=validation)
+    float_state = {k: v for k, v in trained.module.state_dict().items() if k in loaded.module.state_dict()}
+    loaded.module.load_state_dict(float_state, strict=True)
+    loaded._fingerprint = None  # the weights changed
+    return trained.module, result
