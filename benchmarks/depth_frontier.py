@@ -57,9 +57,10 @@ def main() -> None:
     for precision in args.precisions.split(","):
         target = with_precision(host, precision)
         fmt = runtime_format(target)
+        calibration = splits.finetune if precision == "int8" else None
         artifacts = {
             depth: export_model(
-                models[depth], fmt, out / precision / f"resnet{depth}", precision, data=splits.finetune, target=target
+                models[depth], fmt, out / precision / f"resnet{depth}", precision, data=calibration, target=target
             )  # fmt: skip
             for depth in sorted(CHECKPOINTS, reverse=True)
         }
