@@ -71,11 +71,7 @@ def _import(module: str):
         raise MissingDependency(module, extra="openvino", purpose="OpenVINO export") from None
 
 
-class OpenVinoBackend(Backend):
-    name = "openvino"
-    format = "openvino"
-    suffix = ".xml"
-    precisions = ("fp32", "fp16", "int8")
+class OpenVinoBackend(Backend, runtime="openvino"):
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
     quantization_aware = ("int8",)

@@ -70,11 +70,7 @@ def _import(module: str):
         ) from None
 
 
-class TfliteBackend(Backend):
-    name = "tflite"
-    format = "tflite"
-    suffix = ".tflite"
-    precisions = ("fp32", "fp16", "int8")
+class TfliteBackend(Backend, runtime="tflite"):
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
 

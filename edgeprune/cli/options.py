@@ -1,4 +1,6 @@
-"""Options several commands share, declared once, and the choices they offer, read from the registries."""
+"""Options several commands share, declared once, and the choices they offer, read from the registries' name lists
+(edgeprune/runtimes.py, prune/criterion_names.py, types/build.py), which import no toolchain: `--help` and usage
+errors answer without loading torch."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from edgeprune.backends._registry import backend_names, formats, get_backend
-from edgeprune.prune.importance import CRITERIA
+from edgeprune.models import SPEC_FORMS
+from edgeprune.prune.criterion_names import RANKING_CRITERIA
+from edgeprune.runtimes import format_runtimes, precision_names, runtime_names
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -22,7 +25,7 @@ def _options(*decorators: Callable) -> Callable:
 
 
 model_options = _options(
-    click.option("--model", "-m", required=True, help="torchvision:<name> | cifar:resnet56 | python:pkg.mod:fn"),
+    click.option("--model", "-m", required=True, help=f"The model: {SPEC_FORMS}."),
     click.option("--weights", "-w", help="Weights file for the model (.pth/.th/.pt/.safetensors)."),
     click.option(
         "--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."
@@ -126,17 +129,17 @@ lut_calibration_option = click.option(
 
 
 def format_choices() -> list[str]:
-    return sorted(formats())
+    return sorted(format_runtimes())
 
 
 def precision_choices() -> list[str]:
-    return sorted({p for name in backend_names() for p in get_backend(name).precisions})
+    return list(precision_names())
 
 
 def runtime_choices() -> list[str]:
-    return backend_names()
+    return list(runtime_names())
 
 
 def criterion_choices() -> list[str]:
-    """Every registered criterion but the seeded ones (random), which make variants and baselines, not rankings."""
-    return [name for name, spec in CRITERIA.items() if not spec.seeded]
+    """Every criterion but the seeded ones (random), which make variants and baselines, not rankings."""
+    return list(RANKING_CRITERIA)

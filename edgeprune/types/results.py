@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeprune.types.device import (
     DetectionHead,
     DeviceInfo,
@@ -77,6 +75,8 @@ class LatencyStats(Record):
     def from_samples(cls, samples_ms: typing.Sequence[float], **meta: Any) -> LatencyStats:
         if len(samples_ms) == 0:
             raise ValueError("no latency samples")
+        import numpy as np
+
         s = np.asarray(samples_ms, dtype=np.float64)
         mean = float(s.mean())
         return cls(
