@@ -72,7 +72,12 @@ target_options = _options(
         show_default=True,
         help="Target profile name (see `edgeprune targets`) or a profile .yaml.",
     ),
-    click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
+    click.option(
+        "--artifact",
+        "-a",
+        help="An exported model file to use instead of exporting; it runs on the runtime (and at the precision) its "
+        "artifact.json records, else on the one its file type names.",
+    ),
     click.option(
         "--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's, else all cores)."
     ),
@@ -95,22 +100,26 @@ device_option = click.option(
 )
 
 
-def runtime_option(doing: str):
-    """--runtime: one the target declares; `doing` says what the command does on it ("verify on")."""
+def runtime_option(doing: str, *, artifact: bool = False):
+    """--runtime: one the target declares; `doing` says what the command does on it ("verify on"); `artifact`: the
+    command takes --artifact, whose runtime is the default."""
+    default = "--artifact's, else the target profile's" if artifact else "the target profile's"
     return click.option(
         "--runtime",
         "-r",
         type=click.Choice(runtime_choices()),
-        help=f"Runtime to {doing}, one the target declares (default: the target profile's).",
+        help=f"Runtime to {doing}, one the target declares (default: the {default}).",
     )
 
 
-def precision_option(doing: str):
-    """--precision: one the runtime's backend supports; `doing` says what the command does at it."""
+def precision_option(doing: str, *, artifact: bool = False):
+    """--precision: one the runtime's backend supports; `doing` says what the command does at it; `artifact`: the
+    command takes --artifact, whose precision is the default."""
+    default = "the --artifact's, else " if artifact else ""
     return click.option(
         "--precision",
         type=click.Choice(precision_choices()),
-        help=f"Precision to {doing} (default: the target profile's when its runtime supports it, else the "
+        help=f"Precision to {doing} (default: {default}the target profile's when its runtime supports it, else the "
         "runtime's own); int8 is calibrated by the runtime's quantizer on --data.",
     )
 

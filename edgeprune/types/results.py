@@ -197,12 +197,12 @@ class OutputParity(Record):
         """Why this output failed parity, in one clause."""
         if self.nonfinite_runtime or self.nonfinite_reference:
             return (
-                f"output {self.name}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
+                f"output {self.name!r}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
                 f"{self.nonfinite_reference} from PyTorch"
             )
         cosine = self.cosine_min if self.cosine_of == "worst" else self.cosine_mean
         return (
-            f"output {self.name}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
+            f"output {self.name!r}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
             f"{self.cosine_of} cosine {cosine:.6f} (tol {self.tolerance_cosine})"
         )
 
