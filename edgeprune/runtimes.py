@@ -15,7 +15,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Runtime:
-    """A runtime's facts that its backend class takes (`Backend.__init_subclass__`) rather than restates."""
+    """A runtime's facts, which its backend class takes (`Backend.__init_subclass__`) rather than restates."""
 
     backend: str  # "module:Class" of its backend, imported on use
     format: str  # what `export --format` calls its files, and an Artifact's `format`

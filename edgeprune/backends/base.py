@@ -22,8 +22,7 @@ from edgeprune.verify.parity import Tolerances
 class Backend(ABC):
     """One runtime/format. Subclasses declare the class attributes and implement the private methods."""
 
-    # from the runtime's entry in edgeprune/runtimes.py (`class X(Backend, runtime=NAME)`): see Runtime
-    name: str  # registry name, also the runtime name the agent uses
+    name: str  # registry name, also the runtime name the agent uses; the rest of this block is its RUNTIMES entry
     format: str  # what `--format` calls it
     suffix: str  # the file type export writes
     suffixes: tuple[str, ...]  # every file type `describe` accepts
@@ -33,11 +32,12 @@ class Backend(ABC):
     quantization_aware: tuple[str, ...] = ()  # precisions its toolchain can also train for (--qat-epochs)
     tolerances_by_precision: dict[str, Tolerances]  # with the evidence for each, where the backend declares them
 
-    def __init_subclass__(cls, runtime: str | None = None, **kwargs) -> None:
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A backend declares its `name`; its format, file types and precisions are that runtime's entry."""
         super().__init_subclass__(**kwargs)
-        if runtime is not None:
-            facts = RUNTIMES[runtime]
-            cls.name, cls.format, cls.suffixes, cls.precisions = runtime, facts.format, facts.suffixes, facts.precisions
+        if "name" in cls.__dict__:
+            facts = RUNTIMES[cls.name]
+            cls.format, cls.suffixes, cls.precisions = facts.format, facts.suffixes, facts.precisions
             cls.suffix = facts.suffixes[0]
 
     def for_target(self, target: TargetProfile | None) -> Backend:

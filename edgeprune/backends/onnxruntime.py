@@ -34,7 +34,8 @@ _TOLERANCES = {
 }
 
 
-class OnnxRuntimeBackend(Backend, runtime="onnxruntime"):
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
     tolerances_by_precision = _TOLERANCES
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:

@@ -71,7 +71,8 @@ def _import(module: str):
         raise MissingDependency(module, extra="openvino", purpose="OpenVINO export") from None
 
 
-class OpenVinoBackend(Backend, runtime="openvino"):
+class OpenVinoBackend(Backend):
+    name = "openvino"
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
     quantization_aware = ("int8",)

@@ -56,7 +56,8 @@ ENGINE_FILE = "model.engine"
 ENGINE_INFO = "engine.json"
 
 
-class TensorrtBackend(Backend, runtime="tensorrt"):
+class TensorrtBackend(Backend):
+    name = "tensorrt"
     default_precision = "fp16"  # every Jetson profile's
     calibrated = ("int8",)
     tolerances_by_precision = _TOLERANCES

@@ -70,7 +70,8 @@ def _import(module: str):
         ) from None
 
 
-class TfliteBackend(Backend, runtime="tflite"):
+class TfliteBackend(Backend):
+    name = "tflite"
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
 
