@@ -19,6 +19,7 @@ from edgeprune.devices.transport import transport_for
 from edgeprune.errors import ConfigError, GateFailed
 from edgeprune.models.base import LoadedModel, tensor_outputs
 from edgeprune.progress import NoProgress, Progress
+from edgeprune.runtimes import artifact_suffixes, format_runtimes, runtime_of_file
 from edgeprune.train.finetune import FinetuneRecipe
 from edgeprune.types import Artifact, ProfileReport, PrunePlan, TargetProfile, Verification
 from edgeprune.verify.finite import NonFiniteOutputs, refuse_nonfinite_outputs
@@ -75,6 +76,42 @@ def _save_sensitivity(ranked, out_dir: Path) -> list:
     records = [LayerSensitivity(layer.name, layer.error, method) for layer in ranked]
     write_text(out_dir / "sensitivity.json", json.dumps([r.to_dict() for r in records], indent=2) + "\n")
     return records
+
+
+def runtime_of_artifact(path: Path) -> tuple[str, str]:
+    """The runtime that runs the artifact file at `path`, and how that is known: the format its artifact.json records
+    when that describes this very file, else the file type."""
+    from edgeprune.backends.base import recorded_artifact
+
+    if not path.is_file():
+        raise ConfigError(f"artifact file not found: {path}", fix="check the --artifact path")
+    recorded = recorded_artifact(path)
+    if recorded is not None and recorded.format in format_runtimes():
+        return format_runtimes()[recorded.format], f"its artifact.json records format {recorded.format}"
+    runtime = runtime_of_file(path)
+    if runtime is None:
+        raise ConfigError(f"--artifact {path}: no runtime runs {path.suffix or 'suffix-less'} files",
+                          expected=f"an exported model: {artifact_suffixes()}")  # fmt: skip
+    return runtime, f"its file type is {path.suffix}"
+
+
+def artifact_runtime(path: str, runtime: str | None) -> str:
+    """The runtime to run the user's artifact file on: its own (`runtime_of_artifact`). `runtime` (--runtime) only
+    overrides, so one that does not run the file is a ConfigError naming both."""
+    own, evidence = runtime_of_artifact(Path(path))
+    if runtime is not None and runtime != own:
+        raise ConfigError(f"--artifact {path} runs on {own} ({evidence}), not on --runtime {runtime}",
+                          fix=f"drop --runtime, or pass --runtime {own}")  # fmt: skip
+    return own
+
+
+def at_artifact_precision(target: TargetProfile, artifact: Artifact, precision: str | None) -> TargetProfile:
+    """`target` at the precision of the user's `artifact` (as its artifact.json or the file says). `precision`
+    (--precision) only overrides, so another one is a ConfigError naming both."""
+    if precision is not None and precision != artifact.precision:
+        raise ConfigError(f"--artifact {artifact.path} is {artifact.format} {artifact.precision}, not --precision "
+                          f"{precision}", fix=f"drop --precision, or export the model at {precision}")  # fmt: skip
+    return dataclasses.replace(target, precision=artifact.precision)
 
 
 def artifact_for_target(

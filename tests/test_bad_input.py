@@ -503,7 +503,7 @@ VERIFY_ROWS = [
             "{tmp}/out",
         ),
         3,
-        "output output: 1 NaN/Inf value(s) from the runtime, 0 from PyTorch",
+        "output 'output': 1 NaN/Inf value(s) from the runtime, 0 from PyTorch",
         setup=_one_nan_onnx,
         needs=("datasets/cifar10_test_jpg/test",),
     ),

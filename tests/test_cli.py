@@ -112,7 +112,7 @@ def test_failed_verification_exits_3_with_the_report_written(tmp_path, resnet20_
         tmp_path / "v",
     )
     assert result.code == 3
-    assert "verification failed" in result.stderr and "Traceback" not in result.stderr
+    assert "verification failed: output 'output': max-abs" in result.stderr and "Traceback" not in result.stderr
     report = Verification.load(tmp_path / "v" / "verification.json")
     assert not report and not report.parity[0].passed
 

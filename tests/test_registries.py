@@ -1,9 +1,10 @@
 """Each set of names has one list, and everything that offers or checks those names agrees with it.
 
-Runtimes: edgeprune/runtimes.py (read by the backends registry and the profiles) and the agent's `RUNTIMES`,
-which runs on the device without edgeprune and so keeps its own table. Formats and precisions: the backends.
-Criteria: prune/importance.py `CRITERIA`. Build values and baselines: edgeprune/build/ (planning.py, run.py). Targets: profiles/.
-The CLI builds its choices from these; the tests below fail when a list is added to or edited by hand.
+Runtimes, their formats, file types and precisions: edgeprune/runtimes.py (read by the backends, the profiles and
+the CLI) and the agent's `RUNTIMES`, which runs on the device without edgeprune and so keeps its own table.
+Criteria: prune/criterion_names.py, scored in prune/importance.py `CRITERIA`. Build values and baselines:
+types/build.py. Targets: profiles/. These lists import no toolchain, so the CLI builds its choices from them at
+start-up; the tests below fail when a list is added to or edited by hand.
 """
 
 import ast
@@ -12,13 +13,15 @@ from pathlib import Path
 import click
 import pytest
 
+from edgeprune import build, types
 from edgeprune.backends._registry import backend_names, formats, get_backend
 from edgeprune.backends.base import Backend
 from edgeprune.build import BASELINES, VALUES
 from edgeprune.cli import app
 from edgeprune.devices.profiles import PRECISIONS, list_profiles, load_profile, profile_paths
+from edgeprune.prune.criterion_names import CRITERION_NAMES, SEEDED_CRITERIA
 from edgeprune.prune.importance import CRITERIA
-from edgeprune.runtimes import runtime_names
+from edgeprune.runtimes import RUNTIMES, runtime_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +66,22 @@ def test_each_backend_is_registered_under_its_own_name_with_a_tolerance_per_prec
     assert backend.default_precision in backend.precisions and set(backend.calibrated) <= set(backend.precisions)
     for precision in backend.precisions:
         assert backend.tolerances(precision).why, f"{name} {precision}: a tolerance without its evidence"
+
+
+@pytest.mark.parametrize("name", backend_names())
+def test_each_backend_declares_what_the_runtimes_list_says(name):
+    backend, listed = get_backend(name), RUNTIMES[name]
+    assert (backend.format, backend.suffixes, backend.precisions) == (listed.format, listed.suffixes, listed.precisions)
+    assert backend.suffix == listed.suffixes[0]
+
+
+def test_the_scored_criteria_are_the_listed_ones():
+    assert list(CRITERIA) == list(CRITERION_NAMES)
+    assert [name for name, spec in CRITERIA.items() if spec.seeded] == list(SEEDED_CRITERIA)
+
+
+def test_the_build_checks_the_values_and_baselines_the_cli_offers():
+    assert build.run.BASELINES is types.build.BASELINES and build.run.VALUES is types.build.VALUES
 
 
 @pytest.mark.parametrize("stem", sorted(profile_paths()))

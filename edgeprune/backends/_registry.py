@@ -7,25 +7,25 @@ import importlib
 
 from edgeprune.backends.base import Backend
 from edgeprune.errors import UnknownName
-from edgeprune.runtimes import BACKENDS
+from edgeprune.runtimes import RUNTIMES, format_runtimes
 from edgeprune.types import TargetProfile
 
 
 def backend_names() -> list[str]:
-    return list(BACKENDS)
+    return list(RUNTIMES)
 
 
 def get_backend(name: str) -> Backend:
     """The backend for a runtime name (as in a target profile)."""
-    if name not in BACKENDS:
-        raise UnknownName("runtime", name, BACKENDS)
-    module_name, _, cls = BACKENDS[name].partition(":")
+    if name not in RUNTIMES:
+        raise UnknownName("runtime", name, RUNTIMES)
+    module_name, _, cls = RUNTIMES[name].backend.partition(":")
     return getattr(importlib.import_module(module_name), cls)()
 
 
 def formats() -> dict[str, str]:
     """Export format -> backend name."""
-    return {get_backend(name).format: name for name in BACKENDS}
+    return format_runtimes()
 
 
 def backend_for_format(fmt: str) -> Backend:

@@ -14,6 +14,7 @@ import numpy as np
 from edgeprune.errors import ConfigError
 from edgeprune.fileio import sha256_file
 from edgeprune.models.base import LoadedModel
+from edgeprune.runtimes import RUNTIMES
 from edgeprune.types import Artifact, TargetProfile
 from edgeprune.verify.parity import Tolerances
 
@@ -21,14 +22,23 @@ from edgeprune.verify.parity import Tolerances
 class Backend(ABC):
     """One runtime/format. Subclasses declare the class attributes and implement the private methods."""
 
-    name: str  # registry name, also the runtime name the agent uses
+    name: str  # registry name, also the runtime name the agent uses; the rest of this block is its RUNTIMES entry
     format: str  # what `--format` calls it
-    suffix: str
+    suffix: str  # the file type export writes
+    suffixes: tuple[str, ...]  # every file type `describe` accepts
     precisions: tuple[str, ...]
     default_precision: str = "fp32"
     calibrated: tuple[str, ...] = ()  # precisions whose export needs calibration images from the user's data
     quantization_aware: tuple[str, ...] = ()  # precisions its toolchain can also train for (--qat-epochs)
     tolerances_by_precision: dict[str, Tolerances]  # with the evidence for each, where the backend declares them
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A backend declares its `name`; its format, file types and precisions are that runtime's entry."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            facts = RUNTIMES[cls.name]
+            cls.format, cls.suffixes, cls.precisions = facts.format, facts.suffixes, facts.precisions
+            cls.suffix = facts.suffixes[0]
 
     def for_target(self, target: TargetProfile | None) -> Backend:
         """This backend exporting for `target`: the same for exporters that run on the host; one that must build on
@@ -89,8 +99,10 @@ class Backend(ABC):
         """An Artifact for a file the user already has (e.g. `verify --artifact`)."""
         if not path.is_file():
             raise ConfigError(f"artifact file not found: {path}", fix="check the --artifact path")
-        if path.suffix != self.suffix:
-            raise ConfigError(f"--artifact {path} is not a {self.format} file", expected=f"a {self.suffix} file")
+        if path.suffix not in self.suffixes:
+            raise ConfigError(
+                f"--artifact {path} is not a {self.format} file", expected=f"a {' or '.join(self.suffixes)} file"
+            )
         artifact = self._describe(path, model)
         expected = [spec.shape for spec in model.inputs]
         found = [spec.shape for spec in artifact.inputs]
@@ -154,9 +166,9 @@ class Backend(ABC):
 
 
 def _backends() -> list[Backend]:
-    from edgeprune.backends._registry import BACKENDS, get_backend
+    from edgeprune.backends._registry import backend_names, get_backend
 
-    return [get_backend(name) for name in BACKENDS]
+    return [get_backend(name) for name in backend_names()]
 
 
 def _shapes_fit(found: tuple, expected: tuple) -> bool:

@@ -36,9 +36,6 @@ _TOLERANCES = {
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    format = "onnx"
-    suffix = ".onnx"
-    precisions = ("fp32",)
     tolerances_by_precision = _TOLERANCES
 
     def _export(self, model: LoadedModel, out_dir: Path, precision: str) -> Artifact:

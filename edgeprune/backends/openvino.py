@@ -73,9 +73,6 @@ def _import(module: str):
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    format = "openvino"
-    suffix = ".xml"
-    precisions = ("fp32", "fp16", "int8")
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
     quantization_aware = ("int8",)

@@ -58,9 +58,6 @@ ENGINE_INFO = "engine.json"
 
 class TensorrtBackend(Backend):
     name = "tensorrt"
-    format = "tensorrt"
-    suffix = ".engine"
-    precisions = ("fp32", "fp16", "int8")
     default_precision = "fp16"  # every Jetson profile's
     calibrated = ("int8",)
     tolerances_by_precision = _TOLERANCES

@@ -72,9 +72,6 @@ def _import(module: str):
 
 class TfliteBackend(Backend):
     name = "tflite"
-    format = "tflite"
-    suffix = ".tflite"
-    precisions = ("fp32", "fp16", "int8")
     tolerances_by_precision = _TOLERANCES
     calibrated = ("int8",)
 

@@ -21,11 +21,9 @@ from edgeprune.models.saved import PLAN_FILE
 from edgeprune.progress import NoProgress, Progress, check_interrupt
 from edgeprune.report.records import BuildReport, PlanReport
 from edgeprune.types import Artifact, PrunePlan, TargetProfile
-from edgeprune.types.build import Budget, BuildOptions, ModelResult, Recovery
+from edgeprune.types.build import BASELINES, VALUES, Budget, BuildOptions, ModelResult, Recovery
 
 STAGES = ("profile", "lut", "plan", "finetune", "export", "verify", "report")
-BASELINES = ("uniform", "flops")
-VALUES = ("measured", "criterion")
 
 
 class BuildState:

@@ -6,7 +6,6 @@ import json
 
 import click
 
-from edgeprune.build import BASELINES, VALUES
 from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_dir, stdout_kept_for_results
 from edgeprune.cli.options import (
     connection_options,
@@ -19,6 +18,7 @@ from edgeprune.cli.options import (
     runtime_option,
 )
 from edgeprune.errors import ConfigError, EdgepruneError, GateFailed
+from edgeprune.types.build import BASELINES, VALUES
 
 
 @click.command()

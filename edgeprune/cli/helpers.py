@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgeprune.errors import ConfigError
-from edgeprune.types import Record
+
+if TYPE_CHECKING:
+    from edgeprune.types import Record
 
 
 def load_from_flags(spec: str, weights: str | None, trust_pickle: bool, input_shape: str | None):

@@ -119,16 +119,18 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep
     type=click.IntRange(min=1),
     help="Images per runtime call (default: 100 classification, 16 detection).",
 )
-@runtime_option("verify on")
+@runtime_option("verify on", artifact=True)
 @output_options
 def verify(
     model, weights, trust_pickle, input_shape, data, target, artifact, threads, limit, batch_size, runtime, out, as_json
 ) -> None:
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
-    from edgeprune.commands import verify_artifact
+    from edgeprune.commands import artifact_runtime, verify_artifact
     from edgeprune.devices.profiles import with_runtime
     from edgeprune.progress import RichProgress
 
+    if artifact:
+        runtime = artifact_runtime(artifact, runtime)
     with stdout_kept_for_results():
         profile = with_runtime(load_target(target), runtime)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
@@ -210,8 +212,8 @@ def verify(
     type=click.Path(file_okay=False, path_type=Path),
     help="Latency-table cache directory (default: $EDGEPRUNE_CACHE/lut or ~/.cache/edgeprune/lut).",
 )
-@runtime_option("measure on")
-@precision_option("measure at")
+@runtime_option("measure on", artifact=True)
+@precision_option("measure at", artifact=True)
 @click.option("--data", "-d", help="Images an int8 export is calibrated on (ImageFolder directory or YOLO data yaml).")
 @output_options
 def profile(
@@ -238,15 +240,19 @@ def profile(
     """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
     per-layer latency table too."""
     from edgeprune.backends._registry import with_precision
-    from edgeprune.commands import artifact_for_target, profile_end_to_end
+    from edgeprune.commands import artifact_for_target, artifact_runtime, at_artifact_precision, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
     from edgeprune.progress import RichProgress
 
+    if artifact:
+        runtime = artifact_runtime(artifact, runtime)
     with stdout_kept_for_results():
         target_profile = with_precision(with_runtime(load_target(target), runtime), precision)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "profile")
         chosen = artifact_for_target(loaded, target_profile, out_dir, artifact, data)
+        if artifact:
+            target_profile = at_artifact_precision(target_profile, chosen, precision)
         report = profile_end_to_end(
             loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads, progress=RichProgress()
         )

@@ -1,4 +1,6 @@
-"""Options several commands share, declared once, and the choices they offer, read from the registries."""
+"""Options several commands share, declared once, and the choices they offer, read from the registries' name lists
+(edgeprune/runtimes.py, prune/criterion_names.py, types/build.py), which import no toolchain: `--help` and usage
+errors answer without loading torch."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from edgeprune.backends._registry import backend_names, formats, get_backend
-from edgeprune.prune.importance import CRITERIA
+from edgeprune.models import SPEC_FORMS
+from edgeprune.prune.criterion_names import RANKING_CRITERIA
+from edgeprune.runtimes import format_runtimes, precision_names, runtime_names
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -22,7 +25,7 @@ def _options(*decorators: Callable) -> Callable:
 
 
 model_options = _options(
-    click.option("--model", "-m", required=True, help="torchvision:<name> | cifar:resnet56 | python:pkg.mod:fn"),
+    click.option("--model", "-m", required=True, help=f"The model: {SPEC_FORMS}."),
     click.option("--weights", "-w", help="Weights file for the model (.pth/.th/.pt/.safetensors)."),
     click.option(
         "--trust-pickle", is_flag=True, help="Allow unpickling Python objects from --weights (runs code from the file)."
@@ -69,7 +72,12 @@ target_options = _options(
         show_default=True,
         help="Target profile name (see `edgeprune targets`) or a profile .yaml.",
     ),
-    click.option("--artifact", "-a", help="An exported model file to use instead of exporting."),
+    click.option(
+        "--artifact",
+        "-a",
+        help="An exported model file to use instead of exporting; it runs on the runtime (and at the precision) its "
+        "artifact.json records, else on the one its file type names.",
+    ),
     click.option(
         "--threads", type=click.IntRange(min=1), help="Runtime threads (default: the target profile's, else all cores)."
     ),
@@ -92,22 +100,26 @@ device_option = click.option(
 )
 
 
-def runtime_option(doing: str):
-    """--runtime: one the target declares; `doing` says what the command does on it ("verify on")."""
+def runtime_option(doing: str, *, artifact: bool = False):
+    """--runtime: one the target declares; `doing` says what the command does on it ("verify on"); `artifact`: the
+    command takes --artifact, whose runtime is the default."""
+    default = "--artifact's, else the target profile's" if artifact else "the target profile's"
     return click.option(
         "--runtime",
         "-r",
         type=click.Choice(runtime_choices()),
-        help=f"Runtime to {doing}, one the target declares (default: the target profile's).",
+        help=f"Runtime to {doing}, one the target declares (default: the {default}).",
     )
 
 
-def precision_option(doing: str):
-    """--precision: one the runtime's backend supports; `doing` says what the command does at it."""
+def precision_option(doing: str, *, artifact: bool = False):
+    """--precision: one the runtime's backend supports; `doing` says what the command does at it; `artifact`: the
+    command takes --artifact, whose precision is the default."""
+    default = "the --artifact's, else " if artifact else ""
     return click.option(
         "--precision",
         type=click.Choice(precision_choices()),
-        help=f"Precision to {doing} (default: the target profile's when its runtime supports it, else the "
+        help=f"Precision to {doing} (default: {default}the target profile's when its runtime supports it, else the "
         "runtime's own); int8 is calibrated by the runtime's quantizer on --data.",
     )
 
@@ -126,17 +138,17 @@ lut_calibration_option = click.option(
 
 
 def format_choices() -> list[str]:
-    return sorted(formats())
+    return sorted(format_runtimes())
 
 
 def precision_choices() -> list[str]:
-    return sorted({p for name in backend_names() for p in get_backend(name).precisions})
+    return list(precision_names())
 
 
 def runtime_choices() -> list[str]:
-    return backend_names()
+    return list(runtime_names())
 
 
 def criterion_choices() -> list[str]:
-    """Every registered criterion but the seeded ones (random), which make variants and baselines, not rankings."""
-    return [name for name, spec in CRITERIA.items() if not spec.seeded]
+    """Every criterion but the seeded ones (random), which make variants and baselines, not rankings."""
+    return list(RANKING_CRITERIA)

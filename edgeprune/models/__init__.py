@@ -9,9 +9,12 @@ from edgeprune.errors import ModelError, UnknownName
 from edgeprune.models.base import LoadedModel, LoadOptions
 from edgeprune.models.family import FAMILIES, SUFFIX_FAMILIES, ModelFamily, family_named
 
+# every kind of spec `load_model` accepts (FAMILIES' prefixes, SUFFIX_FAMILIES' file types, saved directories): the
+# error messages' list and `--model`'s help; tests/models/test_spec_forms.py checks it names each
 SPEC_FORMS = (
-    "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable, "
-    "<darknet>.cfg, <ultralytics>.pt or <ultralytics model>.yaml, or a saved pruned model directory"
+    "torchvision:<name>, cifar:resnet20|32|44|56|110, python:package.module:callable, a Darknet <file>.cfg "
+    "(darknet:<file>.cfg), an ultralytics <file>.pt or model yaml such as yolov8n.yaml or <file>.yml "
+    "(ultralytics:<file>), or a saved pruned model directory (edgeprune:<dir>)"
 )
 
 __all__ = ["FAMILIES", "LoadOptions", "LoadedModel", "ModelFamily", "family_named", "load_model", "saved_directory"]

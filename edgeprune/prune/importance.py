@@ -33,6 +33,7 @@ from torch import nn
 
 from edgeprune.errors import ConfigError, UnknownName
 from edgeprune.prune import tp_adapter as tpa
+from edgeprune.prune.criterion_names import CRITERION_NAMES, SEEDED_CRITERIA
 
 Batch = tuple[torch.Tensor, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -190,7 +191,11 @@ class Criterion:
     needs_data: bool
     needs_loss: bool
     make: Callable[..., tpa.Importance]
-    seeded: bool = False  # make(seed)
+
+    @property
+    def seeded(self) -> bool:
+        """make(seed): one of criterion_names.SEEDED_CRITERIA."""
+        return self.name in SEEDED_CRITERIA
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -199,6 +204,8 @@ CRITERIA: dict[str, Criterion] = {}
 def _register(criterion: Criterion) -> None:
     if criterion.name in CRITERIA:
         raise ValueError(f"criterion {criterion.name!r} is registered twice")
+    if criterion.name not in CRITERION_NAMES:
+        raise ValueError(f"criterion {criterion.name!r} is not listed in prune/criterion_names.py")
     CRITERIA[criterion.name] = criterion
 
 
@@ -208,7 +215,7 @@ _register(Criterion("bn", "Liu et al. 2017 (network slimming, |BN γ|)", False, 
 _register(Criterion("taylor", "Molchanov et al. 2017 (first-order Taylor)", True, True, TaylorImportance))
 _register(Criterion("apoz", "Hu et al. 2016 (average percentage of zeros)", True, False, ApozImportance))
 _register(Criterion("random", "random scores, a random scale per group (variants and baselines)", False, False,
-                    RandomGroupImportance, seeded=True))  # fmt: skip
+                    RandomGroupImportance))  # fmt: skip
 
 
 def criterion(name: str) -> Criterion:

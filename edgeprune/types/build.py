@@ -13,6 +13,9 @@ from edgeprune.errors import ConfigError
 from edgeprune.types.record import Record
 from edgeprune.types.results import Artifact, LatencyStats, Verification
 
+BASELINES = ("uniform", "flops")  # plans a build can also make the same way, to compare with (--baselines)
+VALUES = ("measured", "criterion")  # what the planner can weigh against latency (--value, BuildOptions.value)
+
 
 @dataclass(frozen=True)
 class Budget(Record):

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import types as _pytypes
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
-
-import numpy as np
 
 from edgeprune.errors import ConfigError
 
@@ -29,7 +28,8 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
+    numpy = sys.modules.get("numpy")  # not imported here: the command line reads records without numpy
+    if numpy is not None and isinstance(value, numpy.generic):
         return value.item()
     return value
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeprune.types.device import (
     DetectionHead,
     DeviceInfo,
@@ -77,6 +75,8 @@ class LatencyStats(Record):
     def from_samples(cls, samples_ms: typing.Sequence[float], **meta: Any) -> LatencyStats:
         if len(samples_ms) == 0:
             raise ValueError("no latency samples")
+        import numpy as np
+
         s = np.asarray(samples_ms, dtype=np.float64)
         mean = float(s.mean())
         return cls(
@@ -197,12 +197,12 @@ class OutputParity(Record):
         """Why this output failed parity, in one clause."""
         if self.nonfinite_runtime or self.nonfinite_reference:
             return (
-                f"output {self.name}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
+                f"output {self.name!r}: {self.nonfinite_runtime} NaN/Inf value(s) from the runtime, "
                 f"{self.nonfinite_reference} from PyTorch"
             )
         cosine = self.cosine_min if self.cosine_of == "worst" else self.cosine_mean
         return (
-            f"output {self.name}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
+            f"output {self.name!r}: max-abs {self.max_abs:.3g} (tol {self.tolerance_max_abs:.3g}), "
             f"{self.cosine_of} cosine {cosine:.6f} (tol {self.tolerance_cosine})"
         )
 

@@ -56,7 +56,7 @@ class ParityAccumulator:
     def update(self, reference: np.ndarray, runtime: np.ndarray) -> None:
         if reference.shape != runtime.shape:
             raise ConfigError(
-                f"output {self.name}: the runtime's shape {runtime.shape} differs from PyTorch's {reference.shape}",
+                f"output {self.name!r}: the runtime's shape {runtime.shape} differs from PyTorch's {reference.shape}",
                 expected="an artifact exported from this model",
                 fix="drop --artifact to export it, or pass the file exported from this model",
             )

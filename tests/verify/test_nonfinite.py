@@ -77,7 +77,7 @@ def test_failures_name_the_output_and_the_count():
         metrics=(),
         passed=False,
     )
-    assert verification.failures() == ["output logits: 1 NaN/Inf value(s) from the runtime, 0 from PyTorch"]
+    assert verification.failures() == ["output 'logits': 1 NaN/Inf value(s) from the runtime, 0 from PyTorch"]
     finite = dataclasses.replace(parity, nonfinite_runtime=0)
     assert "max-abs" in finite.failure()
 
