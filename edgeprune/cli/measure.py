@@ -127,7 +127,7 @@ def verify(
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
     from edgeprune.commands import verify_artifact
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
 
     with stdout_kept_for_results():
         profile = with_runtime(load_target(target), runtime)
@@ -142,7 +142,7 @@ def verify(
             threads=threads,
             limit=limit,
             batch_size=batch_size,
-            progress=RichProgress(),
+            progress=progress_for_stderr(),
         )
     lines = [
         f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
@@ -240,7 +240,7 @@ def profile(
     from edgeprune.backends._registry import with_precision
     from edgeprune.commands import artifact_for_target, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
 
     with stdout_kept_for_results():
         target_profile = with_precision(with_runtime(load_target(target), runtime), precision)
@@ -248,7 +248,14 @@ def profile(
         out_dir = make_out_dir(out, "profile")
         chosen = artifact_for_target(loaded, target_profile, out_dir, artifact, data)
         report = profile_end_to_end(
-            loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads, progress=RichProgress()
+            loaded,
+            chosen,
+            target_profile,
+            out_dir,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            progress=progress_for_stderr(),
         )
         text = (
             f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
@@ -268,7 +275,7 @@ def profile(
                 runs=runs,
                 warmup=warmup,
                 cache_dir=cache_dir,
-                progress=RichProgress(),
+                progress=progress_for_stderr(),
             )
             text += f"\n{table.summary()}\n  table: {out_dir / 'lut.json'}"
     emit(table if lut else report, as_json, text)
