@@ -92,6 +92,7 @@ def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, p
         loaded = model if name == "unpruned" else load_pruned(weights_dir(out_dir, name), named_base=model.spec)
         verification = metric = value = None
         if splits is not None:
+            progress.note(f"{name}: parity and held-out accuracy on {target.runtime}")
             verification = verify_artifact(
                 loaded,
                 target,
