@@ -1,6 +1,7 @@
 """edgeprune build end to end on the host (ONNX Runtime, 2 threads): interrupted during fine-tuning and resumed
 without re-measuring; a budget the latency table rules out stops at the plan stage and exits 3 with the report
-written; a damaged latency-cache line is measured again, not trusted; report.html is self-contained."""
+written; a damaged latency-cache line is measured again, not trusted; report.html is self-contained. With stderr a
+pipe (not a terminal) the build writes plain stamped lines, never silent for 30 s, and nothing of third parties."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -47,34 +49,95 @@ def _build_args(weights, data, out, *extra):
     ]
 
 
+STAMPED = re.compile(r"^\[ *\d+ s\] \S")  # edgeprune's plain progress lines
+LIVENESS_S = 30  # the longest a build may leave its log silent (its heartbeat speaks after 15 s of quiet)
+
+
+class TimedStderr:
+    """A started command's stderr (a pipe, so not a terminal), read line by line on a thread as it comes, each
+    line with the moment it arrived."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.started = proc, time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def finish(self, timeout: float) -> str:
+        """Waits for the command to exit; its whole stderr."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        self.ended = time.monotonic()
+        return "\n".join(text for _, text in self.lines)
+
+    def assert_plain_and_alive(self) -> None:
+        """Every line but edgeprune's last word is a stamped progress line (no blank line, no banner, no bar of
+        another package), and no gap between lines, from the start to the exit, is over LIVENESS_S."""
+        texts = [text for _, text in self.lines]
+        for text, following in zip(texts, [*texts[1:], None]):
+            # click writes a newline when Ctrl-C lands (to leave the terminal's "^C" line), then edgeprune its word
+            clicks_newline = text == "" and following is not None and following.startswith("edgeprune: interrupted")
+            assert STAMPED.match(text) or text.startswith("edgeprune: ") or clicks_newline, (
+                f"{text!r} in:\n" + "\n".join(texts)
+            )
+        assert not re.search(r"ultralytics|Statistics collection|━|CUDA", "\n".join(texts), re.IGNORECASE)
+        moments = [self.started, *(at for at, _ in self.lines), self.ended]
+        gap, after = max((b - a, k) for k, (a, b) in enumerate(zip(moments, moments[1:])))
+        assert gap <= LIVENESS_S, f"{gap:.0f} s without a line after {texts[after - 1] if after else 'the start'!r}"
+
+
+def _started(args) -> TimedStderr:
+    return TimedStderr(subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *map(str, args)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+
+
 def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monkeypatch, resnet20_weights,
                                                                  small_cifar):  # fmt: skip
     monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where ultralytics' settings would be made
+    monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
     out = tmp_path / "build"
     # latency alone here (20 held-out images judge a drop only in 5-point steps); the accuracy budget has its own test
     args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "1.3", "--finetune-epochs", "40",
                        "--max-drop", "none")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "edgeprune.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    timed = _started(args)
+    proc = timed.proc
     state = out / "build.json"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if state.exists() and "plan" in json.loads(state.read_text())["done"]:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()
+    assert proc.poll() is None, timed.finish(10)
     time.sleep(1.0)  # into the fine-tuning
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    stderr = timed.finish(timeout=120)
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr  # the shell's SIGINT code
     assert "finetune" not in json.loads(state.read_text())["done"]
+    timed.assert_plain_and_alive()
+    for stage in ("profile", "lut", "plan"):  # each stage's start, and its end with the time it took
+        assert re.search(rf"^\[ *\d+ s\] build stage \d/7: {stage}$", stderr, re.M), stderr
+        assert re.search(rf"^\[ *\d+ s\] build stage \d/7: {stage}, done in \d+ (s|min)", stderr, re.M), stderr
+    assert re.search(r"^\[ *\d+ s\] build stage 4/7: finetune$", stderr, re.M) and "finetune, done" not in stderr
     measured = {p: p.stat().st_mtime_ns for p in (out / "unpruned" / "profile.json", out / "lut.json",
                                                    out / "plan" / "plan_report.json")}  # fmt: skip
 
-    result = run_cli(*args, "--json")
-    assert result.code == 0, result.stderr
+    timed = _started([*args, "--json"])
+    stdout = timed.proc.stdout.read()
+    stderr = timed.finish(timeout=900)
+    assert timed.proc.returncode == 0, stderr
+    timed.assert_plain_and_alive()
+    for stage in ("profile", "lut", "plan"):
+        assert re.search(rf"build stage \d/7: {stage}, finished earlier: read from ", stderr), stderr
+    for stage in ("finetune", "export", "verify", "report"):
+        assert re.search(rf"^\[ *\d+ s\] build stage \d/7: {stage}, done in \d+ (s|min)", stderr, re.M), stderr
+    assert not (tmp_path / "xdg" / "edgeprune" / "ultralytics").exists()  # a classifier build never imports it
     assert {p: p.stat().st_mtime_ns for p in measured} == measured  # nothing measured again
-    report = json.loads(result.stdout)
+    report = json.loads(stdout)
     assert report["met"] and report["speedup"] >= 1.3
     plan = next(r for r in report["results"] if r["name"] == "plan")
     unpruned = next(r for r in report["results"] if r["name"] == "unpruned")

@@ -71,6 +71,33 @@ def _import(module: str):
         raise MissingDependency(module, extra="openvino", purpose="OpenVINO export") from None
 
 
+@contextlib.contextmanager
+def _nncf_quietly():
+    """For the length of an nncf call: no rich bars ("Statistics collection ━━━"; nncf draws them on rich's global
+    console), no INFO lines from nncf's logger, no Python warnings, and not torch's "No CUDA runtime is found"
+    (logged when nncf imports torch.utils.cpp_extension). The command shows its own progress; nncf's warnings and
+    errors still show. Everything is as it was afterwards."""
+    import logging
+
+    import rich
+    from nncf.common.logging.logger import nncf_logger
+
+    console = rich.get_console()
+    loggers = {nncf_logger: logging.WARNING, logging.getLogger("torch.utils.cpp_extension"): logging.ERROR}
+    saved_levels, saved_quiet = {logger: logger.level for logger in loggers}, console.quiet
+    console.quiet = True
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        console.quiet = saved_quiet
+        for logger, level in saved_levels.items():
+            logger.setLevel(level)
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     tolerances_by_precision = _TOLERANCES
@@ -100,8 +127,7 @@ class OpenVinoBackend(Backend):
             samples = [calibration[i : i + 1] for i in range(len(calibration))]
             scope = nncf.IgnoredScope(names=ignored) if ignored else None
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with _nncf_quietly():
                     quantized = nncf.quantize(
                         ov_model,
                         nncf.Dataset(samples),
@@ -133,8 +159,7 @@ class OpenVinoBackend(Backend):
         nncf = _import("nncf")
         samples = [torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _nncf_quietly():
                 return nncf.quantize(model.module.eval(), nncf.Dataset(samples), subset_size=len(samples),
                                      preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
         except Exception as exc:  # nncf raises many types; all mean the model could not be quantized

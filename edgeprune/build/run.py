@@ -64,13 +64,15 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
     quantize_on = quantizer_data(target, splits)
 
     def stage(name: str, run, load):
+        label = f"build stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}"
         if state.finished(name):
+            progress.note(f"{label}, finished earlier: read from {out_dir}")
             return load()
-        progress.note(f"build stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
-        started = time.time()
-        result = run()
-        check_interrupt()  # a Ctrl-C that a library swallowed still stops the build before the stage counts
-        state.finish(name, time.time() - started)
+        with progress.stage(label):
+            started = time.time()
+            result = run()
+            check_interrupt()  # a Ctrl-C that a library swallowed still stops the build before the stage counts
+            state.finish(name, time.time() - started)
         return result
 
     def profile_unpruned():
@@ -109,7 +111,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
             def qat(name: str) -> Artifact:
                 return export_quantization_aware(model, target, options, name, splits, quantize_on, out_dir, progress)
 
-        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on, qat),
+        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on, qat, progress),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
                                    for name in names})  # fmt: skip
         results = stage(

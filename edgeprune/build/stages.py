@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprune.latency.compare import compare_latency, comparison_rounds
+from edgeprune.progress import NoProgress, Progress
 from edgeprune.report.records import PlanReport
 from edgeprune.types import Artifact, TargetProfile
 from edgeprune.types.build import ModelResult, Recovery
@@ -55,20 +56,25 @@ def runtime_format(target: TargetProfile) -> str:
 
 
 def export_all(model, target: TargetProfile, names: list[str], out_dir: Path, quantize_on: str | None = None,
-               qat=None) -> dict[str, Artifact]:  # fmt: skip
+               qat=None, progress: Progress | None = None) -> dict[str, Artifact]:  # fmt: skip
     """Each model in the target's format and precision; `quantize_on`: the images an int8 export calibrates on.
     `qat(name)`: the artifact of a pruned model after quantization-aware training (--qat-epochs), when asked."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import load_pruned
 
+    progress = progress or NoProgress()
     artifacts = {}
-    for name in names:
-        if qat is not None and name != "unpruned":
-            artifacts[name] = qat(name)
-            continue
-        loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
-        artifacts[name] = export_model(loaded, runtime_format(target), out_dir / "export" / name, target.precision,
-                                       data=quantize_on, target=target)  # fmt: skip
+    calibrated = ", calibrated" if quantize_on and target.precision == "int8" else ""
+    with progress.task(f"export to {runtime_format(target)} ({target.precision}{calibrated})", len(names)) as update:
+        for done, name in enumerate(names, 1):
+            if qat is not None and name != "unpruned":
+                artifacts[name] = qat(name)
+            else:
+                loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True),
+                                                                      named_base=model.spec)  # fmt: skip
+                artifacts[name] = export_model(loaded, runtime_format(target), out_dir / "export" / name,
+                                               target.precision, data=quantize_on, target=target)  # fmt: skip
+            update(done)
     return artifacts
 
 
@@ -86,6 +92,7 @@ def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, p
         loaded = model if name == "unpruned" else load_pruned(weights_dir(out_dir, name), named_base=model.spec)
         verification = metric = value = None
         if splits is not None:
+            progress.note(f"{name}: parity and held-out accuracy on {target.runtime}")
             verification = verify_artifact(
                 loaded,
                 target,

@@ -78,7 +78,7 @@ def prune(
 ) -> None:
     """Prune channels (and residual blocks), optionally fine-tune, and save a model that reloads without pickles."""
     from edgeprune.commands import prune_model
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
     from edgeprune.train.finetune import FinetuneRecipe
 
     with stdout_kept_for_results():
@@ -95,7 +95,7 @@ def prune(
             global_ranking=global_ranking,
             data=data,
             recipe=recipe,
-            progress=RichProgress(),
+            progress=progress_for_stderr(),
             device=device,
         )
     emit(
@@ -228,7 +228,7 @@ def build(
     from edgeprune.build import Budget, BuildOptions
     from edgeprune.build import build as run_build
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
     from edgeprune.train.device import resolve_device
 
     budgets = [
@@ -250,7 +250,7 @@ def build(
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, precision=precision, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip
-        report = run_build(loaded, profile, options, out_dir, progress=RichProgress())
+        report = run_build(loaded, profile, options, out_dir, progress=progress_for_stderr())
     bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out
     emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}{bundle}")
     if not report.met:
@@ -324,7 +324,7 @@ def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr
     import shutil
 
     from edgeprune.models.saved import save_state_dict
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
     from edgeprune.train.data import ImageSamples
     from edgeprune.train.distributed import same_on_every_rank
     from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
@@ -337,7 +337,7 @@ def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr
     recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity, batch_size=batch_size)
     checkpoints = out_dir / "checkpoints"
     result = finetune_classifier(loaded.module, samples, recipe, mean=loaded.preprocessing.mean,
-                                 std=loaded.preprocessing.std, progress=RichProgress(), device=device,
+                                 std=loaded.preprocessing.std, progress=progress_for_stderr(), device=device,
                                  checkpoints=checkpoints, num_workers=workers)  # fmt: skip
     weights_path = out_dir / "model.safetensors"
     if ranks.main:

@@ -127,7 +127,7 @@ def verify(
     """Parity and accuracy of the exported model on the target's runtime vs PyTorch. Exit 3 when over tolerance."""
     from edgeprune.commands import artifact_runtime, verify_artifact
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
 
     if artifact:
         runtime = artifact_runtime(artifact, runtime)
@@ -144,7 +144,7 @@ def verify(
             threads=threads,
             limit=limit,
             batch_size=batch_size,
-            progress=RichProgress(),
+            progress=progress_for_stderr(),
         )
     lines = [
         f"{'PASSED' if result else 'FAILED'}: {loaded.spec} on {result.runtime} {result.runtime_version} "
@@ -242,7 +242,7 @@ def profile(
     from edgeprune.backends._registry import with_precision
     from edgeprune.commands import artifact_for_target, artifact_runtime, at_artifact_precision, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
-    from edgeprune.progress import RichProgress
+    from edgeprune.progress import progress_for_stderr
 
     if artifact:
         runtime = artifact_runtime(artifact, runtime)
@@ -254,7 +254,14 @@ def profile(
         if artifact:
             target_profile = at_artifact_precision(target_profile, chosen, precision)
         report = profile_end_to_end(
-            loaded, chosen, target_profile, out_dir, runs=runs, warmup=warmup, threads=threads, progress=RichProgress()
+            loaded,
+            chosen,
+            target_profile,
+            out_dir,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            progress=progress_for_stderr(),
         )
         text = (
             f"{loaded.spec} on {report.target.name} ({report.device.cpu}): {report.latency.summary()}\n"
@@ -274,7 +281,7 @@ def profile(
                 runs=runs,
                 warmup=warmup,
                 cache_dir=cache_dir,
-                progress=RichProgress(),
+                progress=progress_for_stderr(),
             )
             text += f"\n{table.summary()}\n  table: {out_dir / 'lut.json'}"
     emit(table if lut else report, as_json, text)

@@ -106,7 +106,7 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
     last: dict[str, BenchResult] = {}
     started = time.monotonic()
     with AgentSession(transport_for(target)) as agent, \
-            progress.task("latency, interleaved", min_rounds * cycle) as update:  # fmt: skip
+            progress.task(f"latency, interleaved ({', '.join(names)})", min_rounds * cycle) as update:  # fmt: skip
         agent.info(target.name, target.runtime)
         rounds = 0
         models = {name: (Path(artifact.path), target.runtime) for name, artifact in artifacts.items()}

@@ -196,9 +196,12 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
                 needed, cache, measure, lambda done, total: update(done), LAYER_PASSES
             )
         table = LatencyTable(entries)
-        artifacts = [backend.export(variant, scratch / name, target.precision,
-                                    calibration=_timing_calibration(backend, target.precision, variant))
-                     for name, _, variant in models]  # fmt: skip
+        artifacts = []
+        with progress.task(f"export the end-to-end variants to {target.runtime}", len(models)) as update:
+            for name, _, variant in models:
+                calibration = _timing_calibration(backend, target.precision, variant)
+                artifacts.append(backend.export(variant, scratch / name, target.precision, calibration=calibration))
+                update(len(artifacts))
         rounds: list[list[BenchResult]] = [[] for _ in models]
         before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
         reference_runs = runs

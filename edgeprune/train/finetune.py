@@ -133,7 +133,8 @@ class _Run:
                 progress.note(f"resuming fine-tuning after epoch {len(history['losses'])} of {recipe.epochs}")
         start = len(history["losses"])
         total = recipe.epochs * self.steps_per_epoch
-        with progress.task("fine-tune", total) as update, ddp.global_batch_norm(model, self.ranks):
+        described = f"fine-tune (epochs × batches: {recipe.epochs} × {self.steps_per_epoch})"
+        with progress.task(described, total) as update, ddp.global_batch_norm(model, self.ranks):
             update(start * self.steps_per_epoch)
             trained = ddp.data_parallel(model, self.ranks, self.device)
             for epoch in range(start, recipe.epochs):
