@@ -71,8 +71,10 @@ class _DevTools:
     def __enter__(self) -> _DevTools:
         to_browser, self.writer = os.pipe()
         self.reader, from_browser = os.pipe()
+        # the child's ends moved above 3 and 4 first, so that wiring one cannot overwrite the other
+        to_browser, from_browser = (_above(fd, 10) for fd in (to_browser, from_browser))
 
-        def wire_pipes():  # in the child: its fd 3 reads our commands, its fd 4 writes to us
+        def wire_pipes():  # in the child: its fd 3 reads our commands, its fd 4 writes to us (dup2: inheritable)
             os.dup2(to_browser, 3)
             os.dup2(from_browser, 4)
 
@@ -80,7 +82,7 @@ class _DevTools:
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
                 "--remote-debugging-pipe", f"--user-data-dir={self.profile}", "about:blank"]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, pass_fds=(3, 4), preexec_fn=wire_pipes)  # fmt: skip
+                                        stderr=subprocess.PIPE, close_fds=False, preexec_fn=wire_pipes)  # fmt: skip
         os.close(to_browser)
         os.close(from_browser)
         return self
@@ -178,6 +180,15 @@ class _DevTools:
         if "exceptionDetails" in reply:
             raise BrowserError(f"evaluating {expression[:40]!r}: {reply['exceptionDetails'].get('text')}")
         return reply["result"].get("value")
+
+
+def _above(fd: int, lowest: int) -> int:
+    """`fd` moved to a descriptor number of at least `lowest`, not inherited by child processes."""
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+    os.close(fd)
+    return moved
 
 
 def _console_errors(events: list[dict]) -> list[str]:
