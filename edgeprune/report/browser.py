@@ -18,10 +18,12 @@ from pathlib import Path
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 WIDTH = 1100  # CSS pixels: the report's body is at most 1000 wide
 
-# Every <img> decoded (or failed to), as [src head, ok, naturalWidth, naturalHeight, error].
-_IMAGES_JS = """Promise.all(Array.from(document.images).map(img => img.decode().then(
-  () => [img.src.slice(0, 40), img.naturalWidth > 0, img.naturalWidth, img.naturalHeight, ''],
-  e => [img.src.slice(0, 40), false, img.naturalWidth, img.naturalHeight, String(e)])))"""
+# Every <img> decoded (or failed to), as [alt, src (a data: URL's head), ok, naturalWidth, error].
+_IMAGES_JS = """Promise.all(Array.from(document.images).map(img => {
+  const src = img.src.startsWith('data:') ? img.src.slice(0, 40) + '…' : img.src;
+  return img.decode().then(() => [img.alt, src, img.naturalWidth > 0, img.naturalWidth, ''],
+                           e => [img.alt, src, false, img.naturalWidth, String(e)]);
+}))"""
 
 
 class BrowserError(RuntimeError):
@@ -169,7 +171,9 @@ class _DevTools:
             url=url,
             text=text,
             console_errors=_console_errors(self.events),
-            broken_images=[f"{src}… {error or 'naturalWidth 0'}" for src, ok, _, _, error in images if not ok],
+            broken_images=[
+                f"{alt!r} ({src}): {error or 'naturalWidth 0'}" for alt, src, ok, _, error in images if not ok
+            ],
             images=len(images),
             screenshot=base64.b64decode(shot["data"]),
         )
