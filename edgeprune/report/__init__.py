@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from edgeprune.fileio import copy_file, sha256_file, write_text
 from edgeprune.report import plots
-from edgeprune.report.records import BuildReport
+from edgeprune.report.records import BuildReport, PlanReport
 from edgeprune.report.sections import (
     e,
     energy_section,
@@ -25,6 +25,7 @@ from edgeprune.report.verdict import verdict_html
 if TYPE_CHECKING:
     from edgeprune.latency.lut import LutReport
     from edgeprune.models.base import LoadedModel
+    from edgeprune.plan.planner import PlanChoice
     from edgeprune.types import PrunePlan
 
 
@@ -45,7 +46,7 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
         "<h2>Parity on the target's runtime, per model</h2>",
         parity_table(report),
         *recovery_section(report),
-        *structure_section(report),
+        *structure_section(report, _backoff_choices(report, path.parent)),
         "<h2>Plan rounds (solve → prune → measure): predicted vs measured</h2>",
         *(
             [plots.img(plots.speedup_plot(report), "predicted against measured speedup, each plan round")]
@@ -72,8 +73,18 @@ def write_html(report: BuildReport, lut: LutReport, path: Path) -> Path:
                             f"<body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
 
+def _backoff_choices(report: BuildReport, out_dir: Path) -> dict[str, PlanChoice]:
+    """Each back-off candidate's structure, from the plan report its own plan stage saved in the build folder."""
+    found = {}
+    for candidate in report.recovery.candidates if report.recovery else ():
+        saved = out_dir / "backoff" / candidate.name / "plan" / "plan_report.json"
+        if candidate.name != "plan" and saved.is_file():
+            found[candidate.name] = PlanReport.load(saved).choice
+    return found
+
+
 STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+         "table{border-collapse:collapse;margin:.5em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
          "th{background:#f3f3f3}.ok{color:#1a7f37}.fail{color:#b00020}.na{color:#666}img{max-width:100%}"
          "#verdict{border:2px solid;border-radius:6px;padding:0 1em 1em}#verdict.ship{border-color:#1a7f37}"
          "#verdict.hold{border-color:#b00020}#verdict .headline{font-size:1.25em;font-weight:bold}"

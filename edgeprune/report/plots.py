@@ -67,18 +67,22 @@ def accuracy_plot(report: BuildReport):
     scored = any(r.metric_value is not None for r in report.results)
     xs: list[float] = [report.budget_ms]
     ys: list[float] = []
+    points: list[tuple[float, float, str]] = []
     for r in report.results:
         x = r.latency.median_ms
         y = r.metric_value if r.metric_value is not None else 0.0
         n = r.verification.n_samples if r.verification else 0
         y_se = math.sqrt(y * (1 - y) / n) if scored and n and 0 <= y <= 1 else 0.0
         x_se = x * (r.speedup_se or 0.0)
-        shipped = " (shipped)" if r.name == report.shipped else ""
-        ax.errorbar([x], [y], xerr=[x_se], yerr=[y_se], fmt="o" if r.name != report.shipped else "D", markersize=8,
-                    color=color(r.name), capsize=3, label=f"{r.name}{shipped}", zorder=3)  # fmt: skip
-        ax.annotate(r.name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+        shipped = r.name == report.shipped
+        ax.errorbar([x], [y], xerr=[x_se], yerr=[y_se], fmt="D" if shipped else "o", markersize=9 if shipped else 7,
+                    color=color(r.name), capsize=3, label=f"{r.name}{' (shipped)' if shipped else ''}",
+                    zorder=4 if shipped else 3)  # fmt: skip
         xs.append(x)
         ys += [y - y_se, y + y_se]
+        points.append((x, y, r.name))
+    for (x, y), together in _label_groups(points, 0.03 * (max(xs) - min(xs)), 0.03 * (max(ys) - min(ys))).items():
+        ax.annotate(", ".join(together), (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     for k, r in enumerate(report.plan.rounds):
         if not r.speedup:
             continue
@@ -102,6 +106,15 @@ def accuracy_plot(report: BuildReport):
     return fig
 
 
+def _label_groups(points: list[tuple[float, float, str]], dx: float, dy: float) -> dict[tuple[float, float], list[str]]:
+    """Names of points within (dx, dy) of a first one, under that one: their labels would overlap, so they share."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, name in points:
+        anchor = next((a for a in groups if abs(a[0] - x) <= dx and abs(a[1] - y) <= dy), (x, y))
+        groups.setdefault(anchor, []).append(name)
+    return groups
+
+
 def speedup_plot(report: BuildReport):
     """Each plan round's speedup as the latency table predicted it against as measured, with the table's error."""
     fig, ax = _figure(8.0, 4.2)
@@ -111,7 +124,7 @@ def speedup_plot(report: BuildReport):
         is_kept = kept is not None and r.round == kept.round
         ax.errorbar([r.speedup], [r.predicted_speedup], xerr=[r.speedup * (r.speedup_se or 0.0)], fmt="*",
                     markersize=14 if is_kept else 10, color=COLORS["plan"] if is_kept else ROUND_COLOR, capsize=3,
-                    label=None)  # fmt: skip
+                    label="kept round" if is_kept else None)  # fmt: skip
         ax.annotate(f"round {r.round}{' (kept)' if is_kept else ''}: {100 * r.prediction_error:+.1f} %",
                     (r.speedup, r.predicted_speedup), xytext=(6, 8), textcoords="offset points", fontsize=8)  # fmt: skip
     values = [v for r in rounds for v in (r.speedup, r.predicted_speedup)]

@@ -119,10 +119,11 @@ def _recipe(report: BuildReport) -> str:
             f"{', horizontal flips' if recipe.flip else ''}), {e(distill)}; it {stop}; seed {recipe.seed}.</p>")  # fmt: skip
 
 
-def structure_section(report: BuildReport) -> list[str]:
-    """Blocks removed and output widths, stage by stage, for the plan and each baseline."""
+def structure_section(report: BuildReport, backoffs: dict[str, PlanChoice] | None = None) -> list[str]:
+    """Blocks removed and output widths, stage by stage, for the plan, each baseline and each back-off candidate
+    (`backoffs`: their choices, from their own plan reports)."""
     plan = report.plan
-    choices: dict[str, PlanChoice] = {"plan": plan.choice, **plan.baselines}
+    choices: dict[str, PlanChoice] = {"plan": plan.choice, **plan.baselines, **(backoffs or {})}
     out = ["<h2>What was removed</h2>"]
     if plan.ruled_out:
         out.append("<p>Nothing: the latency table ruled the budget out (below, the fastest model the planner could "
@@ -145,24 +146,30 @@ def structure_section(report: BuildReport) -> list[str]:
         widths = "; ".join(f"{e(layer)} {w[1]}" for layer, w in plan.choice.widths.items())
         return [*out, f"<p>Output widths after the plan, layer by layer: {widths}.</p>"]
     stages = _stages(plan.base_widths)
-    rows = []
-    for stage, layers in stages.items():
-        blocks = sorted({_block(layer) for layer in layers if _block(layer)})
-        row = [e(stage), str(len(blocks)) if blocks else "—", _widths({n: plan.base_widths[n] for n in layers})]
-        for choice in choices.values():
-            removed = [b for b in blocks if b in choice.removed_blocks]
+    blocks = {stage: sorted({b for n in layers if (b := _block(n))}) for stage, layers in stages.items()}
+    rows = [["unpruned", *(_stage_cell(len(blocks[s]), [], {n: plan.base_widths[n] for n in stages[s]})
+                           for s in stages)]]  # fmt: skip
+    for name, choice in choices.items():
+        label = name + (" (shipped)" if name == report.shipped else "")
+        cells = []
+        for stage, layers in stages.items():
+            removed = [b for b in blocks[stage] if b in choice.removed_blocks]
             kept = {n: choice.widths[n] for n in layers if n in choice.widths}
-            row += [f"{len(blocks) - len(removed)}" + (f" (−{e(', '.join(removed))})" if removed else "")
-                    if blocks else "—", _widths(kept) if kept else "removed"]  # fmt: skip
-        rows.append(row)
-    header = ["stage", "blocks", "output widths"]
-    for name in choices:
-        header += [f"{e(name)}: blocks", f"{e(name)}: output widths"]
+            cells.append(_stage_cell(len(blocks[stage]) - len(removed), removed, kept))
+        rows.append([e(label), *cells])
     note = (
-        "<p>Output widths: the distinct output-channel counts of the stage's conv/linear layers (× how many "
-        "layers have it).</p>"
+        "<p>Each cell: the stage's residual blocks kept (and which were removed), then the distinct "
+        "output-channel counts of its conv/linear layers (× how many layers have it).</p>"
     )
-    return [*out, table(header, rows), note]
+    return [*out, table(["model", *map(e, stages)], rows), note]
+
+
+def _stage_cell(blocks: int, removed: list[str], widths: dict[str, tuple[int, int]]) -> str:
+    parts = []
+    if blocks or removed:
+        parts.append(f"{blocks} blocks" + (f" (−{e(', '.join(removed))})" if removed else ""))
+    parts.append(f"widths {_widths(widths)}" if widths else "removed")
+    return "<br>".join(parts)
 
 
 def _stages(widths: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
