@@ -81,7 +81,7 @@ def accuracy_plot(report: BuildReport):
         xs.append(x)
         ys += [y - y_se, y + y_se]
         points.append((x, y, r.name))
-    for (x, y), together in _label_groups(points, 0.03 * (max(xs) - min(xs)), 0.03 * (max(ys) - min(ys))).items():
+    for (x, y), together in _label_groups(points, 0.06 * (max(xs) - min(xs)), 0.04 * (max(ys) - min(ys))).items():
         ax.annotate(", ".join(together), (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     for k, r in enumerate(report.plan.rounds):
         if not r.speedup:
@@ -91,6 +91,12 @@ def accuracy_plot(report: BuildReport):
         ax.plot([x], [0.04], marker="|", markersize=18, color=ROUND_COLOR, transform=ax.get_xaxis_transform(),
                 label="plan rounds (latency only)" if k == 0 else None)  # fmt: skip
         ax.annotate(f"r{r.round}", (x, 0.09), xycoords=ax.get_xaxis_transform(), fontsize=8, ha="center")
+    if report.plan.ruled_out:  # what the table says is the best reachable: the reason nothing was built
+        plan = report.plan
+        x = plan.choice.predicted * plan.base_latency.median_ms / plan.base_predicted_ms
+        xs.append(x)
+        ax.plot([x], [0.04], marker="|", markersize=18, color=ROUND_COLOR, transform=ax.get_xaxis_transform(),
+                label="fastest reachable (table's prediction; not built)")  # fmt: skip
     ax.axvline(report.budget_ms, color="#b00020", linestyle="--", label=f"budget ({report.budget.describe()})")
     ax.set_xlim(*limits(xs))
     if scored:
