@@ -109,6 +109,9 @@ def _recipe(report: BuildReport) -> str:
     from edgeprune.train.finetune import FinetuneRecipe
 
     recipe = FinetuneRecipe.for_build(options)
+    if report.recovery is None and any(r.metric and r.metric != "top1" for r in report.results):
+        return (f"<p>At most {recipe.epochs} epochs with the model family's own trainer (lr {recipe.lr:g}, "
+                f"{'distilled from the unpruned model' if recipe.distill_alpha else 'no distillation'}).</p>")  # fmt: skip
     distill = (f"distilled from the unpruned model (teacher's share {recipe.distill_alpha:g}, temperature "
                f"{recipe.distill_temperature:g})" if recipe.distill_alpha else "no distillation (labels only)")  # fmt: skip
     stop = ("stops at the first epoch within the allowed drop on validation and keeps its best epoch"
