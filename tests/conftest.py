@@ -92,7 +92,11 @@ def cifar_test_dir() -> Path:
 @pytest.fixture()
 def small_cifar(tmp_path, cifar_test_dir) -> Path:
     """10 images of each CIFAR-10 class (8 fine-tune, 2 held out)."""
-    root = tmp_path / "cifar100"
+    return link_small_cifar(cifar_test_dir, tmp_path / "cifar100")
+
+
+def link_small_cifar(cifar_test_dir: Path, root: Path) -> Path:
+    """`root`: 10 images of each CIFAR-10 class, linked."""
     for folder in sorted(cifar_test_dir.iterdir()):
         (root / folder.name).mkdir(parents=True)
         for image in sorted(folder.iterdir())[:10]:

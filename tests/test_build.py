@@ -13,13 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
 from edgeprune.fileio import sha256_file
 from edgeprune.latency.compare import COMPARISON_MAX_ROUNDS
-from tests.conftest import run_cli
+from tests.conftest import CliResult, link_small_cifar, run_cli
 
 
 def _build_args(weights, data, out, *extra):
@@ -159,7 +161,7 @@ def test_build_resumes_after_an_interruption_and_gates_the_budget(tmp_path, monk
     assert "measured kl damage" in page
     error = plan_report["rounds"][0]["prediction_error"]
     assert f"<td>{100 * error:+.1f} %</td>" in page  # the first round's table error, in the rounds table
-    assert len(re.findall(r"<img alt='plot' src='data:image/png;base64,", page)) == 3
+    assert len(re.findall(r"<img alt='[^']+' src='data:image/png;base64,", page)) == 4
     assert not re.search(r"(src|href)=['\"]?(https?:|//)|@import|url\(", page)  # nothing to fetch
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     engine = out / "bundle" / manifest["files"][0]["file"]
@@ -213,14 +215,29 @@ def test_build_refuses_bad_budgets_and_mixed_options(tmp_path, resnet20_weights)
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(tmp_path, monkeypatch,
-                                                                                resnet20_weights, small_cifar):  # fmt: skip
-    # a steep speedup, a one-epoch cap and no drop allowed: the plan misses on validation and the build backs off
-    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "build"
-    args = _build_args(resnet20_weights, small_cifar, out, "--speedup", "2", "--finetune-epochs", "1", "--max-drop",
-                       "0", "--backoff-steps", "2", "--json")  # fmt: skip
-    result = run_cli(*args)
+@dataclass
+class Build:
+    out: Path
+    args: list
+    env: dict[str, str]
+    result: CliResult
+
+
+@pytest.fixture(scope="module")
+def backoff_build(tmp_path_factory, resnet20_weights, cifar_test_dir) -> Build:
+    """A steep speedup, a one-epoch cap and no drop allowed: the plan misses on validation and the build backs off
+    (two back-off candidates and the uniform baseline, all measured and verified)."""
+    root = tmp_path_factory.mktemp("backoff")
+    data = link_small_cifar(cifar_test_dir, root / "cifar100")
+    out = root / "build"
+    args = _build_args(resnet20_weights, data, out, "--speedup", "2", "--finetune-epochs", "1", "--max-drop", "0",
+                       "--backoff-steps", "2", "--baselines", "uniform", "--json")  # fmt: skip
+    env = {"EDGEPRUNE_CACHE": str(root / "cache")}
+    return Build(out, args, env, run_cli(*args, env=env))
+
+
+def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(backoff_build):
+    out, args, result = backoff_build.out, backoff_build.args, backoff_build.result
     assert result.code == 3, result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -241,9 +258,13 @@ def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(t
         assert (out / "backoff" / c["name"] / "plan" / "finetuned" / "finetune_result.json").is_file()
     # every candidate exported, timed beside the unpruned model and verified on the held-out images
     results = {r["name"]: r for r in report["results"]}
-    assert set(results) == {"unpruned", "plan", "backoff1", "backoff2"}
+    assert set(results) == {"unpruned", "plan", "uniform", "backoff1", "backoff2"}
     assert all(r["metric"] == "top1" and 0 <= r["metric_value"] <= 1 for r in results.values())
     assert len({r["latency"]["n"] for r in results.values()}) == 1  # one interleaved session
+    # the host has no power figure: every model says so, as its profile did
+    assert {r["latency"]["energy_note"] for r in results.values()} == {
+        "target host has no power sensor and no sourced power figure"
+    }
     meeting = [c for c in candidates if c["meets_drop"]]
     shipped = max(meeting, key=lambda c: c["speedup"])["name"] if meeting else "plan"
     assert report["shipped"] == shipped and not report["met"]
@@ -259,10 +280,42 @@ def test_build_that_misses_the_allowed_drop_backs_off_and_reports_the_frontier(t
         assert "the accuracy budget (--max-drop 0) was not met" in result.stderr and "points" in result.stderr
     assert "3 candidates were tried" in result.stderr
     page = (out / "report.html").read_text()
-    assert "Accuracy recovery" in page and "backoff2" in page and f"{shipped} (shipped)" in page
+    assert "accuracy recovery" in page and "backoff2" in page and f"{shipped} (shipped)" in page
 
     # a rerun resumes: everything finished, the same verdict from the saved records
     stamp = (out / "recovery.json").stat().st_mtime_ns
-    again = run_cli(*args)
+    again = run_cli(*args, env=backoff_build.env)
     assert again.code == 3 and (out / "recovery.json").stat().st_mtime_ns == stamp
     assert json.loads(again.stdout)["shipped"] == shipped
+
+
+def test_the_builds_report_in_a_real_browser_answers_can_i_ship_this(backoff_build, tmp_path):
+    """report.html opened in headless Chromium: no console error, every plot decodes, the verdict comes first and
+    says what the records say. A failure keeps the screenshot and names it."""
+    from edgeprune.report.browser import check_page, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("needs Chromium (Debian: apt-get install chromium)")
+    report = json.loads((backoff_build.out / "report.json").read_text())
+    page = backoff_build.out / "report.html"
+    check = check_page(page)
+    screenshot = tmp_path / "report.png"
+    screenshot.write_bytes(check.screenshot)
+    seen = f"(screenshot: {screenshot})"
+    assert check.problems == [], f"{check.problems} {seen}"
+    # every model's accuracy vs latency, predicted vs measured speedup, the latency table, per-layer latency
+    assert check.images == page.read_text().count("<img ") == 4, f"{check.images} plots {seen}"
+    text = check.text.lower()
+    assert text.index("can i ship this?") < text.index("every model measured"), seen
+    assert ("ship it" if report["met"] else "do not ship yet") in text, seen
+    answers = {
+        "latency budget met?": report["latency_met"],
+        "accuracy within the allowed drop?": report["accuracy_met"],
+    }
+    for question, met in answers.items():
+        line = next(line for line in text.splitlines() if line.startswith(question))
+        assert line.split("\t")[1].strip() == ("yes" if met else "no"), f"{line} {seen}"
+    assert f"{report['speedup']:.2f}×" in text and f"a drop of {report['accuracy_drop']:.2f} points" in text, seen
+    for name in ("unpruned", "plan", "uniform", "backoff1", "backoff2"):  # every model measured, in the evidence
+        assert f"\n{name}" in check.text, f"{name} {seen}"
+    assert "target host has no power sensor and no sourced power figure" in text, seen  # energy's reason

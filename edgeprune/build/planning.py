@@ -86,22 +86,24 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
             round_budget = budget_ms
             fraction = measured.median_ms / round_budget  # of the budget used
         predicted_speedup = base_predicted / choice.predicted
-        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget, unpruned_ms,
-                                fraction <= 1.0, speedup, speedup_se, predicted_speedup,
-                                predicted_speedup / speedup - 1 if speedup else None))  # fmt: skip
         # The verify stage times the plan again, with its own error: a round that only just met the budget fails
         # there half the time. The two measurements differ by √2 standard errors, and by ~1.35x that between agent
         # sessions (measured, 8 sessions): 4 standard errors of headroom cover ~2 sd of the difference.
-        safe = fraction <= 1 - max(MARGIN / 2, 4 * speedup_se)
+        headroom = max(MARGIN / 2, 4 * speedup_se)
+        safe = fraction <= 1 - headroom
+        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget, unpruned_ms,
+                                fraction <= 1.0, speedup, speedup_se, predicted_speedup,
+                                predicted_speedup / speedup - 1 if speedup else None, headroom=safe,
+                                headroom_needed=headroom, value_lost=choice.value_lost))  # fmt: skip
         if rounds[-1].met and (kept is None or (safe, -choice.value_lost) > (kept[3], -kept[0].value_lost)):
-            kept = (choice, pruned, prune_plan, safe)
+            kept = (choice, pruned, prune_plan, safe, k)
         slack = fraction < 1 - 3 * MARGIN  # far under: the table overestimated
         if (safe and not slack) or (not rounds[-1].met and not choice.met):
             break  # under the budget with headroom, or the model cannot be pruned further
         # tighten after a miss, loosen after an overshoot: move the target by the measured error
         target_predicted *= (1 - MARGIN) / fraction
     if kept is not None:
-        choice, pruned, prune_plan, _ = kept
+        choice, pruned, prune_plan, _, k = kept
     prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms)
     save_pruned(pruned, prune_plan, out_dir / "plan" / "pruned")
     baselines = _baseline_choices(structure, cost, choice, options)
@@ -123,6 +125,8 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
         _layer_ms(structure, cost, choice),
         sensitivity.summary() if sensitivity else f"criterion ({options.criterion})",
         sensitivity,
+        base_widths={u.name: (u.in_channels, u.out_channels) for u in structure.uses},
+        kept_round=k,
     )
     report.save(out_dir / "plan" / "plan_report.json")
     return report

@@ -95,8 +95,7 @@ def finetune_one(model, out_dir: Path, name: str, options: BuildOptions, splits,
     with staged_folder(target_dir) as staging:
         if options.finetune_epochs:
             progress.note(f"fine-tuning {name} (at most {options.finetune_epochs} epochs)")
-            recipe = FinetuneRecipe(epochs=options.finetune_epochs, lr=options.lr, seed=options.seed,
-                                    distill_alpha=0.5 if options.distill else 0.0)  # fmt: skip
+            recipe = FinetuneRecipe.for_build(options)
             pruned = load_pruned(source, named_base=model.spec)
             teacher = copy.deepcopy(model.module).eval() if options.distill else None
             result = finetuner(pruned)(pruned, splits.finetune, recipe, teacher, staging, progress,
@@ -138,19 +137,13 @@ def _finetuned(model, out_dir: Path, name: str):
 
 def _candidate(name: str, budget: Budget, report: PlanReport, result, stop_at: float | None, validation: float,
                drop: tuple[float, float]) -> Candidate:  # fmt: skip
-    kept = _kept_round(report)
+    kept = report.kept()
     return Candidate(
         name=name, budget=budget, speedup=kept.speedup if kept else None, speedup_se=kept.speedup_se if kept else None,
         validation=validation, validation_drop=drop[0], validation_drop_se=drop[1], epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         meets_drop=stop_at is not None and math.isfinite(validation) and validation >= stop_at,
     )  # fmt: skip
-
-
-def _kept_round(report: PlanReport):
-    """The plan round whose model was kept (its choice is the report's), else the last round."""
-    matching = [r for r in report.rounds if math.isclose(r.predicted_ms, report.choice.predicted, rel_tol=1e-9)]
-    return (matching or list(report.rounds) or [None])[-1]
 
 
 def _as_speedup(plan: PlanReport) -> float:

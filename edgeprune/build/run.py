@@ -141,7 +141,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
             results=tuple(results), plan=plan, lut_mape_percent=lut.mape_percent, stage_seconds=dict(state.done),
             environment=_environment(), latency_method=(shipped or base_result).latency.method,
             latency_met=latency_met, shipped=shipped_name, max_drop=options.max_drop, accuracy_drop=drop,
-            accuracy_met=accuracy_met, recovery=recovery,
+            accuracy_met=accuracy_met, recovery=recovery, options=options,
         )  # fmt: skip
         report.save(out_dir / "report.json")
         write_html(report, lut, out_dir / "report.html")

@@ -132,8 +132,21 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
         f"{rounds // cycle} cycles of the {names[0]} model's median over this model's, timed next to each other "
         f"(standard error {100 * max(errors.values()):.1f} % or less)"
     )
-    latency = {name: last[name].latency_stats(method, pooled_ms=values) for name, values in samples.items()}
+    latency = {name: _with_energy(last[name].latency_stats(method, pooled_ms=values), target)
+               for name, values in samples.items()}  # fmt: skip
     return Comparison(latency, speedups, errors, rounds)
+
+
+def _with_energy(stats: LatencyStats, target: TargetProfile) -> LatencyStats:
+    """The comparison samples no power sensor, so each model's energy is the target's estimate from its median, or
+    unavailable with the reason (the report shows it)."""
+    import dataclasses
+
+    from edgeprune.devices.energy import energy_for
+
+    energy = energy_for(target, stats.median_ms, stats.batch)
+    return dataclasses.replace(stats, energy=energy.energy, energy_mj=energy.energy_mj, power_w=energy.power_w,
+                               energy_note=energy.note)  # fmt: skip
 
 
 def format_speedup(value: float, se: float | None) -> str:

@@ -13,7 +13,7 @@ from edgeprune.latency.compare import format_speedup
 from edgeprune.plan.planner import PlanChoice
 from edgeprune.plan.sensitivity import Sensitivity
 from edgeprune.types import LatencyStats, PrunePlan, Record, TargetProfile
-from edgeprune.types.build import Budget, ModelResult, PlanRound, Recovery
+from edgeprune.types.build import Budget, BuildOptions, ModelResult, PlanRound, Recovery
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,20 @@ class PlanReport(Record):
     layer_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # table's layer latency before/after
     value: str = "criterion"  # how items were valued: "measured (...)" or "criterion"
     sensitivity: Sensitivity | None = None
+    base_widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> (in, out) unpruned
+    kept_round: int | None = None  # the round whose model was kept (the last when none met the budget)
 
     @property
     def ruled_out(self) -> bool:
         """The table predicted that no model the solver can reach meets the budget; nothing was measured."""
         return not self.rounds
+
+    def kept(self) -> PlanRound | None:
+        """The round whose model the plan stage kept (older reports: the round that predicted the choice)."""
+        if self.kept_round is not None:
+            return next(r for r in self.rounds if r.round == self.kept_round)
+        matching = [r for r in self.rounds if math.isclose(r.predicted_ms, self.choice.predicted, rel_tol=1e-9)]
+        return (matching or list(self.rounds) or [None])[-1]
 
     @property
     def first_round_error(self) -> float | None:
@@ -70,6 +79,7 @@ class BuildReport(Record):
     accuracy_drop: float | None = None  # points lost on held-out data, on the target's runtime (unpruned − shipped)
     accuracy_met: bool | None = None  # None: accuracy was not a budget
     recovery: Recovery | None = None  # every fine-tuned candidate, validated (classification with --data)
+    options: BuildOptions | None = None  # what the build was asked for (fine-tuning recipe, timing)
 
     def result(self, name: str) -> ModelResult:
         return next(r for r in self.results if r.name == name)

@@ -23,6 +23,8 @@ from edgeprune.train.data import Augmentation, GlobalBatches, Unreadable, loader
 from edgeprune.train.device import autocast, grad_scaler, resolve_device
 from edgeprune.types import Record
 
+BUILD_DISTILL_ALPHA = 0.5  # the teacher's share of a build's loss with --distill
+
 
 @dataclass(frozen=True)
 class FinetuneRecipe(Record):
@@ -37,6 +39,12 @@ class FinetuneRecipe(Record):
     distill_temperature: float = 4.0
     sparsity: float = 0.0  # λ of the L1 penalty on BatchNorm γ
     seed: int = 0
+
+    @classmethod
+    def for_build(cls, options) -> FinetuneRecipe:
+        """The recipe a build fine-tunes each pruned model with (BuildOptions: --finetune-epochs, --lr, --distill)."""
+        return cls(epochs=options.finetune_epochs, lr=options.lr, seed=options.seed,
+                   distill_alpha=BUILD_DISTILL_ALPHA if options.distill else 0.0)  # fmt: skip
 
     def check(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:

@@ -64,6 +64,9 @@ class PlanRound(Record):
     speedup_se: float | None = None  # the speedup's relative standard error (see latency.compare.Comparison)
     predicted_speedup: float | None = None  # the table's: its unpruned prediction / its prediction for this choice
     prediction_error: float | None = None  # predicted_speedup / speedup − 1 (+: the table was optimistic)
+    headroom: bool = False  # met with the headroom the plan stage asks for (see build/planning.py: safe)
+    headroom_needed: float | None = None  # that headroom: the share of the budget a round must stay under by
+    value_lost: float | None = None  # the choice's normalised importance removed (PlanChoice.value_lost)
 
 
 @dataclass(frozen=True)
