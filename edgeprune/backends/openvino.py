@@ -22,6 +22,7 @@ Precision, written where it is decided:
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -156,6 +157,10 @@ class OpenVinoBackend(Backend):
         NNCF's quantization-aware training recipe."""
         import torch
 
+        # nncf compiles its CPU extension on first use and gives up after 60 s by default, leaving a stale lock
+        # behind: the compile took ~36 s on a quiet 2-core machine and over 60 s in a cold CI run sharing the cores
+        # (2026-12-05). A user's own NNCF_EXTENSION_LOAD_TIMEOUT wins.
+        os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")
         nncf = _import("nncf")
         samples = [torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))]
         try:

@@ -70,4 +70,6 @@ def test_one_nan_in_the_runtime_output_fails_verification(tiny, tiny_data, tmp_p
     batch_one = artifact.inputs[0].shape[0] == 1  # TFLite's static batch: one run call, so one NaN, per image
     assert parity.nonfinite_runtime == (result.n_samples if batch_one else 1) and parity.nonfinite_reference == 0
     assert not parity.passed and not result.passed
-    assert f"output {parity.name}: {parity.nonfinite_runtime} NaN/Inf value(s) from the runtime" in result.failures()[0]
+    assert (
+        f"output '{parity.name}': {parity.nonfinite_runtime} NaN/Inf value(s) from the runtime" in result.failures()[0]
+    )
