@@ -170,7 +170,9 @@ def structure_section(report: BuildReport, backoffs: dict[str, PlanChoice] | Non
 def _stage_cell(blocks: int, removed: list[str], widths: dict[str, tuple[int, int]]) -> str:
     parts = []
     if blocks or removed:
-        parts.append(f"{blocks} blocks" + (f" (−{e(', '.join(removed))})" if removed else ""))
+        parts.append(
+            f"{blocks} block{'' if blocks == 1 else 's'}" + (f" (−{e(', '.join(removed))})" if removed else "")
+        )
     parts.append(f"widths {_widths(widths)}" if widths else "removed")
     return "<br>".join(parts)
 
