@@ -62,8 +62,8 @@ def export_quantization_aware(model, target: TargetProfile, options: BuildOption
     backend = get_backend(target.runtime)
     loaded = load_pruned(pruned_dir(out_dir, name, True), named_base=model.spec)
     calibration = calibration_images(loaded, quantize_on)
-    recipe = FinetuneRecipe(epochs=options.qat_epochs, lr=options.lr * LR_SHARE, seed=options.seed,
-                            distill_alpha=0.5 if options.distill else 0.0)  # fmt: skip
+    recipe = dataclasses.replace(FinetuneRecipe.for_build(options), epochs=options.qat_epochs,
+                                 lr=options.lr * LR_SHARE)  # fmt: skip
     teacher = copy.deepcopy(model.module).eval() if options.distill else None
     progress.note(f"quantization-aware training of {name}: {options.qat_epochs} epochs with {backend.name}'s "
                   f"{target.precision} fake quantization")  # fmt: skip
