@@ -38,11 +38,13 @@ def export_model(
     data: str | None = None,
     keep_float: int = 0,
     target: TargetProfile | None = None,
+    farm=None,
 ) -> Artifact:
     """Export to `fmt` under out_dir and record the Artifact beside the file as artifact.json. `data` calibrates the
     precisions that need it (int8); `keep_float` keeps that many of the most int8-sensitive layers in float (ranked
     on the calibration images, backends/_quantization.py), written to sensitivity.json. `target`: the device, for
-    formats built there (TensorRT)."""
+    formats built there (TensorRT); `farm` (edgeprune.farm.Farm): a format built there is built on the farm's
+    first free device, and on the next one if that one is lost."""
     from edgeprune.backends._quantization import calibration_images, layer_sensitivity
 
     backend = backend_for_format(fmt).for_target(target)
@@ -60,7 +62,10 @@ def export_model(
         ranked = layer_sensitivity(model, calibration)
         _save_sensitivity(ranked, out_dir)
         float_layers = tuple(layer.name for layer in ranked[:keep_float])
-    artifact = backend.export(model, out_dir, resolved, calibration=calibration, float_layers=float_layers)
+    if farm is not None and backend.builds_on_device:
+        artifact = farm.export(model, fmt, out_dir, resolved, calibration, float_layers)
+    else:
+        artifact = backend.export(model, out_dir, resolved, calibration=calibration, float_layers=float_layers)
     artifact.save(out_dir / "artifact.json")
     return artifact
 

@@ -40,6 +40,8 @@ class Backend(ABC):
             cls.format, cls.suffixes, cls.precisions = facts.format, facts.suffixes, facts.precisions
             cls.suffix = facts.suffixes[0]
 
+    builds_on_device = False  # True: its export runs on the target device (TensorRT builds engines there)
+
     def for_target(self, target: TargetProfile | None) -> Backend:
         """This backend exporting for `target`: the same for exporters that run on the host; one that must build on
         the device (TensorRT) binds to it."""

@@ -62,6 +62,8 @@ class TensorrtBackend(Backend):
     calibrated = ("int8",)
     tolerances_by_precision = _TOLERANCES
 
+    builds_on_device = True
+
     def __init__(self, target: TargetProfile | None = None):
         self.target = target
 

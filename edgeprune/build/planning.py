@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import numpy as np
+
 from edgeprune.build.stages import runtime_format
 from edgeprune.latency.compare import compare_latency, comparison_rounds
 from edgeprune.models.base import LoadedModel
@@ -22,13 +24,14 @@ MARGIN = 0.07  # the plan aims this far under the budget: medians move 1–12 % 
 
 def plan_within_budget(model, target, options, base: LatencyStats, base_artifact: Artifact, table, step, calibration,
                        out_dir, progress, sensitivity: Sensitivity | None = None,
-                       quantize_on: str | None = None) -> PlanReport:  # fmt: skip
+                       quantize_on: str | None = None, farm=None) -> PlanReport:  # fmt: skip
     """Solve on the latency table, prune, measure on the target beside the unpruned model; tighten after a miss
     and loosen after a large overshoot, until the measurement is under the budget with headroom (MARGIN/2, or 4
     standard errors when larger; at most MAX_ROUNDS). The met round that lost the least value is kept, one met
     with that headroom first. `sensitivity`: one measured before for this model (a back-off re-plan reuses the
     plan's), else measured here when the options value items by measured damage. `quantize_on`: the images an int8
-    round's export calibrates on."""
+    round's export calibrates on. With a `farm` (edgeprune.farm.Farm) of n devices, rounds are measured n at a time,
+    aimed around the target (batch_aims), each on a device of its own."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import save_pruned
 
@@ -65,43 +68,58 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
     # the table's prediction and the measurement differ by a few percent; aim in the table's units
     target_predicted = budget_ms * (1 - MARGIN) * base_predicted / base.median_ms
     rounds: list[PlanRound] = []
-    kept = None  # (choice, pruned, prune_plan, safe) of the met round that lost the least value, safe ones first
-    for k in range(MAX_ROUNDS):
-        choice = solve(structure, cost, target_predicted)
-        pruned = copy.deepcopy(model)
-        prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
-        round_dir = out_dir / "plan" / f"round{k}"
-        artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, data=quantize_on,
-                                target=target)  # fmt: skip
-        # measured beside the unpruned model in one session, so a machine that got slower since the profile
-        # stage moves both (a speedup budget is judged against this round's unpruned median)
-        compared = compare_latency({"unpruned": base_artifact, "candidate": artifact}, target, options, progress,
-                                   comparison_rounds(base.median_ms, options.runs))  # fmt: skip
-        measured, unpruned_ms = compared.latency["candidate"], compared.latency["unpruned"].median_ms
-        speedup, speedup_se = compared.speedup["candidate"], compared.speedup_se["candidate"]
-        if options.budget.kind == "speedup":  # judged on the speedup, timed next to the unpruned model
-            round_budget = unpruned_ms / options.budget.value
-            fraction = options.budget.value / speedup  # of the budget used
-        else:
-            round_budget = budget_ms
-            fraction = measured.median_ms / round_budget  # of the budget used
-        predicted_speedup = base_predicted / choice.predicted
-        # The verify stage times the plan again, with its own error: a round that only just met the budget fails
-        # there half the time. The two measurements differ by √2 standard errors, and by ~1.35x that between agent
-        # sessions (measured, 8 sessions): 4 standard errors of headroom cover ~2 sd of the difference.
-        headroom = max(MARGIN / 2, 4 * speedup_se)
-        safe = fraction <= 1 - headroom
-        rounds.append(PlanRound(k, target_predicted, choice.predicted, measured, round_budget, unpruned_ms,
-                                fraction <= 1.0, speedup, speedup_se, predicted_speedup,
-                                predicted_speedup / speedup - 1 if speedup else None, headroom=safe,
-                                headroom_needed=headroom, value_lost=choice.value_lost))  # fmt: skip
-        if rounds[-1].met and (kept is None or (safe, -choice.value_lost) > (kept[3], -kept[0].value_lost)):
-            kept = (choice, pruned, prune_plan, safe, k)
-        slack = fraction < 1 - 3 * MARGIN  # far under: the table overestimated
-        if (safe and not slack) or (not rounds[-1].met and not choice.met):
-            break  # under the budget with headroom, or the model cannot be pruned further
-        # tighten after a miss, loosen after an overshoot: move the target by the measured error
-        target_predicted *= (1 - MARGIN) / fraction
+    kept = None  # (choice, pruned, prune_plan, safe, k) of the met round that lost the least value, safe ones first
+    width = len(farm.devices) if farm is not None else 1  # a farm measures a batch of rounds at once
+    while len(rounds) < MAX_ROUNDS:
+        aims = batch_aims(target_predicted, min(width, MAX_ROUNDS - len(rounds)))
+        candidates = []
+        for j, aim in enumerate(aims):
+            choice = solve(structure, cost, aim)
+            pruned = copy.deepcopy(model)
+            prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
+            round_dir = out_dir / "plan" / f"round{len(rounds) + j}"
+            artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, data=quantize_on,
+                                    target=target, farm=farm)  # fmt: skip
+            candidates.append((aim, choice, pruned, prune_plan, artifact))
+        names = ["candidate"] if len(aims) == 1 else [f"candidate{j}" for j in range(len(aims))]
+        # measured beside the unpruned model in one session (on a farm: each candidate on a device of its own),
+        # so a machine that got slower since the profile stage moves both (a speedup budget is judged against
+        # this round's unpruned median)
+        compared = compare_latency({"unpruned": base_artifact, **{n: c[4] for n, c in zip(names, candidates)}},
+                                   target, options, progress, comparison_rounds(base.median_ms, options.runs),
+                                   farm=farm)  # fmt: skip
+        stop, aims_next = False, []
+        for name, (aim, choice, pruned, prune_plan, _) in zip(names, candidates):
+            k = len(rounds)
+            measured, unpruned_ms = compared.latency[name], compared.latency["unpruned"].median_ms
+            speedup, speedup_se = compared.speedup[name], compared.speedup_se[name]
+            if options.budget.kind == "speedup":  # judged on the speedup, timed next to the unpruned model
+                round_budget = unpruned_ms / options.budget.value
+                fraction = options.budget.value / speedup  # of the budget used
+            else:
+                round_budget = budget_ms
+                fraction = measured.median_ms / round_budget  # of the budget used
+            predicted_speedup = base_predicted / choice.predicted
+            # The verify stage times the plan again, with its own error: a round that only just met the budget
+            # fails there half the time. The two measurements differ by √2 standard errors, and by ~1.35x that
+            # between agent sessions (measured, 8 sessions): 4 standard errors of headroom cover ~2 sd of the
+            # difference.
+            headroom = max(MARGIN / 2, 4 * speedup_se)
+            safe = fraction <= 1 - headroom
+            rounds.append(PlanRound(k, aim, choice.predicted, measured, round_budget, unpruned_ms,
+                                    fraction <= 1.0, speedup, speedup_se, predicted_speedup,
+                                    predicted_speedup / speedup - 1 if speedup else None, headroom=safe,
+                                    headroom_needed=headroom, value_lost=choice.value_lost))  # fmt: skip
+            if rounds[-1].met and (kept is None or (safe, -choice.value_lost) > (kept[3], -kept[0].value_lost)):
+                kept = (choice, pruned, prune_plan, safe, k)
+            slack = fraction < 1 - 3 * MARGIN  # far under: the table overestimated
+            if (safe and not slack) or (not rounds[-1].met and not choice.met):
+                stop = True  # under the budget with headroom, or the model cannot be pruned further
+            # tighten after a miss, loosen after an overshoot: move the target by the measured error
+            aims_next.append(aim * (1 - MARGIN) / fraction)
+        if stop:
+            break
+        target_predicted = float(np.median(aims_next))
     if kept is not None:
         choice, pruned, prune_plan, _, k = kept
     prune_plan = _finish_plan(prune_plan, model, options, choice, budget_ms)
@@ -130,6 +148,14 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
     )
     report.save(out_dir / "plan" / "plan_report.json")
     return report
+
+
+def batch_aims(target: float, n: int) -> list[float]:
+    """n table targets measured at once: `target` first (the one a single device would try), then MARGIN steps
+    below and above it in turn, since a round's miss is as likely either way (first rounds measured -11 % to +19 %,
+    benchmarks/RESULTS.md)."""
+    steps = [0] + [s for k in range(1, n) for s in (-k, k)]
+    return [target * (1 + MARGIN * s) for s in steps[:n]]
 
 
 def _layer_ms(structure: Structure, cost: LatencyCost, choice: PlanChoice) -> dict[str, tuple[float, float]]:

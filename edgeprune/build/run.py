@@ -49,8 +49,10 @@ class BuildState:
 
 
 def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_dir: Path,
-          progress: Progress | None = None) -> BuildReport:  # fmt: skip
-    """Run (or resume) the build; writes report.json, report.html and bundle/ under out_dir."""
+          progress: Progress | None = None, farm=None) -> BuildReport:  # fmt: skip
+    """Run (or resume) the build; writes report.json, report.html and bundle/ under out_dir. With a `farm`
+    (edgeprune.farm.Farm, its first device the `target`), the latency table, the plan rounds and the verify stage's
+    comparisons are spread over its devices."""
     from edgeprune.commands import artifact_for_target, profile_end_to_end
     from edgeprune.latency.lut import DEFAULT_STEP, LutReport, build_lut
     from edgeprune.types import ProfileReport
@@ -85,12 +87,13 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
     lut = stage("lut",
                 lambda: build_lut(model, target, out_dir, threads=options.threads, step=step,
                                   variants=options.lut_variants, calibration_variants=options.lut_calibration,
-                                  runs=options.runs, warmup=options.warmup, seed=options.seed, progress=progress),
+                                  runs=options.runs, warmup=options.warmup, seed=options.seed, progress=progress,
+                                  farm=farm),
                 lambda: LutReport.load(out_dir / "lut.json"))  # fmt: skip
     calibration = calibration_for(model, options, splits)
     plan = stage("plan",
                  lambda: plan_within_budget(model, target, options, base.latency, base.artifact, lut.table(), step, calibration,
-                               out_dir, progress, quantize_on=quantize_on),
+                               out_dir, progress, quantize_on=quantize_on, farm=farm),
                  lambda: PlanReport.load(out_dir / "plan" / "plan_report.json"))  # fmt: skip
     recovery = None
     if plan.ruled_out:  # nothing was pruned: nothing to fine-tune, export or verify
@@ -100,7 +103,7 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
         def replan(budget: Budget, folder: Path) -> PlanReport:  # a back-off candidate: gentler, no baselines
             return plan_within_budget(model, target, dataclasses.replace(options, budget=budget, baselines=()),
                                       base.latency, base.artifact, lut.table(), step, calibration, folder, progress,
-                                      sensitivity=plan.sensitivity, quantize_on=quantize_on)  # fmt: skip
+                                      sensitivity=plan.sensitivity, quantize_on=quantize_on, farm=farm)  # fmt: skip
 
         recovery = stage("finetune", lambda: recover(model, options, plan, replan, splits, out_dir, progress),
                          lambda: _saved_recovery(out_dir))  # fmt: skip
@@ -111,12 +114,12 @@ def build(model: LoadedModel, target: TargetProfile, options: BuildOptions, out_
             def qat(name: str) -> Artifact:
                 return export_quantization_aware(model, target, options, name, splits, quantize_on, out_dir, progress)
 
-        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on, qat, progress),
+        artifacts = stage("export", lambda: export_all(model, target, names, out_dir, quantize_on, qat, progress, farm),
                           lambda: {name: Artifact.load(out_dir / "export" / name / "artifact.json")
                                    for name in names})  # fmt: skip
         results = stage(
             "verify",
-            lambda: verify_all(model, target, options, plan, artifacts, splits, out_dir, progress),
+            lambda: verify_all(model, target, options, plan, artifacts, splits, out_dir, progress, farm),
             lambda: [ModelResult.load(out_dir / "verify" / f"{name}.json") for name in names],
         )
 

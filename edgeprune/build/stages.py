@@ -56,9 +56,10 @@ def runtime_format(target: TargetProfile) -> str:
 
 
 def export_all(model, target: TargetProfile, names: list[str], out_dir: Path, quantize_on: str | None = None,
-               qat=None, progress: Progress | None = None) -> dict[str, Artifact]:  # fmt: skip
+               qat=None, progress: Progress | None = None, farm=None) -> dict[str, Artifact]:  # fmt: skip
     """Each model in the target's format and precision; `quantize_on`: the images an int8 export calibrates on.
-    `qat(name)`: the artifact of a pruned model after quantization-aware training (--qat-epochs), when asked."""
+    `qat(name)`: the artifact of a pruned model after quantization-aware training (--qat-epochs), when asked.
+    `farm`: where a format built on the device (TensorRT) is built."""
     from edgeprune.commands import export_model
     from edgeprune.models.saved import load_pruned
 
@@ -73,20 +74,22 @@ def export_all(model, target: TargetProfile, names: list[str], out_dir: Path, qu
                 loaded = model if name == "unpruned" else load_pruned(pruned_dir(out_dir, name, True),
                                                                       named_base=model.spec)  # fmt: skip
                 artifacts[name] = export_model(loaded, runtime_format(target), out_dir / "export" / name,
-                                               target.precision, data=quantize_on, target=target)  # fmt: skip
+                                               target.precision, data=quantize_on, target=target,
+                                               farm=farm)  # fmt: skip
             update(done)
     return artifacts
 
 
-def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, progress) -> list[ModelResult]:
-    """Latency of every model interleaved in one agent session (same conditions), then parity and held-out
-    accuracy of each on the target's runtime."""
+def verify_all(model, target, options, plan, artifacts, splits, out_dir: Path, progress,
+               farm=None) -> list[ModelResult]:  # fmt: skip
+    """Latency of every model interleaved in one agent session (same conditions; with a `farm`, each model beside
+    the unpruned one on a device of its own), then parity and held-out accuracy of each on the target's runtime."""
     from edgeprune.commands import verify_artifact
     from edgeprune.models.saved import load_pruned
     from edgeprune.prune.channels import count_macs_params
 
     compared = compare_latency(artifacts, target, options, progress,
-                               comparison_rounds(plan.base_latency.median_ms, options.runs))  # fmt: skip
+                               comparison_rounds(plan.base_latency.median_ms, options.runs), farm=farm)  # fmt: skip
     results = []
     for name, artifact in artifacts.items():
         loaded = model if name == "unpruned" else load_pruned(weights_dir(out_dir, name), named_base=model.spec)

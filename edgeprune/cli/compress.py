@@ -6,11 +6,20 @@ import json
 
 import click
 
-from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_dir, stdout_kept_for_results
+from edgeprune.cli.helpers import (
+    check_farm_flags,
+    emit,
+    farm_for,
+    load_from_flags,
+    load_target,
+    make_out_dir,
+    stdout_kept_for_results,
+)
 from edgeprune.cli.options import (
     connection_options,
     criterion_choices,
     device_option,
+    farm_options,
     lut_calibration_option,
     model_options,
     output_options,
@@ -189,6 +198,7 @@ def prune(
 @runtime_option("plan, measure and verify on")
 @precision_option("plan (its latency table), measure, export and verify at")
 @device_option
+@farm_options
 @output_options
 def build(
     model,
@@ -218,6 +228,8 @@ def build(
     max_drop,
     backoff_steps,
     device,
+    farm,
+    ray_address,
     out,
     as_json,
 ) -> None:
@@ -239,18 +251,21 @@ def build(
     budget = Budget(*budgets[0])  # checked before anything is loaded or written
     allowed_drop = _max_drop(max_drop, data)
     resolve_device(device)  # a device that is not here: one line, exit 2, before anything is loaded
+    check_farm_flags(farm, ray_address)
     with stdout_kept_for_results():
-        profile = with_precision(with_runtime(load_target(target), runtime), precision)
+        profile = with_precision(with_runtime(load_target(target, farm), runtime), precision)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "build")
         options = BuildOptions(
-            model=model, weights=weights, target=target, data=data, budget=budget, criterion=criterion,
+            model=model, weights=weights, target=profile.name if farm else target, data=data, budget=budget, criterion=criterion,
             value=value or ("measured" if data else "criterion"), step=step, finetune_epochs=finetune_epochs,
             qat_epochs=qat_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, precision=precision, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
         )  # fmt: skip
-        report = run_build(loaded, profile, options, out_dir, progress=progress_for_stderr())
+        progress = progress_for_stderr()
+        with farm_for(farm, ray_address, profile, progress) as started:
+            report = run_build(loaded, profile, options, out_dir, progress=progress, farm=started)
     bundle = "" if report.plan.ruled_out else f"\n  bundle: {out_dir / 'bundle'}"  # nothing to ship when ruled out
     emit(report, as_json, f"{report.summary()}\n  report: {out_dir / 'report.html'}{bundle}")
     if not report.met:

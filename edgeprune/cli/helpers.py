@@ -36,12 +36,53 @@ def load_from_flags(spec: str, weights: str | None, trust_pickle: bool, input_sh
     )
 
 
-def load_target(name: str):
-    """The target profile with the connection flags of `connection_options` (and EDGEPRUNE_*) applied."""
+def load_target(name: str | None, farm: Path | None = None):
+    """The target profile with the connection flags of `connection_options` (and EDGEPRUNE_*) applied; with a farm
+    file (`farm_options`), the farm's target through its first device (what a farm does not spread runs there)."""
+    from click.core import ParameterSource
+
     from edgeprune.devices.profiles import load_profile
     from edgeprune.devices.transport import with_connection
 
-    return with_connection(load_profile(name), click.get_current_context().meta.get("edgeprune.connection"))
+    context = click.get_current_context()
+    flags = context.meta.get("edgeprune.connection")
+    if farm is None:
+        return with_connection(load_profile(name), flags)
+    from edgeprune.farm.spec import load_farm
+
+    spec = load_farm(farm)
+    given = context.get_parameter_source("target") not in (ParameterSource.DEFAULT, None)
+    if given and name not in (spec.target.name, spec.target.source_file):
+        raise ConfigError(f"--target {name} is not farm {spec.name}'s target ({spec.target.name})",
+                          fix="leave --target out with --farm: the farm file names the target")  # fmt: skip
+    if any(value is not None for value in (flags or {}).values()):
+        raise ConfigError("--host, --user, --port and --serial do not apply with --farm",
+                          fix=f"set each device's connection in {farm}")  # fmt: skip
+    return spec.first_target()
+
+
+def check_farm_flags(farm: Path | None, ray_address: str | None) -> None:
+    """--ray without --farm, or --farm without Ray installed: one line before anything is loaded or measured."""
+    if farm is None and ray_address:
+        raise ConfigError("--ray applies to a farm", fix="pass --farm FILE too, or drop --ray")
+    if farm is not None:
+        from edgeprune.farm.cluster import import_ray
+
+        import_ray()
+
+
+@contextlib.contextmanager
+def farm_for(farm: Path | None, ray_address: str | None, target, progress) -> Iterator:
+    """The farm of `--farm` started for the block, its devices running `target` (the command's target after
+    --runtime/--precision); None without --farm."""
+    check_farm_flags(farm, ray_address)
+    if farm is None:
+        yield None
+        return
+    from edgeprune.farm import farm_session
+
+    with farm_session(farm, ray_address, progress, target) as started:
+        yield started
 
 
 def make_out_dir(out: Path | None, command: str) -> Path:

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import click
 
-from edgeprune.cli.helpers import emit, load_from_flags, load_target, make_out_dir, stdout_kept_for_results
+from edgeprune.cli.helpers import (
+    check_farm_flags,
+    emit,
+    farm_for,
+    load_from_flags,
+    load_target,
+    make_out_dir,
+    stdout_kept_for_results,
+)
 from edgeprune.cli.options import (
     connection_options,
+    farm_options,
     format_choices,
     lut_calibration_option,
     model_options,
@@ -19,7 +28,7 @@ from edgeprune.cli.options import (
     runtime_option,
     target_options,
 )
-from edgeprune.errors import GateFailed
+from edgeprune.errors import ConfigError, GateFailed
 
 
 @click.command()
@@ -85,16 +94,25 @@ def targets(as_json: bool) -> None:
     "where it was built; default: this machine's TensorRT).",
 )
 @connection_options
+@farm_options
 @output_options
-def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, target, out, as_json) -> None:
+def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep_float, target, farm, ray_address,
+           out, as_json) -> None:  # fmt: skip
     """Export a model to a deployable format (writes the file + artifact.json)."""
     from edgeprune.commands import export_model
+    from edgeprune.progress import progress_for_stderr
 
+    if farm is not None and fmt != "tensorrt":
+        raise ConfigError(f"--farm builds TensorRT engines on its devices; {fmt} is exported on this machine",
+                          fix="drop --farm, or pass --format tensorrt")  # fmt: skip
+    check_farm_flags(farm, ray_address)
     with stdout_kept_for_results():
-        profile = load_target(target) if target else None
+        profile = load_target(target, farm) if target or farm else None
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "export")
-        artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float, target=profile)
+        with farm_for(farm, ray_address, profile, progress_for_stderr()) as started:
+            artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float, target=profile,
+                                    farm=started)  # fmt: skip
     opset = f"opset {artifact.opset}, " if artifact.opset else ""
     emit(
         artifact,
@@ -215,6 +233,7 @@ def verify(
 @runtime_option("measure on", artifact=True)
 @precision_option("measure at", artifact=True)
 @click.option("--data", "-d", help="Images an int8 export is calibrated on (ImageFolder directory or YOLO data yaml).")
+@farm_options
 @output_options
 def profile(
     model,
@@ -234,11 +253,13 @@ def profile(
     runtime,
     precision,
     data,
+    farm,
+    ray_address,
     out,
     as_json,
 ) -> None:
     """Measure end-to-end latency (and energy where the target can) on the target's runtime; with --lut, the
-    per-layer latency table too."""
+    per-layer latency table too (with --farm, spread over the farm's devices)."""
     from edgeprune.backends._registry import with_precision
     from edgeprune.commands import artifact_for_target, artifact_runtime, at_artifact_precision, profile_end_to_end
     from edgeprune.devices.profiles import with_runtime
@@ -246,8 +267,11 @@ def profile(
 
     if artifact:
         runtime = artifact_runtime(artifact, runtime)
+    if farm is not None and not lut:
+        raise ConfigError("--farm spreads the latency table over its devices", fix="add --lut, or drop --farm")
+    check_farm_flags(farm, ray_address)
     with stdout_kept_for_results():
-        target_profile = with_precision(with_runtime(load_target(target), runtime), precision)
+        target_profile = with_precision(with_runtime(load_target(target, farm), runtime), precision)
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
         out_dir = make_out_dir(out, "profile")
         chosen = artifact_for_target(loaded, target_profile, out_dir, artifact, data)
@@ -270,18 +294,21 @@ def profile(
         if lut:
             from edgeprune.latency.lut import build_lut
 
-            table = build_lut(
-                loaded,
-                target_profile,
-                out_dir,
-                threads=threads,
-                step=step,
-                variants=lut_variants,
-                calibration_variants=lut_calibration,
-                runs=runs,
-                warmup=warmup,
-                cache_dir=cache_dir,
-                progress=progress_for_stderr(),
-            )
+            progress = progress_for_stderr()
+            with farm_for(farm, ray_address, target_profile, progress) as started:
+                table = build_lut(
+                    loaded,
+                    target_profile,
+                    out_dir,
+                    threads=threads,
+                    step=step,
+                    variants=lut_variants,
+                    calibration_variants=lut_calibration,
+                    runs=runs,
+                    warmup=warmup,
+                    cache_dir=cache_dir,
+                    progress=progress,
+                    farm=started,
+                )
             text += f"\n{table.summary()}\n  table: {out_dir / 'lut.json'}"
     emit(table if lut else report, as_json, text)

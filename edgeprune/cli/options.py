@@ -92,6 +92,21 @@ output_options = _options(
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON instead of a summary."),
 )
+farm_options = _options(
+    click.option(
+        "--farm",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A farm file (YAML): several devices of one target measure in parallel on Ray (pip install "
+        "'edgeprune[farm]'); its target stands for --target.",
+    ),
+    click.option(
+        "--ray",
+        "ray_address",
+        metavar="ADDRESS",
+        help="With --farm: join the Ray cluster at ADDRESS ('auto': the one `ray start` runs on this machine) "
+        "instead of starting a local one.",
+    ),
+)
 device_option = click.option(
     "--device",
     default="auto",

@@ -75,6 +75,15 @@ class AgentSession:
         self.transport.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
+    def abort(self) -> None:
+        """Stop the agent now, even while another thread's request waits on it: kill the local end of its pipes and
+        close the transport (ssh: its master connection), so the agent on the device sees its input close and
+        exits."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        self.transport.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
     # --- commands ---------------------------------------------------------------------------------------------
 
     def info(self, target: str, runtime: str) -> DeviceInfo:

@@ -91,7 +91,7 @@ def _parse(data: Any, path: Path) -> TargetProfile:
         runtime=data["runtime"],
         precision=precision,
         threads=threads,
-        connection=_connection(data, path),
+        connection=parse_connection(data, path),
         power=_power(data, path),
         hardware=_hardware(data, path),
         source_file=str(path),
@@ -132,7 +132,8 @@ def _runtimes(data: dict, path: Path) -> tuple[str, ...]:
     return tuple(runtimes)
 
 
-def _connection(data: dict, path: Path) -> Connection:
+def parse_connection(data: dict, path: Path) -> Connection:
+    """`data['connection']` (absent: local) as a Connection; also a farm file's devices (edgeprune/farm/spec.py)."""
     # The keys are whatever Connection declares, so a field added there (python, key, ...) is accepted here.
     section = _section(data, "connection", path, tuple(f.name for f in dataclasses.fields(Connection)))
     connection = Connection(**section)

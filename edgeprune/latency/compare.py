@@ -89,27 +89,47 @@ class Comparison:
     rounds: int
 
 
+class ComparisonFarm(Protocol):
+    """A device farm that compares models (edgeprune.farm.Farm; declared here so latency imports no farm)."""
+
+    def compare(self, artifacts: dict[str, Artifact], options: TimingOptions, progress: Progress,
+                min_rounds: int) -> Comparison: ...  # fmt: skip
+
+
 def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, options: TimingOptions,
-                    progress: Progress, min_rounds: int = 3) -> Comparison:  # fmt: skip
-    """Each artifact timed in interleaved rounds in one agent session; `options.runs` timed runs per round after
+                    progress: Progress, min_rounds: int = 3, farm: ComparisonFarm | None = None) -> Comparison:  # fmt: skip
+    """Each artifact timed in interleaved rounds in one agent session on the target (see compare_in_session). With
+    a `farm`, each model after the first is compared with the first on a device of its own, in parallel."""
+    from edgeprune.devices.agent_client import AgentSession
+    from edgeprune.devices.transport import transport_for
+
+    if farm is not None:
+        return farm.compare(artifacts, options, progress, min_rounds)
+    with AgentSession(transport_for(target)) as agent:
+        agent.info(target.name, target.runtime)
+        paths = {name: Path(artifact.path) for name, artifact in artifacts.items()}
+        return compare_in_session(agent, paths, target, options, min_rounds, progress)
+
+
+def compare_in_session(agent: AgentSession, paths: dict[str, Path], target: TargetProfile, options: TimingOptions,
+                       min_rounds: int = 3, progress: Progress | None = None) -> Comparison:  # fmt: skip
+    """Each model file timed in interleaved rounds in `agent`'s session; `options.runs` timed runs per round after
     `options.warmup` warm-ups. At least `min_rounds` and 3 cycles, then whole cycles until every speedup's standard
     error is at most SPEEDUP_SE (or COMPARISON_MAX_S / COMPARISON_MAX_ROUNDS is reached). A slow spell of the
     machine scales both models of a round, so it does not move the per-round ratio. The order turns every round,
     and a cycle is one turn through every order (see timed_rounds)."""
-    from edgeprune.devices.agent_client import AgentSession
-    from edgeprune.devices.transport import transport_for
+    from edgeprune.progress import NoProgress
 
-    names, cycle = list(artifacts), len(artifacts)
+    progress = progress or NoProgress()
+    names, cycle = list(paths), len(paths)
     min_rounds = cycle * max(3, math.ceil(min_rounds / cycle))
     samples: dict[str, list[float]] = {name: [] for name in names}
     medians: dict[str, list[float]] = {name: [] for name in names}
     last: dict[str, BenchResult] = {}
     started = time.monotonic()
-    with AgentSession(transport_for(target)) as agent, \
-            progress.task(f"latency, interleaved ({', '.join(names)})", min_rounds * cycle) as update:  # fmt: skip
-        agent.info(target.name, target.runtime)
+    with progress.task(f"latency, interleaved ({', '.join(names)})", min_rounds * cycle) as update:
         rounds = 0
-        models = {name: (Path(artifact.path), target.runtime) for name, artifact in artifacts.items()}
+        models = {name: (path, target.runtime) for name, path in paths.items()}
         timed = timed_rounds(agent, models, threads=options.threads or target.threads, warmup=options.warmup,
                              runs=options.runs, turn=True,
                              on_timed=lambda i: update(min(rounds, min_rounds - 1) * cycle + i + 1))  # fmt: skip
@@ -123,7 +143,7 @@ def compare_latency(artifacts: dict[str, Artifact], target: TargetProfile, optio
                 medians[name].append(round_median(result))
                 last[name] = result
             rounds += 1
-        label = agent.transport.label
+    label = agent.transport.label
     speedups = {name: speedup(medians[names[0]], medians[name], cycle) for name in names}
     errors = {name: speedup_se(medians[names[0]], medians[name], cycle) for name in names}
     method = (

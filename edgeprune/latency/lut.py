@@ -16,6 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -24,8 +25,17 @@ from edgeprune.backends.base import Backend
 from edgeprune.devices.agent_client import AgentSession
 from edgeprune.devices.transport import scratch_dir, transport_for
 from edgeprune.errors import ConfigError
+from edgeprune.latency.cells import (
+    CELLS,
+    LAYER_PASSES,
+    LAYER_RUNS,
+    LAYER_WARMUP,
+    CellTimer,
+    cell_method,
+    timing_calibration,
+)
 from edgeprune.latency.compare import relative_latency_ms, round_median
-from edgeprune.latency.microbench import layer_uses, single_layer_model, single_layer_onnx
+from edgeprune.latency.microbench import layer_uses
 from edgeprune.latency.table import (
     Calibration,
     EntryCache,
@@ -38,26 +48,36 @@ from edgeprune.latency.table import (
 )  # fmt: skip
 from edgeprune.models.base import LoadedModel
 from edgeprune.progress import NoProgress, Progress
-from edgeprune.types import Artifact, LatencyStats, Record, TargetProfile
+from edgeprune.types import Artifact, DeviceInfo, LatencyStats, Record, TargetProfile
 from edgeprune.types.agent import BenchResult
+from edgeprune.types.farm import FarmReport
+
+
+class TableFarm(Protocol):
+    """What the table needs of a device farm (edgeprune.farm.Farm; declared here so latency imports no farm)."""
+
+    name: str
+    devices: tuple
+    device_info: DeviceInfo  # the first device's
+
+    def cache_key(self, threads: int, precision: str, cells: str) -> str: ...
+
+    def reference(self, artifacts: dict[str, Artifact], runtime: str, threads: int, runs: int) -> None: ...
+
+    def measure_missing(self, needed, cache: EntryCache, runtime: str, precision: str, threads: int, on_progress,
+                        passes: int) -> tuple[dict, int, int]: ...  # fmt: skip
+
+    def time_variants(self, artifacts: list[Artifact], runtime: str, threads: int, runs: int, warmup: int,
+                      on_progress) -> TimedVariants: ...  # fmt: skip
+
+    def report(self) -> FarmReport: ...
+
 
 DEFAULT_STEP = 8  # grid granularity when the target profile gives no sourced hardware step
-LAYER_WARMUP, LAYER_RUNS = 5, 30
-LAYER_PASSES = (
-    2  # each layer timed twice, far apart in time; the faster median is kept (slow spells of shared machines)
-)
 # End-to-end models are timed in interleaved rounds, at least ROUNDS, and more while they fit in ROUNDS_TIME_S (at
 # most MAX_ROUNDS); the median round counts. Sub-millisecond models vary by 50-200 % run to run on a shared 2-core
 # VM, so their few seconds per round buy precision cheaply; a 100 ms detector stays at ROUNDS.
 ROUNDS, MAX_ROUNDS, ROUNDS_TIME_S = 3, 15, 60.0
-# A cell is timed twice: the layer alone in a model, and CELL_COPIES copies of it (own weights) reading one input,
-# summed; its entry is the cost of one more copy. A one-layer model pays the runtime's per-run costs (the call, the
-# layout reorders, waking the thread pool) that a layer inside a model does not: on the 2-core host, ONNX Runtime,
-# ResNet-56's cells timed alone took the same at 1 and 2 threads while the model ran 1.39x faster on 2, the table's
-# calibration fell to 0.41 x sum, and the planner's picks came out 8-22 % optimistic (benchmarks/RESULTS.md).
-CELL_COPIES = 4
-CELLS = f"one copy more of {CELL_COPIES} summed copies vs the layer alone"
-TIMING_CALIBRATION = 8  # random inputs an int8 cell or variant is calibrated on: it is timed, never scored
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class VariantLatency(Record):
     round_medians_ms: tuple[float, ...] = ()
     relative_to_unpruned: tuple[float, ...] = ()  # per round: its median / the unpruned median timed just before
     unpruned_ms: float | None = None  # the unpruned model's median over the whole measurement
+    device: str | None = None  # the farm device that timed it (None: the target's one device)
 
     @property
     def measured_ms(self) -> float:
@@ -108,6 +129,7 @@ class LutReport(Record):
     method: str
     emulation: str | None = None  # emulation_label's text when the device's CPU was emulated
     precision: str = "fp32"  # what the cells and variants were timed at (the target's)
+    farm: FarmReport | None = None  # when a device farm measured it: its devices, reference timings and spread
 
     _volatile = ("cache_file", "measured_now", "from_cache", "remeasured_now", "corrupted_lines")
 
@@ -146,6 +168,7 @@ def build_lut(
     cache_dir: Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    farm: TableFarm | None = None,
 ) -> LutReport:
     """Measure (or reuse) the table for `model` on `target`, calibrate it and evaluate it on `variants` held-out
     random prunings; writes out_dir/lut.json."""
@@ -153,7 +176,7 @@ def build_lut(
         raise ConfigError("the numbers of variants must be ≥ 0")
     progress = progress or NoProgress()
     step = step or DEFAULT_STEP
-    backend = get_backend(target.runtime)
+    backend = get_backend(target.runtime).for_target(target)  # TensorRT: engines built on the device
     backend.check_precision(target.precision)
     uses = layer_uses(model)
     needed = needed_entries(uses, step)
@@ -166,67 +189,50 @@ def build_lut(
     try:
         return _build(model, target, out_dir, backend, uses, needed, models, scratch, threads=threads, step=step,
                       calibration_variants=len(blocks) + calibration_variants, runs=runs, warmup=warmup,
-                      cache_dir=cache_dir, progress=progress)  # fmt: skip
+                      cache_dir=cache_dir, progress=progress, farm=farm)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, threads, step, calibration_variants,
-           runs, warmup, cache_dir, progress) -> LutReport:  # fmt: skip
-    with AgentSession(transport_for(target)) as agent:
-        device = agent.info(target.name, target.runtime)
+           runs, warmup, cache_dir, progress, farm) -> LutReport:  # fmt: skip
+    cache_folder = cache_dir or cache_root() / "lut"
+    if farm is not None:  # cells spread over the farm's devices, variants timed one share per device
+        device = farm.device_info
         threads = threads or target.threads or device.cpu_count
-        cache = EntryCache(
-            (cache_dir or cache_root() / "lut") / f"{device_key(device, threads, target.precision, CELLS)}.jsonl"
-        )
-
-        def measure(signature, cin, cout) -> TableEntry:
-            alone, summed = (
-                agent.bench(_cell(backend, target.precision, signature, cin, cout, scratch, copies),
-                            target.runtime, threads=threads, warmup=LAYER_WARMUP, runs=LAYER_RUNS).latency_stats()
-                for copies in (1, CELL_COPIES)
-            )  # fmt: skip
-            per_copy = (summed.median_ms - alone.median_ms) / (CELL_COPIES - 1)
-            per_copy_p90 = (summed.p90_ms - alone.median_ms) / (CELL_COPIES - 1)
-            return TableEntry(signature, cin, cout, max(per_copy, 0.0), max(per_copy_p90, 0.0), summed.n,
-                              target.runtime, threads, alone_ms=alone.median_ms)  # fmt: skip
-
-        with progress.task(f"latency table on {target.name}", len(needed) * LAYER_PASSES) as update:
-            entries, measured_now, remeasured = measure_missing(
-                needed, cache, measure, lambda done, total: update(done), LAYER_PASSES
-            )
-        table = LatencyTable(entries)
-        artifacts = []
-        with progress.task(f"export the end-to-end variants to {target.runtime}", len(models)) as update:
-            for name, _, variant in models:
-                calibration = _timing_calibration(backend, target.precision, variant)
-                artifacts.append(backend.export(variant, scratch / name, target.precision, calibration=calibration))
-                update(len(artifacts))
-        rounds: list[list[BenchResult]] = [[] for _ in models]
-        before: list[list[float]] = [[] for _ in models]  # the unpruned model's median just before each timing
-        reference_runs = runs
-        started, r = time.monotonic(), 0
+        cache = EntryCache(cache_folder / f"{farm.cache_key(threads, target.precision, CELLS)}.jsonl")
+        artifacts = _export_variants(backend, target, models, scratch, progress)
+        farm.reference({"unpruned": artifacts[0]}, target.runtime, threads, runs)  # the devices on one scale
+        with progress.task(f"latency table on farm {farm.name}", len(needed) * LAYER_PASSES) as update:
+            entries, measured_now, remeasured = farm.measure_missing(
+                needed, cache, target.runtime, target.precision, threads, lambda done, total: update(done),
+                LAYER_PASSES)  # fmt: skip
         with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
-            while r < ROUNDS or (r < MAX_ROUNDS and (time.monotonic() - started) * (r + 1) / r <= ROUNDS_TIME_S):
-                # interleaved: a slow spell of the machine hits one round of several models
-                for k, artifact in enumerate(artifacts):
-                    if k:  # the unpruned model right before: a slow spell scales both, their ratio stays
-                        reference = agent.bench(artifacts[0].path, target.runtime, threads=threads, warmup=2,
-                                                runs=reference_runs)  # fmt: skip
-                        before[k].append(round_median(reference))
-                    rounds[k].append(agent.bench(artifact.path, target.runtime, threads=threads, warmup=warmup,
-                                                 runs=runs))  # fmt: skip
-                    if not k:
-                        before[0].append(round_median(rounds[0][-1]))
-                    update(min(r, ROUNDS - 1) * len(models) + k + 1)
-                r += 1
-        label = agent.transport.label
-    unpruned_ms = float(np.median([m for medians in before for m in medians]))
+            timed = farm.time_variants(artifacts, target.runtime, threads, runs, warmup, update)
+        label = f"farm {farm.name} ({len(farm.devices)} devices)"
+    else:
+        with AgentSession(transport_for(target)) as agent:
+            device = agent.info(target.name, target.runtime)
+            threads = threads or target.threads or device.cpu_count
+            cache = EntryCache(cache_folder / f"{device_key(device, threads, target.precision, CELLS)}.jsonl")
+            timer = CellTimer(agent, target, threads, scratch)
+            with progress.task(f"latency table on {target.name}", len(needed) * LAYER_PASSES) as update:
+                entries, measured_now, remeasured = measure_missing(
+                    needed, cache, timer.measure, lambda done, total: update(done), LAYER_PASSES
+                )
+            artifacts = _export_variants(backend, target, models, scratch, progress)
+            with progress.task("end-to-end variants", len(models) * ROUNDS) as update:
+                timed = time_variants(agent, [a.path for a in artifacts], target.runtime, threads, runs, warmup,
+                                      lambda r, k: update(min(r, ROUNDS - 1) * len(models) + k + 1))  # fmt: skip
+            label = f"{agent.transport.label} agent"
+    table = LatencyTable(entries)
+    r = timed.rounds
+    unpruned_ms = timed.unpruned_ms
     measured = []
-    method = (f"measured: {label} agent, {r} interleaved rounds of {runs} runs, pooled; judged as the median over "
-              "rounds of its median over the unpruned model's median timed just before it, times the unpruned "
-              "model's overall median")  # fmt: skip
-    for (name, blocks, variant), per_round, references in zip(models, rounds, before):
+    method = (f"measured: {label}, {r} interleaved rounds of {runs} runs, pooled; judged as the median over "
+              "rounds of its median over the unpruned model's median timed just before it (on the same device), "
+              "times the unpruned model's overall median")  # fmt: skip
+    for (name, blocks, variant), per_round, references in zip(models, timed.results, timed.before):
         medians = tuple(round_median(t) for t in per_round)
         stats = per_round[-1].latency_stats(method, pooled_ms=[t for timed in per_round for t in timed.timings_ms])
         relative = tuple(m / ref for m, ref in zip(medians, references))
@@ -236,8 +242,9 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
     sums = [table.layers_sum_ms(uses) for uses in variant_uses]
     results = [
         VariantLatency(name, "calibration" if k < n_fit else "evaluation", blocks, _macs(variant), total, 0.0, stats,
-                       medians, relative, unpruned_ms)
-        for k, ((name, blocks, variant, stats, medians, relative), total) in enumerate(zip(measured, sums))
+                       medians, relative, unpruned_ms, device)
+        for k, ((name, blocks, variant, stats, medians, relative), total, device) in enumerate(
+            zip(measured, sums, timed.devices))
     ]  # fmt: skip
     table = table.calibrated(sums[:n_fit], [v.measured_ms for v in results[:n_fit]],
                              [len(uses) for uses in variant_uses[:n_fit]],
@@ -253,56 +260,62 @@ def _build(model, target, out_dir, backend, uses, needed, models, scratch, *, th
         calibration=table.calibration,
         variants=results, mape_percent=100 * float(np.mean(errors)) if errors else None,
         cache_file=str(cache.path),
-        method=(f"cells: {CELLS} (conv/linear + fused activation; {_cell_method(backend, target.precision)}), "
+        method=(f"cells: {CELLS} (conv/linear + fused activation; {cell_method(backend, target.precision)}), "
                 f"{target.runtime} {target.precision}, medians of {LAYER_RUNS} runs after "
                 f"{LAYER_WARMUP} warm-up, fastest of {LAYER_PASSES} passes, widths on multiples of {step}; sum "
                 f"interpolated bilinearly, calibrated linearly on {n_fit} end-to-end models (median of {r} "
                 f"interleaved rounds of {runs} runs each, relative to the unpruned model timed just before)"),
         emulation=device.emulation_label,
         precision=target.precision,
+        farm=farm.report() if farm is not None else None,
     )  # fmt: skip
     report.save(out_dir / "lut.json")
     return report
 
 
-def _cell(backend: Backend, precision: str, signature, cin: int, cout: int, scratch: Path, copies: int) -> Path:
-    """A cell's model (the layer alone, or `copies` summed copies of it) in the target's format and precision, built
-    by that runtime's own export (and quantizer) as a shipped model is; ONNX fp32 is written directly (the same
-    graph, without a PyTorch export)."""
-    if _written_directly(backend, precision):
-        return single_layer_onnx(signature, cin, cout, scratch / f"layer{copies}.onnx", copies)
-    folder = scratch / f"cell-{signature.key}-{cin}-{cout}-{copies}"  # kept for the repeat pass: one export a cell
-    done = folder / "artifact.json"
-    if done.is_file():
-        return Artifact.load(done).path
-    cell = single_layer_model(signature, cin, cout, copies)
-    artifact = backend.export(cell, folder, precision, calibration=_timing_calibration(backend, precision, cell))
-    artifact.save(done)
-    return artifact.path
+def _export_variants(backend: Backend, target: TargetProfile, models, scratch: Path, progress: Progress):
+    artifacts = []
+    with progress.task(f"export the end-to-end variants to {target.runtime}", len(models)) as update:
+        for name, _, variant in models:
+            calibration = timing_calibration(backend, target.precision, variant)
+            artifacts.append(backend.export(variant, scratch / name, target.precision, calibration=calibration))
+            update(len(artifacts))
+    return artifacts
 
 
-def _written_directly(backend: Backend, precision: str) -> bool:
-    """ONNX fp32 cells are written as ONNX by microbench, not exported from PyTorch by the backend."""
-    return backend.format == "onnx" and precision == "fp32"
+@dataclass(frozen=True)
+class TimedVariants:
+    """The end-to-end models timed in interleaved rounds: per model its rounds and the unpruned model's median
+    timed just before each (on the same device), and which device timed it (None: the target's one device)."""
+
+    results: list[list[BenchResult]]
+    before: list[list[float]]
+    rounds: int
+    unpruned_ms: float  # the unpruned model's median over every round (on a farm: on the farm's scale)
+    devices: list[str | None]
 
 
-def _cell_method(backend: Backend, precision: str) -> str:
-    if _written_directly(backend, precision):
-        return "written as ONNX directly"
-    how = f"exported by the {backend.name} backend as a shipped model is"
-    if precision in backend.calibrated:
-        how += (
-            f", {precision} calibrated on {TIMING_CALIBRATION} random inputs (timing only: the ranges change no kernel)"
-        )
-    return how
-
-
-def _timing_calibration(backend: Backend, precision: str, model: LoadedModel) -> np.ndarray | None:
-    """Random inputs for the quantizer of a model that is only timed; None for a precision that takes none."""
-    if precision not in backend.calibrated:
-        return None
-    shape = model.inputs[0].concrete_shape(TIMING_CALIBRATION)
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+def time_variants(agent, paths: list[Path], runtime: str, threads: int, runs: int, warmup: int,
+                  on_timed=None) -> TimedVariants:  # fmt: skip
+    """`paths[0]` (the unpruned model) and the others in interleaved rounds in `agent`'s session, each other one
+    right after the unpruned model: a slow spell of the machine scales both, their ratio stays. At least ROUNDS,
+    more while they fit in ROUNDS_TIME_S (at most MAX_ROUNDS). `on_timed(round, k)` follows each model's bench."""
+    rounds: list[list[BenchResult]] = [[] for _ in paths]
+    before: list[list[float]] = [[] for _ in paths]
+    started, r = time.monotonic(), 0
+    while r < ROUNDS or (r < MAX_ROUNDS and (time.monotonic() - started) * (r + 1) / r <= ROUNDS_TIME_S):
+        for k, path in enumerate(paths):
+            if k:
+                reference = agent.bench(paths[0], runtime, threads=threads, warmup=2, runs=runs)
+                before[k].append(round_median(reference))
+            rounds[k].append(agent.bench(path, runtime, threads=threads, warmup=warmup, runs=runs))
+            if not k:
+                before[0].append(round_median(rounds[0][-1]))
+            if on_timed is not None:
+                on_timed(r, k)
+        r += 1
+    unpruned_ms = float(np.median([m for medians in before for m in medians]))
+    return TimedVariants(rounds, before, r, unpruned_ms, [None] * len(paths))
 
 
 BLOCK_VARIANT_BLOCKS = 4  # blocks removed per height in a block variant (ResNet-56: layer<s>.1, .3, .5, .7)

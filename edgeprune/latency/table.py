@@ -48,6 +48,10 @@ class TableEntry(Record):
     threads: int
     passes: int = 1  # separate measurements this entry is the fastest of (see measure_missing)
     alone_ms: float | None = None  # the layer alone in a one-layer model (median), when the entry is a marginal
+    # A farm's entry: the device that timed it, and that device's scale (its reference timings over the farm's
+    # median); the times above are on the farm's scale, the device's own divided by it (edgeprune/farm)
+    device: str | None = None
+    device_scale: float | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:

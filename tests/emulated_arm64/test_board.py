@@ -11,10 +11,12 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 from edgeprune.devices.ssh import _agent_sha
 from edgeprune.types import Verification
 from tests.conftest import CIFAR_WEIGHTS, asset, run_cli
+from tests.devices.conftest import ssh_keys, start_sshd, stop_sshd  # noqa: F401  (ssh_keys: a fixture)
 
 # one file: under `--dist loadfile` (CI) the board's tests share one worker and its board. (`--dist loadgroup` with
 # an xdist_group mark does not group with pytest 9.2 and pytest-xdist 3.8: tried, the group ran on both workers.)
@@ -134,3 +136,29 @@ def test_build_on_the_board_labels_every_figure(board_env, resnet20_weights, sma
     assert LABEL in (out / "report.html").read_text()
     table = json.loads((out / "lut.json").read_text())
     assert table["emulation"] == LABEL
+
+
+def test_a_farm_measures_on_the_board_and_refuses_a_device_of_another_kind(board, ssh_keys, tmp_path):  # noqa: F811
+    """The board in a farm (a real local Ray cluster) beside an x86 loopback device: the farm takes its kind from
+    the first device, refuses the other with why, and the board times every cell."""
+    pytest.importorskip("ray", reason="farms need Ray: pip install 'edgeprune[farm]'")
+    loopback = start_sshd(ssh_keys, tmp_path / "x86")
+    try:
+        x86 = yaml.safe_load(loopback.profile(tmp_path / "x86.yaml").read_text())["connection"]
+        pi = {"kind": "ssh", "host": "127.0.0.1", "port": board.port, "user": "root", "key": str(board.client_key),
+              "ssh_config": str(board.ssh_config)}  # fmt: skip
+        farm = tmp_path / "farm.yaml"
+        farm.write_text(yaml.safe_dump({"target": "raspberry-pi-5", "devices": [
+            {"name": "pi", "connection": pi}, {"name": "x86", "connection": x86}]}))  # fmt: skip
+        result = run_cli("profile", "--model", "cifar:resnet20", "--runtime", "onnxruntime", "--lut", "--threads", "1",
+                         "--step", "32", "--lut-variants", "1", "--lut-calibration", "0", "--runs", "30", "--warmup",
+                         "3", "--farm", farm, "--cache", tmp_path / "cache", "--out", tmp_path / "p",
+                         timeout=1800)  # fmt: skip
+    finally:
+        stop_sshd(loopback)
+    assert result.code == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    table = json.loads((tmp_path / "p" / "lut.json").read_text())
+    refused = {d["device"]: d["refused"] for d in table["farm"]["devices"] if d["refused"]}
+    assert set(refused) == {"x86"} and "not the kind of device pi is" in refused["x86"] and "aarch64" in refused["x86"]
+    assert table["entries"] and {e["device"] for e in table["entries"]} == {"pi"}
+    assert table["emulation"] == LABEL and "device x86 not used" in result.stderr
