@@ -61,7 +61,10 @@ def main() -> None:
 
 
 def _run(args, label: str, flags: list[str], devices: int) -> dict:
-    out, cache = args.out / label.replace(" ", "-").replace(",", ""), args.out / f"cache-{len(list(args.out.iterdir()))}"
+    out, cache = (
+        args.out / label.replace(" ", "-").replace(",", ""),
+        args.out / f"cache-{len(list(args.out.iterdir()))}",
+    )
     command = [sys.executable, "-m", "edgeprune.cli", "profile", "--model", args.model, "--runs", "30", "--lut",
                "--step", "8", "--lut-calibration", "0", "--lut-variants", str(args.variants), "--cache", str(cache),
                "--out", str(out), "--json", *flags]  # fmt: skip

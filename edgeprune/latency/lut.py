@@ -145,7 +145,8 @@ class LutReport(Record):
                 "damaged cache lines not trusted); "
                 f"calibration {_describe(self.calibration)} on {self.calibration.n} models; prediction MAPE {mape} "
                 f"over {len(evaluation)} held-out pruned "
-                "variants" + (f"; {self.emulation}" if self.emulation else ""))  # fmt: skip
+                "variants" + (f"; {self.emulation}" if self.emulation else "")
+                + (f"; {self.farm.summary()}" if self.farm else ""))  # fmt: skip
 
 
 def _describe(c: Calibration) -> str:

@@ -38,3 +38,14 @@ class FarmReport(Record):
     @property
     def used(self) -> tuple[str, ...]:
         return tuple(d.device for d in self.devices if d.refused is None)
+
+    def summary(self) -> str:
+        cells = ", ".join(f"{d} {n} cells" for d, n in sorted(self.cells_by_device.items()))
+        text = (f"measured on farm {self.name} ({len(self.used)} of {len(self.devices)} devices: {cells or 'no cells'}; "
+                f"reference spread {100 * self.spread:.1f} %)")  # fmt: skip
+        refused = [f"{d.device} ({d.refused})" for d in self.devices if d.refused]
+        if refused:
+            text += "; not used: " + "; ".join(refused)
+        if self.lost:
+            text += "; lost mid-run: " + "; ".join(f"{d} ({why})" for d, why in self.lost.items())
+        return text
