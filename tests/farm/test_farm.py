@@ -1,6 +1,7 @@
 """The device farm with the real engine: each command starts a real local Ray cluster, and its devices are three
 real OpenSSH servers on 127.0.0.1 (conftest.py). A loopback farm's devices share this machine's cores, so the
-farm files here allow a wide reference spread (max_spread 0.5); the refusal test narrows it on purpose."""
+farm files here allow a wide reference spread (max_spread 1.0: a device twice as slow as the median; the other
+test worker may load one device while it is timed); the refusal test narrows it on purpose."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def _no_agents_left(root: Path, within_s: float = 15) -> list[str]:
 
 
 def test_the_farm_table_holds_the_single_device_cells_each_with_its_device(three_devices, tmp_path):
-    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=0.5)
+    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=1.0)
     done = subprocess.run(_profile(farm, tmp_path / "cache", tmp_path / "out"), capture_output=True, text=True,
                           timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -85,7 +86,7 @@ def test_the_farm_table_holds_the_single_device_cells_each_with_its_device(three
 
 
 def test_a_device_lost_mid_table_hands_its_cells_over_and_a_rerun_resumes(three_devices, tmp_path):
-    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=0.5)
+    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=1.0)
     cache = tmp_path / "cache"
     cli = subprocess.Popen(_profile(farm, cache, tmp_path / "out"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
@@ -115,7 +116,7 @@ def test_a_device_lost_mid_table_hands_its_cells_over_and_a_rerun_resumes(three_
 
 
 def test_ctrl_c_stops_the_whole_farm_and_leaves_no_agent_on_any_device(three_devices, tmp_path):
-    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=0.5)
+    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=1.0)
     cache = tmp_path / "cache"
     cli = subprocess.Popen(_profile(farm, cache, tmp_path / "out"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)  # fmt: skip
@@ -147,7 +148,7 @@ def test_a_device_outside_the_spread_is_refused_saying_by_how_much(three_devices
 
 
 def test_build_on_the_farm_runs_end_to_end(three_devices, tmp_path):
-    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=0.5)
+    farm = write_farm(tmp_path / "farm.yaml", three_devices, max_spread=1.0)
     out = tmp_path / "build"
     done = subprocess.run([sys.executable, "-m", "edgeprune.cli", "build", "--model", "cifar:resnet20", "--farm",
                            str(farm), "--speedup", "1.3", "--step", "16", "--lut-variants", "1", "--lut-calibration",
