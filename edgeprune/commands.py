@@ -295,11 +295,13 @@ def prune_model(
     recipe: FinetuneRecipe | None = None,
     progress: Progress | None = None,
     device: str = "cpu",
+    reconstruct: bool = False,
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
     ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors, read as needed.
-    Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N)."""
+    Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N). `reconstruct`: refit every layer
+    that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning."""
     from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
@@ -307,8 +309,8 @@ def prune_model(
 
     spec = criterion_spec(criterion)
     finetuning = bool(recipe and recipe.epochs)
-    if (spec.needs_data or finetuning) and not data:
-        what = f"criterion {criterion}" if spec.needs_data else "fine-tuning"
+    if (spec.needs_data or finetuning or reconstruct) and not data:
+        what = f"criterion {criterion}" if spec.needs_data else "fine-tuning" if finetuning else "--reconstruct"
         raise ConfigError(f"{what} needs --data", fix=f"pass --data ({_DATA_FORMS[model.task]})")
     if spec.needs_loss and model.task != "classification":
         raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
@@ -322,8 +324,14 @@ def prune_model(
     base_fingerprint = model.fingerprint
     macs_before, params_before = count_macs_params(model)
     removed = remove_blocks(model, n=blocks) if blocks else ()
-    calibration = calibration_batches(model, data, device=device) if spec.needs_data else None
+    before_channels = copy.deepcopy(model) if reconstruct else None
+    calibration = calibration_batches(model, data, device=device) if spec.needs_data or reconstruct else None
     plan = prune_channels(model, ratio, criterion, round_to=round_to, global_ranking=global_ranking, data=calibration)
+    if before_channels is not None:
+        from edgeprune.prune.reconstruct import refit_after_pruning
+
+        refits = refit_after_pruning(before_channels, model, plan, calibration)
+        plan = dataclasses.replace(plan, reconstructed=tuple((r.name, r.error_before, r.error_after) for r in refits))
     plan = dataclasses.replace(
         plan,
         base_model=portable_spec(plan.base_model),
@@ -341,7 +349,7 @@ def prune_model(
 
 
 _DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOLO data yaml"}
-CALIBRATION_IMAGES = 256  # images the data-driven criteria (taylor, apoz) look at
+CALIBRATION_IMAGES = 256  # images the data-driven criteria (taylor, apoz, thinet) and --reconstruct look at
 
 
 def finetuner(model: LoadedModel):
@@ -364,8 +372,9 @@ def calibration_batches(model: LoadedModel, data: str, *, device: str = "cpu") -
 
     where = resolve_device(device)
     if model.task == "classification":
-        # the first images in sorted order, as the in-memory path took them (plans and scores unchanged)
-        samples = ImageFolder.scan(data, model.class_names).samples[:CALIBRATION_IMAGES]
+        # spread over the sorted list, so every class is in them (the first 256 of a class-sorted folder were one
+        # class: CIFAR-10 has 1,000 images a class)
+        samples = ImageFolder.scan(data, model.class_names).subset(CALIBRATION_IMAGES).samples
         images = np.stack([load_image(path, model.preprocessing) for path, _ in samples])
         labels = np.array([label for _, label in samples], dtype=np.int64)
         return [(torch.from_numpy(images).to(where), torch.from_numpy(labels).to(where))]

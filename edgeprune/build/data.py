@@ -73,8 +73,9 @@ def calibration_for(model: LoadedModel, options: BuildOptions, splits: DataSplit
     from edgeprune.commands import calibration_batches
     from edgeprune.prune.importance import criterion as criterion_spec
 
-    if not (criterion_spec(options.criterion).needs_data or options.value == "measured"):
+    if not (criterion_spec(options.criterion).needs_data or options.value == "measured" or options.reconstruct):
         return None
     if splits is None:
-        raise ConfigError(f"criterion {options.criterion} needs --data")
+        what = "--reconstruct" if options.reconstruct else f"criterion {options.criterion}"
+        raise ConfigError(f"{what} needs --data")
     return calibration_batches(model, splits.finetune, device=options.device)

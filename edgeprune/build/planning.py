@@ -76,7 +76,8 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
         for j, aim in enumerate(aims):
             choice = solve(structure, cost, aim)
             pruned = copy.deepcopy(model)
-            prune_plan = realize(pruned, structure, choice.state(), options.criterion, data=calibration)
+            prune_plan = realize(pruned, structure, choice.state(), options.criterion, options.reconstruct,
+                                 data=calibration)  # fmt: skip
             round_dir = out_dir / "plan" / f"round{len(rounds) + j}"
             artifact = export_model(pruned, runtime_format(target), round_dir, target.precision, data=quantize_on,
                                     target=target, farm=farm)  # fmt: skip
@@ -127,7 +128,8 @@ def plan_within_budget(model, target, options, base: LatencyStats, base_artifact
     baselines = _baseline_choices(structure, cost, choice, options)
     for name, baseline in baselines.items():
         copy_ = copy.deepcopy(model)
-        baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, data=calibration)
+        baseline_plan = realize(copy_, structure, baseline.state(), options.criterion, options.reconstruct,
+                                data=calibration)  # fmt: skip
         save_pruned(copy_, _finish_plan(baseline_plan, model, options, baseline, budget_ms),
                     out_dir / "baselines" / name / "pruned")  # fmt: skip
     report = PlanReport(

@@ -38,7 +38,7 @@ from edgeprune.types.build import BASELINES, VALUES
     type=click.Choice(criterion_choices()),
     default="l1",
     show_default=True,
-    help="Channel importance: L1 filter norm, BN γ, first-order Taylor, APoZ (the last two need --data).",
+    help="Channel importance: L1 filter norm, BN γ, first-order Taylor, APoZ, ThiNet (the last three need --data).",
 )
 @click.option(
     "--blocks",
@@ -65,6 +65,12 @@ from edgeprune.types.build import BASELINES, VALUES
 @click.option(
     "--distill/--no-distill", default=True, show_default=True, help="Distil from the unpruned model while fine-tuning."
 )
+@click.option(
+    "--reconstruct",
+    is_flag=True,
+    help="Refit each layer that reads pruned channels by least squares on --data (ThiNet's reconstruction), "
+    "before any fine-tuning.",
+)
 @device_option
 @output_options
 def prune(
@@ -81,6 +87,7 @@ def prune(
     finetune_epochs,
     lr,
     distill,
+    reconstruct,
     device,
     out,
     as_json,
@@ -106,6 +113,7 @@ def prune(
             recipe=recipe,
             progress=progress_for_stderr(),
             device=device,
+            reconstruct=reconstruct,
         )
     emit(
         plan,
@@ -197,6 +205,12 @@ def prune(
 @lut_calibration_option
 @runtime_option("plan, measure and verify on")
 @precision_option("plan (its latency table), measure, export and verify at")
+@click.option(
+    "--reconstruct",
+    is_flag=True,
+    help="Refit each layer that reads pruned channels by least squares on --data (ThiNet's reconstruction), in every "
+    "plan round, baseline and back-off candidate, before fine-tuning.",
+)
 @device_option
 @farm_options
 @output_options
@@ -227,6 +241,7 @@ def build(
     precision,
     max_drop,
     backoff_steps,
+    reconstruct,
     device,
     farm,
     ray_address,
@@ -262,6 +277,7 @@ def build(
             qat_epochs=qat_epochs, lr=lr, distill=distill, runs=runs, warmup=warmup,
             threads=threads, baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             lut_variants=lut_variants, lut_calibration=lut_calibration, runtime=runtime, precision=precision, max_drop=allowed_drop, backoff_steps=backoff_steps, device=device,
+            reconstruct=reconstruct,
         )  # fmt: skip
         progress = progress_for_stderr()
         with farm_for(farm, ray_address, profile, progress) as started:

@@ -255,9 +255,11 @@ def conv_macs(use: LayerUse) -> float:
     return float(per_output * use.out_channels * out_h * out_w)
 
 
-def realize(loaded: LoadedModel, structure: Structure, state: PlanState, criterion: str, **prune_options):
-    """Apply `state` to `loaded` in place: remove its blocks, then prune each group to its kept width. Returns the
-    PrunePlan (removed blocks, rewrites, channel history)."""
+def realize(loaded: LoadedModel, structure: Structure, state: PlanState, criterion: str, reconstruct: bool = False,
+            **prune_options):  # fmt: skip
+    """Apply `state` to `loaded` in place: remove its blocks, then prune each group to its kept width; with
+    `reconstruct`, refit the layers that read pruned channels on `prune_options['data']` (prune/reconstruct.py).
+    Returns the PrunePlan (removed blocks, rewrites, channel history, refits)."""
     from edgeprune.prune.channels import prune_channels_to
     from edgeprune.prune.depth import remove_blocks
 
@@ -274,7 +276,13 @@ def realize(loaded: LoadedModel, structure: Structure, state: PlanState, criteri
         if state.kept[key] < group.width:
             widths.update({rename(name): state.kept[key] for name in group.output_layers
                            if name == key or owners[name] == {key}})  # fmt: skip
+    before = copy.deepcopy(loaded) if reconstruct else None
     plan = prune_channels_to(loaded, widths, criterion, round_to=structure.step, **prune_options)
+    if before is not None:
+        from edgeprune.prune.reconstruct import refit_after_pruning
+
+        refits = refit_after_pruning(before, loaded, plan, prune_options["data"])
+        plan = replace(plan, reconstructed=tuple((r.name, r.error_before, r.error_after) for r in refits))
     return replace(plan, removed_blocks=tuple(removed))
 
 

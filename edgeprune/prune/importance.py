@@ -16,6 +16,8 @@ layers (branches, concatenations); each criterion says which of those it looks a
            next layers read (hooked at their input, so after any pooling in between), over the data. After
            ReLU a zero is exactly 0; for activations with a negative regime (leaky ReLU, SiLU, Mish, hardswish)
            a "zero" is a value ≤ 0, the counterpart of ReLU's zero. Readers averaged. Needs data.
+- `thinet` Luo et al. 2017, "ThiNet": the greedy order in which removing channels least changes the next layers'
+           output on sampled positions of the data (prune/reconstruct.py). Readers' objectives added. Needs data.
 
 Scores are normalised per group (mean, or L2 for taylor). That keeps each layer's ranking as the paper has it
 and makes scores of different layers comparable for global ranking.
@@ -34,6 +36,7 @@ from torch import nn
 from edgeprune.errors import ConfigError, UnknownName
 from edgeprune.prune import tp_adapter as tpa
 from edgeprune.prune.criterion_names import CRITERION_NAMES, SEEDED_CRITERIA
+from edgeprune.prune.reconstruct import ThinetImportance
 
 Batch = tuple[torch.Tensor, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -214,6 +217,8 @@ _register(Criterion("bn", "Liu et al. 2017 (network slimming, |BN γ|)", False, 
                     lambda: tpa.BNScaleImportance(group_reduction="mean", normalizer="mean")))  # fmt: skip
 _register(Criterion("taylor", "Molchanov et al. 2017 (first-order Taylor)", True, True, TaylorImportance))
 _register(Criterion("apoz", "Hu et al. 2016 (average percentage of zeros)", True, False, ApozImportance))
+_register(Criterion("thinet", "Luo et al. 2017 (ThiNet: next layer's output reconstructed)", True, False,
+                    ThinetImportance))  # fmt: skip
 _register(Criterion("random", "random scores, a random scale per group (variants and baselines)", False, False,
                     RandomGroupImportance))  # fmt: skip
 
@@ -248,6 +253,8 @@ def make_importance(name: str, model: nn.Module, data: Iterable[Batch] | None = 
         importance.collect(model, data, loss_fn)
     elif isinstance(importance, ApozImportance):
         importance.collect(model, data)
+    elif isinstance(importance, ThinetImportance):
+        importance.collect(model, map(_checked, data), seed)
     return importance
 
 

@@ -142,3 +142,4 @@ class BuildOptions(Record):
     max_drop: float | None = None  # points of the task metric the shipped model may lose; None: not a budget
     backoff_steps: int = 3  # gentler budgets bisected when the plan misses max_drop
     device: str = "auto"  # where fine-tuning and sensitivity run
+    reconstruct: bool = False  # refit the layers that read pruned channels by least squares (prune/reconstruct.py)

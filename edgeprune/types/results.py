@@ -277,7 +277,7 @@ class PrunePlan(Record):
 
     base_model: str
     base_fingerprint: str
-    criterion: str  # l1 | bn | taylor | apoz
+    criterion: str  # one of prune/criterion_names.py
     channel_ratio: float  # fraction of prunable channels removed
     round_to: int | None
     global_ranking: bool
@@ -290,6 +290,8 @@ class PrunePlan(Record):
     macs_after: int = 0
     budget: str | None = None
     predicted_latency_ms: float | None = None
+    # --reconstruct: each refit layer's output error on the sampled positions (relative), before and after
+    reconstructed: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from edgeprune.backends.onnxruntime import OnnxRuntimeBackend
 from edgeprune.errors import ConfigError, ModelError, UnknownName
 from edgeprune.models import LoadOptions, load_model
 from edgeprune.prune.channels import prune_channels, replay_channels
+from edgeprune.prune.importance import CRITERIA
 from edgeprune.prune.rewrites import replay_rewrites, tied_parts
 from edgeprune.types import PrunePlan
 from tests.conftest import asset, tiny_vit
@@ -128,7 +129,7 @@ def test_global_ranking_keeps_grouped_route_parts_equal_and_exact():
         assert relative_error(model.module(x), masked_copy(unpruned, plan.channel_history)(x)) < 1e-4
 
 
-@pytest.mark.parametrize("criterion", ["bn", "taylor", "apoz"])
+@pytest.mark.parametrize("criterion", ["bn", *sorted(name for name, spec in CRITERIA.items() if spec.needs_data)])
 def test_data_criteria_prune_a_real_network_exactly(criterion):
     model = load_model("cifar:resnet20")
     unpruned = rewritten_copy(model)
@@ -141,14 +142,15 @@ def test_data_criteria_prune_a_real_network_exactly(criterion):
         assert relative_error(model.module(x), masked_copy(unpruned, plan.channel_history)(x)) < 1e-4
 
 
-def test_apoz_scores_a_layer_read_several_times_per_channel():
+@pytest.mark.parametrize("criterion", ["apoz", "thinet"])
+def test_a_reader_criterion_scores_a_layer_read_several_times_per_channel(criterion):
     # SPPF's cv2 reads cv1's channels four times (x and three max-poolings of it); the group's score must still
     # have one entry per channel of cv1 (torch-pruning's own reduction sizes it 4x and the pruning fails)
     model = load_model("yolov8n.yaml", LoadOptions(input_shape=(1, 3, 160, 160)))
     recalibrate_bn(model.module, 160)
     unpruned = rewritten_copy(model)
     x = torch.rand(4, 3, 160, 160, generator=torch.Generator().manual_seed(2))
-    plan = prune_channels(model, 0.3, "apoz", data=[(x, None)])
+    plan = prune_channels(model, 0.3, criterion, data=[(x, None)])
     assert model.module.model[9].cv1.conv.out_channels < 128  # SPPF's cv1 (256 → 128 in yolov8n) was pruned too
     with torch.no_grad():
         assert relative_error(model.module(x)[0], masked_copy(unpruned, plan.channel_history)(x)[0]) < 1e-4

@@ -92,16 +92,19 @@ def test_taylor_uses_the_given_loss_and_checks_it():
 
 
 def test_registry_and_data_requirements():
-    assert set(CRITERIA) == {"l1", "bn", "taylor", "apoz", "random"}
-    assert [needs_data(c) for c in ("l1", "bn", "taylor", "apoz")] == [False, False, True, True]
+    assert set(CRITERIA) == {"l1", "bn", "taylor", "apoz", "thinet", "random"}
+    assert [needs_data(c) for c in ("l1", "bn", "taylor", "apoz", "thinet")] == [False, False, True, True, True]
     with pytest.raises(UnknownName, match="did you mean 'apoz'"):
         needs_data("apox")
     with pytest.raises(ConfigError, match="ranks channels from data"):
         prune_channels(_tiny(lambda m: None), 0.25, "apoz")
     with pytest.raises(ConfigError, match="no batches"):
         prune_channels(_tiny(lambda m: None), 0.25, "apoz", data=[])
-    with pytest.raises(ConfigError, match="a data batch is a Tensor"):
-        prune_channels(_tiny(lambda m: None), 0.25, "apoz", data=[torch.rand(1, 3, 8, 8)])
+    for name in ("apoz", "thinet"):
+        with pytest.raises(ConfigError, match="a data batch is a Tensor"):
+            prune_channels(_tiny(lambda m: None), 0.25, name, data=[torch.rand(1, 3, 8, 8)])
+        with pytest.raises(ConfigError, match="no batches"):
+            prune_channels(_tiny(lambda m: None), 0.25, name, data=[])
 
 
 def test_random_criterion_varies_widths_per_layer_and_is_seeded():

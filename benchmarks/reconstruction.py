@@ -1,0 +1,98 @@
+"""ThiNet and least-squares reconstruction vs plain L1, ResNet-56: half of every block's inner channels removed.
+
+The block-inner channels (each basic block's conv1 outputs, read only by its conv2) of the CIFAR ResNet-56 are cut
+to half by each method, same data, same seed: `l1`, `l1` + `--reconstruct`, `thinet`, `thinet` + `--reconstruct`.
+Each is scored on the build's 2,000-image held-out split (CIFAR-10 test JPEGs, PyTorch, top-1) before any
+fine-tuning and after `--epochs` epochs of the build's fine-tuning recipe (SGD + cosine, distilled from the unpruned
+model) on the build's fine-tuning split; criteria and refits see the 256 calibration images the commands use.
+Writes benchmarks/results/reconstruction.json.
+
+    python benchmarks/reconstruction.py [--epochs 3] [--out /tmp/reconstruction]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeprune.build.data import split_data
+from edgeprune.commands import calibration_batches, finetuner
+from edgeprune.models import LoadOptions, load_model
+from edgeprune.progress import NoProgress
+from edgeprune.prune.channels import count_macs_params, prune_channels_to
+from edgeprune.prune.reconstruct import refit_after_pruning
+from edgeprune.train.finetune import BUILD_DISTILL_ALPHA, FinetuneRecipe
+from edgeprune.verify.data import ImageFolder, load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT.parent / "shared" / "assets"
+WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
+DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
+RESULT = ROOT / "benchmarks" / "results" / "reconstruction.json"
+METHODS = (("l1", False), ("l1", True), ("thinet", False), ("thinet", True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/reconstruction"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    base = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS)))
+    splits = split_data(base, str(DATA), args.out / "data")
+    holdout = _images(base, splits.holdout)
+    calibration = calibration_batches(base, splits.finetune)
+    widths = {f"{name}.conv1": layer.conv1.out_channels // 2 for name, layer in base.module.named_modules()
+              if name.count(".") == 1 and hasattr(layer, "conv1")}  # fmt: skip
+    rows = [{"method": "unpruned", "top1_before_finetune": _top1(base, holdout), "macs": count_macs_params(base)[0]}]
+    print(rows[0], flush=True)
+    for criterion, refit in METHODS:
+        model = copy.deepcopy(base)
+        started = time.monotonic()
+        before = copy.deepcopy(model)
+        plan = prune_channels_to(model, widths, criterion, data=calibration)
+        refits = refit_after_pruning(before, model, plan, calibration) if refit else []
+        seconds = time.monotonic() - started
+        row = {"method": criterion + (" + reconstruct" if refit else ""), "prune_seconds": round(seconds, 1),
+               "macs": count_macs_params(model)[0], "top1_before_finetune": _top1(model, holdout),
+               "refit_error": [[r.name, round(r.error_before, 4), round(r.error_after, 4)] for r in refits]}  # fmt: skip
+        recipe = FinetuneRecipe(epochs=args.epochs, distill_alpha=BUILD_DISTILL_ALPHA, seed=0)
+        teacher = copy.deepcopy(base.module).eval()
+        finetuner(model)(model, splits.finetune, recipe, teacher, args.out / row["method"].replace(" ", ""),
+                         NoProgress(), device="cpu")  # fmt: skip
+        row["top1_after_finetune"] = _top1(model, holdout)
+        rows.append(row)
+        print({k: v for k, v in row.items() if k != "refit_error"}, flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    record = {"date": time.strftime("%Y-%m-%d"), "commit": commit.stdout.strip(), "model": "cifar:resnet56",
+              "pruned": "every block's conv1 output channels to half (27 groups), nothing else",
+              "holdout_images": len(holdout[1]), "calibration_images": int(sum(len(b[0]) for b in calibration)),
+              "finetune_epochs": args.epochs, "rows": rows}  # fmt: skip
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _images(model, folder: str) -> tuple[torch.Tensor, torch.Tensor]:
+    samples = ImageFolder.scan(folder, model.class_names).samples
+    images = np.stack([load_image(path, model.preprocessing) for path, _ in samples])
+    return torch.from_numpy(images), torch.tensor([label for _, label in samples])
+
+
+@torch.no_grad()
+def _top1(model, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    images, labels = data
+    model.module.eval()
+    correct = sum(int((model.module(images[k : k + 250]).argmax(1) == labels[k : k + 250]).sum())
+                  for k in range(0, len(labels), 250))  # fmt: skip
+    return correct / len(labels)
+
+
+if __name__ == "__main__":
+    main()
