@@ -19,8 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from _heldout import ASSETS, CIFAR_TEST, images, top1  # benchmarks/, on the path when this file runs as a script
 
 from edgeprune.build.data import split_data
 from edgeprune.commands import calibration_batches, finetuner
@@ -29,12 +29,9 @@ from edgeprune.progress import NoProgress
 from edgeprune.prune.channels import count_macs_params, prune_channels_to
 from edgeprune.prune.reconstruct import refit_after_pruning
 from edgeprune.train.finetune import BUILD_DISTILL_ALPHA, FinetuneRecipe
-from edgeprune.verify.data import ImageFolder, load_image
 
 ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT.parent / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "cifar10_resnet" / "resnet56-4bfd9763.th"
-DATA = ASSETS / "datasets" / "cifar10_test_jpg" / "test"
 RESULT = ROOT / "benchmarks" / "results" / "reconstruction.json"
 METHODS = (("l1", False), ("l1", True), ("thinet", False), ("thinet", True))
 
@@ -46,12 +43,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     base = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS)))
-    splits = split_data(base, str(DATA), args.out / "data")
-    holdout = _images(base, splits.holdout)
+    splits = split_data(base, str(CIFAR_TEST), args.out / "data")
+    holdout = images(base, splits.holdout)
     calibration = calibration_batches(base, splits.finetune)
     widths = {f"{name}.conv1": layer.conv1.out_channels // 2 for name, layer in base.module.named_modules()
               if name.count(".") == 1 and hasattr(layer, "conv1")}  # fmt: skip
-    rows = [{"method": "unpruned", "top1_before_finetune": _top1(base, holdout), "macs": count_macs_params(base)[0]}]
+    rows = [{"method": "unpruned", "top1_before_finetune": top1(base, holdout), "macs": count_macs_params(base)[0]}]
     print(rows[0], flush=True)
     for criterion, refit in METHODS:
         model = copy.deepcopy(base)
@@ -61,13 +58,13 @@ def main() -> None:
         refits = refit_after_pruning(before, model, plan, calibration) if refit else []
         seconds = time.monotonic() - started
         row = {"method": criterion + (" + reconstruct" if refit else ""), "prune_seconds": round(seconds, 1),
-               "macs": count_macs_params(model)[0], "top1_before_finetune": _top1(model, holdout),
+               "macs": count_macs_params(model)[0], "top1_before_finetune": top1(model, holdout),
                "refit_error": [[r.name, round(r.error_before, 4), round(r.error_after, 4)] for r in refits]}  # fmt: skip
         recipe = FinetuneRecipe(epochs=args.epochs, distill_alpha=BUILD_DISTILL_ALPHA, seed=0)
         teacher = copy.deepcopy(base.module).eval()
         finetuner(model)(model, splits.finetune, recipe, teacher, args.out / row["method"].replace(" ", ""),
                          NoProgress(), device="cpu")  # fmt: skip
-        row["top1_after_finetune"] = _top1(model, holdout)
+        row["top1_after_finetune"] = top1(model, holdout)
         rows.append(row)
         print({k: v for k, v in row.items() if k != "refit_error"}, flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
@@ -77,21 +74,6 @@ def main() -> None:
               "finetune_epochs": args.epochs, "rows": rows}  # fmt: skip
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _images(model, folder: str) -> tuple[torch.Tensor, torch.Tensor]:
-    samples = ImageFolder.scan(folder, model.class_names).samples
-    images = np.stack([load_image(path, model.preprocessing) for path, _ in samples])
-    return torch.from_numpy(images), torch.tensor([label for _, label in samples])
-
-
-@torch.no_grad()
-def _top1(model, data: tuple[torch.Tensor, torch.Tensor]) -> float:
-    images, labels = data
-    model.module.eval()
-    correct = sum(int((model.module(images[k : k + 250]).argmax(1) == labels[k : k + 250]).sum())
-                  for k in range(0, len(labels), 250))  # fmt: skip
-    return correct / len(labels)
 
 
 if __name__ == "__main__":

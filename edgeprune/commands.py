@@ -296,12 +296,15 @@ def prune_model(
     progress: Progress | None = None,
     device: str = "cpu",
     reconstruct: bool = False,
+    rewind_to: LoadedModel | None = None,
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
     ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors, read as needed.
     Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N). `reconstruct`: refit every layer
-    that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning."""
+    that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning.
+    `rewind_to`: the same network at an early-training checkpoint; the pruned model's surviving weights are set
+    to its values before fine-tuning (lottery-ticket rewinding, Frankle et al.; Renda et al. 2020)."""
     from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
@@ -309,6 +312,8 @@ def prune_model(
 
     spec = criterion_spec(criterion)
     finetuning = bool(recipe and recipe.epochs)
+    if rewind_to is not None:
+        _check_rewind(model, rewind_to, reconstruct)
     if (spec.needs_data or finetuning or reconstruct) and not data:
         what = f"criterion {criterion}" if spec.needs_data else "fine-tuning" if finetuning else "--reconstruct"
         raise ConfigError(f"{what} needs --data", fix=f"pass --data ({_DATA_FORMS[model.task]})")
@@ -332,6 +337,12 @@ def prune_model(
 
         refits = refit_after_pruning(before_channels, model, plan, calibration)
         plan = dataclasses.replace(plan, reconstructed=tuple((r.name, r.error_before, r.error_after) for r in refits))
+    if rewind_to is not None:
+        from edgeprune.models.saved import replay_plan
+
+        replay_plan(rewind_to, dataclasses.replace(plan, removed_blocks=tuple(removed)))
+        model.module.load_state_dict(rewind_to.module.state_dict())
+        plan = dataclasses.replace(plan, rewound_to=rewind_to.weights)
     plan = dataclasses.replace(
         plan,
         base_model=portable_spec(plan.base_model),
@@ -346,6 +357,18 @@ def prune_model(
     if finetune is not None:
         recipe.save(out_dir / "finetune_recipe.json")  # what the saved weights went through after pruning
     return plan
+
+
+def _check_rewind(model: LoadedModel, rewind_to: LoadedModel, reconstruct: bool) -> None:
+    """The rewind checkpoint must be this network (same tensors, same shapes), and rewinding is not refitting."""
+    if reconstruct:
+        raise ConfigError("--rewind replaces the weights --reconstruct would refit", fix="pass one of the two")
+    mine, theirs = model.module.state_dict(), rewind_to.module.state_dict()
+    differ = sorted(set(mine) ^ set(theirs)) or [k for k in mine if mine[k].shape != theirs[k].shape]
+    if differ:
+        raise ConfigError(f"the rewind checkpoint {rewind_to.weights} is not {model.spec}'s network "
+                          f"(first difference: {differ[0]})",
+                          fix="pass an early checkpoint of the same model, e.g. `edgeprune train --rewind-to 1`'s")  # fmt: skip
 
 
 _DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOLO data yaml"}

@@ -71,6 +71,12 @@ from edgeprune.types.build import BASELINES, VALUES
     help="Refit each layer that reads pruned channels by least squares on --data (ThiNet's reconstruction), "
     "before any fine-tuning.",
 )
+@click.option(
+    "--rewind",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Lottery-ticket rewinding: after pruning, set the surviving weights to this early checkpoint's (the same "
+    "network, e.g. `train --rewind-to 1`'s rewind-epoch1.safetensors), then --finetune-epochs retrains them.",
+)
 @device_option
 @output_options
 def prune(
@@ -88,6 +94,7 @@ def prune(
     lr,
     distill,
     reconstruct,
+    rewind,
     device,
     out,
     as_json,
@@ -99,6 +106,7 @@ def prune(
 
     with stdout_kept_for_results():
         loaded = load_from_flags(model, weights, trust_pickle, input_shape)
+        rewound = _rewind_checkpoint(model, rewind, trust_pickle, input_shape) if rewind else None
         out_dir = make_out_dir(out, "prune")
         recipe = FinetuneRecipe(epochs=finetune_epochs, lr=lr, distill_alpha=0.5 if distill else 0.0)
         plan = prune_model(
@@ -114,6 +122,7 @@ def prune(
             progress=progress_for_stderr(),
             device=device,
             reconstruct=reconstruct,
+            rewind_to=rewound,
         )
     emit(
         plan,
@@ -288,6 +297,17 @@ def build(
         raise GateFailed(f"{report.shortfall()}; the report is in {out_dir}")
 
 
+def _rewind_checkpoint(model: str, rewind: str, trust_pickle: bool, input_shape: str | None):
+    """The model at its rewind checkpoint; a checkpoint of another network is one line naming --rewind."""
+    from edgeprune.errors import ModelError
+
+    try:
+        return load_from_flags(model, rewind, trust_pickle, input_shape)
+    except ModelError as exc:
+        raise ConfigError(f"--rewind {rewind}: {exc.what}",
+                          fix=f"pass an early checkpoint of {model} (`edgeprune train --rewind-to N` saves one)") from None  # fmt: skip
+
+
 def _max_drop(given: str | None, data: str | None) -> float | None:
     """--max-drop read: a number of points, 'none', or (not given) 1.0 when there is data to judge accuracy on.
     Whether it is a usable budget is the build's check (build.run._check)."""
@@ -321,13 +341,22 @@ def _max_drop(given: str | None, data: str | None) -> float | None:
     type=click.IntRange(min=0),
     help="Image decoding processes (default: up to 4 feeding a GPU, none on the CPU below 8 cores).",
 )
+@click.option(
+    "--rewind-to",
+    type=click.IntRange(min=0),
+    help="Also save the weights after this many epochs (0: before training) as rewind-epoch<N>.safetensors: the "
+    "early checkpoint `prune --rewind` goes back to (lottery-ticket rewinding).",
+)
 @device_option
 @output_options
-def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size, workers, device, out,
-          as_json) -> None:  # fmt: skip
+def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size, workers, rewind_to,
+          device, out, as_json) -> None:  # fmt: skip
     """Train a classifier (e.g. sparsity training before BN-γ pruning); saves model.safetensors. Each epoch ends
     with a checkpoint under --out, so a rerun with the same --out continues an interrupted run. Under `torchrun`
     every rank trains on its share of each batch (DDP); rank 0 writes the files."""
+    if rewind_to is not None and rewind_to >= epochs:
+        raise ConfigError(f"--rewind-to {rewind_to} is not before the end of {epochs} epochs",
+                          expected=f"an epoch from 0 to {epochs - 1}")  # fmt: skip
     from edgeprune.train.device import resolve_device
     from edgeprune.train.distributed import process_group
 
@@ -335,7 +364,7 @@ def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr,
     with stdout_kept_for_results(), process_group(resolved) as ranks:
         try:
             summary = _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size,
-                             workers, resolved, out, ranks)  # fmt: skip
+                             workers, resolved, out, ranks, rewind_to)  # fmt: skip
         except EdgepruneError as exc:
             if not ranks.main:  # rank 0 says it (the failure is raised on every rank, naming the one that failed)
                 raise SystemExit(exc.exit_code) from None
@@ -351,7 +380,7 @@ def train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr,
 
 
 def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr, batch_size, workers, device, out,
-           ranks) -> dict:  # fmt: skip
+           ranks, rewind_to=None) -> dict:  # fmt: skip
     import shutil
 
     from edgeprune.models.saved import save_state_dict
@@ -367,9 +396,10 @@ def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr
     samples = ImageSamples.scan(data, loaded.class_names, loaded.preprocessing)
     recipe = FinetuneRecipe(epochs=epochs, lr=lr, sparsity=sparsity, batch_size=batch_size)
     checkpoints = out_dir / "checkpoints"
+    snapshots = {rewind_to: out_dir / f"rewind-epoch{rewind_to}.safetensors"} if rewind_to is not None else {}
     result = finetune_classifier(loaded.module, samples, recipe, mean=loaded.preprocessing.mean,
                                  std=loaded.preprocessing.std, progress=progress_for_stderr(), device=device,
-                                 checkpoints=checkpoints, num_workers=workers)  # fmt: skip
+                                 checkpoints=checkpoints, num_workers=workers, snapshots=snapshots)  # fmt: skip
     weights_path = out_dir / "model.safetensors"
     if ranks.main:
         save_state_dict(loaded.module, weights_path)
@@ -377,4 +407,4 @@ def _train(model, weights, trust_pickle, input_shape, data, epochs, sparsity, lr
         shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: a rerun trains afresh
     return {"model": loaded.spec, "weights": str(weights_path), "epoch_losses": list(result.losses),
             "epochs_run": result.epochs_run, "recipe": recipe.to_dict(), "device": str(device),
-            "world_size": ranks.world}  # fmt: skip
+            "world_size": ranks.world, "rewind_weights": {str(k): str(v) for k, v in snapshots.items()}}  # fmt: skip

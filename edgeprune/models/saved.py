@@ -46,7 +46,7 @@ def save_state_dict(module, path: Path) -> Path:
 
     from edgeprune.fileio import writing
 
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in module.state_dict().items()}
+    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in module.state_dict().items()}
     with writing(path, needs=sum(t.numel() * t.element_size() for t in state.values())) as tmp:
         save_file(state, str(tmp))
     return path
@@ -87,14 +87,20 @@ def _load_pruned(directory: Path, options: LoadOptions, named_base: str | None, 
                                  "loading it imports and runs that Python module", directory.resolve())  # fmt: skip
         loaded = load_model(plan.base_model, base_options)
     loaded.family = _saved_family(directory, loaded.family)
-    for replay, steps in zip(_REPLAY, (plan.removed_blocks, plan.rewrites, plan.channel_history)):
-        lazy(replay)(loaded, steps)
+    replay_plan(loaded, plan)
     load_into(loaded.module, read_state_dict(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
     loaded.module.eval()
     loaded.spec = f"edgeprune:{directory}"
     loaded.weights = str(directory / WEIGHTS_FILE)
     loaded._fingerprint = None
     return loaded
+
+
+def replay_plan(loaded: LoadedModel, plan: PrunePlan) -> None:
+    """Remove, rewrite and prune `loaded` in place as `plan` did its base model; the weights that survive keep
+    `loaded`'s values (a saved model loads its own over them; a rewind keeps a checkpoint's)."""
+    for replay, steps in zip(_REPLAY, (plan.removed_blocks, plan.rewrites, plan.channel_history)):
+        lazy(replay)(loaded, steps)
 
 
 def _saved_family(directory: Path, base: ModelFamily) -> ModelFamily:

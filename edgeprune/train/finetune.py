@@ -77,6 +77,7 @@ def finetune_classifier(
     stop_at: float | None = None,
     checkpoints: Path | None = None,
     num_workers: int | None = None,
+    snapshots: dict[int, Path] | None = None,
 ) -> FinetuneResult:
     """Train `model` in place on `data` ((C, H, W) preprocessed image, label) samples, e.g. train.data.ImageSamples.
 
@@ -84,7 +85,8 @@ def finetune_classifier(
     `validation`: top-1 on it after every epoch; the best epoch's weights are restored at the end, and training
     stops as soon as top-1 ≥ `stop_at`. `checkpoints`: a folder where each epoch ends with a checkpoint, and from
     which a rerun continues after the last finished epoch (same weights as an uninterrupted run on the CPU).
-    `before_epoch(epoch)` runs before each epoch and returns True when it changed the model's parameters (gradual
+    `snapshots` {epochs: path}: the weights after that many epochs (0: before training) saved as safetensors, the
+    early checkpoint lottery-ticket rewinding goes back to. `before_epoch(epoch)` runs before each epoch and returns True when it changed the model's parameters (gradual
     pruning): training then goes on with the new ones, the schedule unchanged, momentum kept where a tensor survived.
     Under `torchrun` each rank trains on its share of every batch (DDP); only rank 0 shows progress and writes.
     The model comes back on the CPU, in eval mode.
@@ -103,7 +105,7 @@ def finetune_classifier(
             recipe.crop_padding, recipe.flip, mean, std))  # fmt: skip
         try:
             return run.fit(progress if ranks.main and progress else NoProgress(), before_epoch, validation,
-                           stop_at, checkpoints)  # fmt: skip
+                           stop_at, checkpoints, snapshots or {})  # fmt: skip
         finally:
             model.to("cpu").eval()
             if teacher is not None:
@@ -128,7 +130,7 @@ class _Run:
         if teacher is not None:
             teacher.to(device).eval()
 
-    def fit(self, progress, before_epoch, validation, stop_at, checkpoints) -> FinetuneResult:
+    def fit(self, progress, before_epoch, validation, stop_at, checkpoints, snapshots) -> FinetuneResult:
         recipe, model = self.recipe, self.model
         history = {"losses": [], "validation": [], "best_epoch": None, "best_state": None, "stopped": False}
         run_id = {"recipe": recipe.to_dict(), "samples": len(self.data),
@@ -140,6 +142,8 @@ class _Run:
             if self.ranks.main:
                 progress.note(f"resuming fine-tuning after epoch {len(history['losses'])} of {recipe.epochs}")
         start = len(history["losses"])
+        if start == 0 and 0 in snapshots:
+            self._snapshot(snapshots[0])
         total = recipe.epochs * self.steps_per_epoch
         described = f"fine-tune (epochs × batches: {recipe.epochs} × {self.steps_per_epoch})"
         with progress.task(described, total) as update, ddp.global_batch_norm(model, self.ranks):
@@ -160,12 +164,20 @@ class _Run:
                         history["best_epoch"] = epoch + 1
                         history["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     history["stopped"] = stop_at is not None and top1 >= stop_at and epoch + 1 < recipe.epochs
+                if epoch + 1 in snapshots:  # before the checkpoint: a resumed run never skips a snapshot
+                    self._snapshot(snapshots[epoch + 1])
                 if checkpoints is not None and self.ranks.main:
                     save_checkpoint(checkpoints, {"run": run_id, "history": history, **self._state()})
         if history["best_state"] is not None:
             model.load_state_dict(history["best_state"])
         return FinetuneResult(tuple(history["losses"]), tuple(history["validation"]), len(history["losses"]),
                               history["best_epoch"], history["stopped"])  # fmt: skip
+
+    def _snapshot(self, path: Path) -> None:
+        if self.ranks.main:
+            from edgeprune.models.saved import save_state_dict
+
+            save_state_dict(self.model, path)
 
     def _epoch(self, trained: nn.Module, epoch: int, update) -> float:
         """One pass over the data; the mean loss per sample over every rank's samples."""

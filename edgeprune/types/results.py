@@ -292,6 +292,7 @@ class PrunePlan(Record):
     predicted_latency_ms: float | None = None
     # --reconstruct: each refit layer's output error on the sampled positions (relative), before and after
     reconstructed: tuple[tuple[str, float, float], ...] = ()
+    rewound_to: str | None = None  # --rewind: the early checkpoint the surviving weights were set to
 
 
 @dataclass(frozen=True)
