@@ -6,6 +6,7 @@ them (load → profile → plan → prune → fine-tune → export → verify �
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -296,12 +297,15 @@ def prune_model(
     progress: Progress | None = None,
     device: str = "cpu",
     reconstruct: bool = False,
+    sparsity_2of4: bool = False,
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
     ultralytics). `data` is an ImageFolder for classifiers and a YOLO data yaml for detectors, read as needed.
     Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N). `reconstruct`: refit every layer
-    that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning."""
+    that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning.
+    `sparsity_2of4`: then magnitude 2:4 sparsity in every eligible conv/linear (prune/sparsity.py), kept while
+    fine-tuning."""
     from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
@@ -315,6 +319,8 @@ def prune_model(
     if spec.needs_loss and model.task != "classification":
         raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
                           fix="use --criterion l1, bn or apoz for detectors")  # fmt: skip
+    if sparsity_2of4:
+        _two_of_four_masks(model, check_only=True)  # no layer that can hold the pattern: refused before any work
     finetune = finetuner(model) if finetuning else None
     if finetuning and model.task == "detection":  # the labels it trains on: refused before pruning, not after it
         from edgeprune.verify.yolo_data import YoloDataset
@@ -340,12 +346,37 @@ def prune_model(
         macs_before=macs_before,
         params_before=params_before,
     )
+    masks = None
+    if sparsity_2of4:
+        from edgeprune.prune.sparsity import PATTERN, apply_masks, dense_layers
+
+        masks = _two_of_four_masks(model, after_channels=bool(ratio))
+        apply_masks(model.module, masks)
+        plan = dataclasses.replace(plan, sparsity=PATTERN, dense_layers=dense_layers(model.module))
+        model.sparsity, model._fingerprint = PATTERN, None
     if finetune is not None:
-        finetune(model, data, recipe, teacher, out_dir, progress, device=device)
+        from edgeprune.prune.sparsity import masks_kept
+
+        with masks_kept(model.module, masks) if masks else contextlib.nullcontext():
+            finetune(model, data, recipe, teacher, out_dir, progress, device=device)
     save_pruned(model, plan, out_dir)
     if finetune is not None:
         recipe.save(out_dir / "finetune_recipe.json")  # what the saved weights went through after pruning
     return plan
+
+
+def _two_of_four_masks(model: LoadedModel, *, after_channels: bool = False, check_only: bool = False) -> dict:
+    """The 2:4 masks of the model's eligible layers (prune/sparsity.py; none computed when `check_only`);
+    ConfigError when it has no such layer."""
+    from edgeprune.prune.sparsity import eligible_layers, two_of_four_masks
+
+    if not eligible_layers(model.module):
+        raise ConfigError(
+            f"--sparsity-2of4: {model.spec} has no Conv2d (groups 1) or Linear layer whose input channels are a "
+            f"multiple of 4{' after channel pruning' if after_channels else ''}, so none can hold the 2:4 pattern",
+            fix="pass --round-to 4 with --ratio" if after_channels else "drop --sparsity-2of4",
+        )
+    return {} if check_only else two_of_four_masks(model.module)
 
 
 _DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOLO data yaml"}

@@ -71,6 +71,14 @@ from edgeprune.types.build import BASELINES, VALUES
     help="Refit each layer that reads pruned channels by least squares on --data (ThiNet's reconstruction), "
     "before any fine-tuning.",
 )
+@click.option(
+    "--sparsity-2of4",
+    "sparsity_2of4",
+    is_flag=True,
+    help="Then magnitude 2:4 sparsity (2 of every 4 consecutive input-channel weights zero) in every conv/linear whose "
+    "inputs are a multiple of 4, kept while fine-tuning; TensorRT builds it with sparse weights allowed. Faster only "
+    "on sparse tensor cores (Ampere, Orin). With --ratio, pass --round-to 4 to keep pruned layers eligible.",
+)
 @device_option
 @output_options
 def prune(
@@ -88,6 +96,7 @@ def prune(
     lr,
     distill,
     reconstruct,
+    sparsity_2of4,
     device,
     out,
     as_json,
@@ -114,6 +123,7 @@ def prune(
             progress=progress_for_stderr(),
             device=device,
             reconstruct=reconstruct,
+            sparsity_2of4=sparsity_2of4,
         )
     emit(
         plan,
@@ -121,9 +131,21 @@ def prune(
         f"pruned {loaded.spec}: params {plan.params_before:,} → {plan.params_after:,}, MACs "
         f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
         f"removed), {len(plan.removed_blocks)} blocks removed"
-        f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}\n  saved: {out_dir} "
-        f"(reload with --model {out_dir})",
+        f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}{_sparsity_line(plan)}\n  saved: "
+        f"{out_dir} (reload with --model {out_dir})",
     )
+
+
+def _sparsity_line(plan) -> str:
+    """The prune summary's lines on 2:4 sparsity: which layers hold it, which stayed dense, what it buys where."""
+    from edgeprune.types.results import TWO_OF_FOUR_SPEED
+
+    if plan.sparsity is None:
+        return ""
+    dense = plan.dense_layers
+    names = ", ".join(dense[:6]) + (", …" if len(dense) > 6 else "")
+    where = f" except {len(dense)} left dense (inputs not a multiple of 4, or grouped): {names}" if dense else ""
+    return f"\n  {plan.sparsity} sparsity in every conv/linear layer{where}\n  {TWO_OF_FOUR_SPEED}"
 
 
 @click.command()
