@@ -124,7 +124,7 @@ def check_two_of_four(weights: Mapping[str, np.ndarray | torch.Tensor]) -> list[
     consecutive input channels (axis 1), or an input axis that is not a multiple of 4."""
     broken = []
     for name, value in weights.items():
-        tensor = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value))
+        tensor = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
         if tensor.ndim < 2 or tensor.shape[1] % GROUP:
             broken.append(name)
         elif int((_groups(tensor) != 0).sum(-1).max()) > KEPT:
