@@ -6,6 +6,7 @@ them (load → profile → plan → prune → fine-tune → export → verify �
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -297,6 +298,7 @@ def prune_model(
     device: str = "cpu",
     reconstruct: bool = False,
     rewind_to: LoadedModel | None = None,
+    sparsity_2of4: bool = False,
 ) -> PrunePlan:
     """Remove `blocks` residual blocks, then `ratio` of the channels by `criterion`, optionally fine-tune on
     `data`, and save the result under out_dir (plan + safetensors; also cfg + weights for Darknet and a .pt for
@@ -304,7 +306,9 @@ def prune_model(
     Data-driven criteria and fine-tuning run on `device` (auto|cpu|cuda|cuda:N). `reconstruct`: refit every layer
     that reads pruned channels by least squares on `data` (prune/reconstruct.py) before any fine-tuning.
     `rewind_to`: the same network at an early-training checkpoint; the pruned model's surviving weights are set
-    to its values before fine-tuning (lottery-ticket rewinding, Frankle et al.; Renda et al. 2020)."""
+    to its values before fine-tuning (lottery-ticket rewinding, Frankle et al.; Renda et al. 2020).
+    `sparsity_2of4`: then magnitude 2:4 sparsity in every eligible conv/linear (prune/sparsity.py), kept while
+    fine-tuning."""
     from edgeprune.models.saved import save_pruned
     from edgeprune.prune.channels import count_macs_params, prune_channels
     from edgeprune.prune.depth import remove_blocks
@@ -320,6 +324,8 @@ def prune_model(
     if spec.needs_loss and model.task != "classification":
         raise ConfigError(f"criterion {criterion} needs a loss, which edgeprune defines for classifiers only",
                           fix="use --criterion l1, bn or apoz for detectors")  # fmt: skip
+    if sparsity_2of4:
+        _two_of_four_masks(model, check_only=True)  # no layer that can hold the pattern: refused before any work
     finetune = finetuner(model) if finetuning else None
     if finetuning and model.task == "detection":  # the labels it trains on: refused before pruning, not after it
         from edgeprune.verify.yolo_data import YoloDataset
@@ -351,8 +357,19 @@ def prune_model(
         macs_before=macs_before,
         params_before=params_before,
     )
+    masks = None
+    if sparsity_2of4:
+        from edgeprune.prune.sparsity import PATTERN, apply_masks, dense_layers
+
+        masks = _two_of_four_masks(model, after_channels=bool(ratio))
+        apply_masks(model.module, masks)
+        plan = dataclasses.replace(plan, sparsity=PATTERN, dense_layers=dense_layers(model.module))
+        model.sparsity, model._fingerprint = PATTERN, None
     if finetune is not None:
-        finetune(model, data, recipe, teacher, out_dir, progress, device=device)
+        from edgeprune.prune.sparsity import masks_kept
+
+        with masks_kept(model.module, masks) if masks else contextlib.nullcontext():
+            finetune(model, data, recipe, teacher, out_dir, progress, device=device)
     save_pruned(model, plan, out_dir)
     if finetune is not None:
         recipe.save(out_dir / "finetune_recipe.json")  # what the saved weights went through after pruning
@@ -369,6 +386,20 @@ def _check_rewind(model: LoadedModel, rewind_to: LoadedModel, reconstruct: bool)
         raise ConfigError(f"the rewind checkpoint {rewind_to.weights} is not {model.spec}'s network "
                           f"(first difference: {differ[0]})",
                           fix="pass an early checkpoint of the same model, e.g. `edgeprune train --rewind-to 1`'s")  # fmt: skip
+
+
+def _two_of_four_masks(model: LoadedModel, *, after_channels: bool = False, check_only: bool = False) -> dict:
+    """The 2:4 masks of the model's eligible layers (prune/sparsity.py; none computed when `check_only`);
+    ConfigError when it has no such layer."""
+    from edgeprune.prune.sparsity import eligible_layers, two_of_four_masks
+
+    if not eligible_layers(model.module):
+        raise ConfigError(
+            f"--sparsity-2of4: {model.spec} has no Conv2d (groups 1) or Linear layer whose input channels are a "
+            f"multiple of 4{' after channel pruning' if after_channels else ''}, so none can hold the 2:4 pattern",
+            fix="pass --round-to 4 with --ratio" if after_channels else "drop --sparsity-2of4",
+        )
+    return {} if check_only else two_of_four_masks(model.module)
 
 
 _DATA_FORMS = {"classification": "an ImageFolder directory", "detection": "a YOLO data yaml"}

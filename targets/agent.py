@@ -21,10 +21,12 @@ Commands:
         bench and run also take `precision`, a load-time hint for runtimes that choose their compute precision
         (openvino: fp32 (default) | fp16 | bf16); the others refuse one, their precision being in the model file.
   build-engine {onnx, precision: fp32|fp16|int8, calibration, calibration_batch, calibration_cache, workspace_mb,
-        batch, out, float_layers}  -> a TensorRT engine built by this device's TensorRT: {engine, tensorrt_version,
-        build_s, layers: [{name, type, precision}], calibration, ...}; progress events every 20 s (done = seconds
-        so far). int8 calibration: a directory of .npy batches, an .npy of samples, or a calibration cache file from
-        an earlier build (read instead of calibrating). float_layers: ONNX node names kept in fp32 (mixed precision).
+        batch, out, float_layers, sparse_weights}  -> a TensorRT engine built by this device's TensorRT: {engine,
+        tensorrt_version, build_s, layers: [{name, type, precision}], calibration, sparse_weights, ...}; progress
+        events every 20 s (done = seconds so far). int8 calibration: a directory of .npy batches, an .npy of samples,
+        or a calibration cache file from an earlier build (read instead of calibrating). float_layers: ONNX node names
+        kept in fp32 (mixed precision). sparse_weights: true lets 2:4-sparse weights run on sparse tensor cores
+        (BuilderFlag.SPARSE_WEIGHTS, TensorRT 8.0+; before 8.0 a note says the engine is dense).
   quit
 
 Runtimes (agent_runtimes.py; TensorRT in agent_trt_*.py): onnxruntime, openvino (.xml IR or .onnx), tflite (LiteRT /

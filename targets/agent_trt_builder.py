@@ -29,7 +29,8 @@ from agent_trt_runner import TRT_HOW, trt_logger
 # builder.create_optimization_profile() + profile.set_shape(name, min, opt, max) + config.add_optimization_profile,
 # config.set_calibration_profile, builder.build_serialized_network(network, config) (8.0+; build_engine before, removed in
 # 10.0), engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON) (8.2+, per-layer
-# formats with config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED).
+# formats with config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED),
+# config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS) (8.0+: 2:4 sparse weights on sparse tensor cores).
 
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -74,6 +75,9 @@ def check_build_args(args):
         raise AgentError("float_layers keeps layers of an fp16/int8 build in fp32; this build is fp32 already")
     if not isinstance(float_layers, list) or not all(isinstance(n, str) and n for n in float_layers):
         raise AgentError("float_layers must be a list of layer names (the ONNX node names), got %r" % (float_layers,))
+    sparse_weights = args.get("sparse_weights", False)
+    if not isinstance(sparse_weights, bool):
+        raise AgentError("sparse_weights must be true or false, got %r" % (sparse_weights,))
     return {
         "onnx": onnx,
         "precision": precision,
@@ -82,6 +86,7 @@ def check_build_args(args):
         "calibration": calibration,
         "workspace_bytes": None if workspace_mb is None else workspace_mb << 20,
         "float_layers": float_layers,
+        "sparse_weights": sparse_weights,
     }
 
 
@@ -146,6 +151,18 @@ def trt_keep_float(trt, network, config, names):
     flag = "OBEY_PRECISION_CONSTRAINTS" if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS") else "STRICT_TYPES"
     config.set_flag(getattr(trt.BuilderFlag, flag))
     return flag
+
+
+def trt_allow_sparse_weights(trt, config):
+    """Let the builder pick sparse tactics for layers whose weights hold the 2:4 pattern (2 of every 4 consecutive
+    input-channel weights zero): BuilderFlag.SPARSE_WEIGHTS, TensorRT 8.0+; only GPUs with sparse tensor cores
+    (Ampere, Orin and newer) have such tactics. Returns None when set, else the note that the engine stays dense:
+    TensorRT before 8.0 has no flag (nor sparse kernels), so it builds the same engine it would without the ask."""
+    flag = getattr(trt.BuilderFlag, "SPARSE_WEIGHTS", None)
+    if flag is None:
+        return "TensorRT %s has no BuilderFlag.SPARSE_WEIGHTS (8.0+): the 2:4 weights run dense" % trt.__version__
+    config.set_flag(flag)
+    return None
 
 
 def _fixed_profile(builder, shapes, batch):
@@ -272,6 +289,9 @@ def build_engine(args, heartbeat=None):
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = make_entropy_calibrator(trt, feeder)
     precision_flag = trt_keep_float(trt, network, config, spec["float_layers"]) if spec["float_layers"] else None
+    sparse_note = trt_allow_sparse_weights(trt, config) if spec["sparse_weights"] else None
+    if sparse_note:
+        notes.append(sparse_note)
     started = time.perf_counter()
     stop = _heartbeat(heartbeat)
     try:
@@ -300,6 +320,7 @@ def build_engine(args, heartbeat=None):
         "layers_note": None,
         "float_layers": spec["float_layers"],
         "precision_flag": precision_flag,
+        "sparse_weights": spec["sparse_weights"] and sparse_note is None,
     }
     if feeder is not None:
         result["calibration"] = {

@@ -2,8 +2,9 @@
 
 The model goes to ONNX here (the ONNX Runtime backend's exporter), then the agent on the device builds the engine
 with the device's TensorRT (targets/agent_trt_*.py: TRT 8.x and 10.x APIs, fp16, int8 calibrated on the user's
-images, per-layer fp32 for mixed precision) and the engine comes back to sit beside its artifact.json and
-engine.json (TensorRT version, device, per-layer precisions, calibration). Without a target the local agent builds,
+images, per-layer fp32 for mixed precision, sparse weights allowed for a model pruned to 2:4) and the engine comes
+back to sit beside its artifact.json and engine.json (TensorRT version, device, per-layer precisions, calibration,
+whether sparse weights were allowed). Without a target the local agent builds,
 which works where `tensorrt` imports with a GPU. This machine has neither: the tests drive the whole path through a
 stand-in of TensorRT's documented builder API (tests/standins/) and skip the real build.
 """
@@ -101,7 +102,8 @@ class TensorrtBackend(Backend):
                 samples = Path(scratch) / "calibration.npy"
                 np.save(samples, np.ascontiguousarray(calibration, dtype=np.float32))
             device = agent.info(self.target.name if self.target else "local", self.name)
-            built = agent.build_engine(onnx.path, precision=precision, calibration=samples, float_layers=float_nodes)
+            built = agent.build_engine(onnx.path, precision=precision, calibration=samples, float_layers=float_nodes,
+                                       sparse_weights=model.sparsity is not None)  # fmt: skip
             engine = out_dir / ENGINE_FILE  # moved: a local build wrote it beside the ONNX, a remote one to scratch
             _move(agent.transport.fetch(built.engine, Path(scratch)), engine)
             if built.calibration:

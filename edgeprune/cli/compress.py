@@ -77,6 +77,14 @@ from edgeprune.types.build import BASELINES, VALUES
     help="Lottery-ticket rewinding: after pruning, set the surviving weights to this early checkpoint's (the same "
     "network, e.g. `train --rewind-to 1`'s rewind-epoch1.safetensors), then --finetune-epochs retrains them.",
 )
+@click.option(
+    "--sparsity-2of4",
+    "sparsity_2of4",
+    is_flag=True,
+    help="Then magnitude 2:4 sparsity (2 of every 4 consecutive input-channel weights zero) in every conv/linear whose "
+    "inputs are a multiple of 4, kept while fine-tuning; TensorRT builds it with sparse weights allowed. Faster only "
+    "on sparse tensor cores (Ampere, Orin). With --ratio, pass --round-to 4 to keep pruned layers eligible.",
+)
 @device_option
 @output_options
 def prune(
@@ -95,6 +103,7 @@ def prune(
     distill,
     reconstruct,
     rewind,
+    sparsity_2of4,
     device,
     out,
     as_json,
@@ -123,6 +132,7 @@ def prune(
             device=device,
             reconstruct=reconstruct,
             rewind_to=rewound,
+            sparsity_2of4=sparsity_2of4,
         )
     emit(
         plan,
@@ -130,9 +140,21 @@ def prune(
         f"pruned {loaded.spec}: params {plan.params_before:,} → {plan.params_after:,}, MACs "
         f"{plan.macs_before:,} → {plan.macs_after:,} ({1 - plan.macs_after / plan.macs_before:.1%} "
         f"removed), {len(plan.removed_blocks)} blocks removed"
-        f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}\n  saved: {out_dir} "
-        f"(reload with --model {out_dir})",
+        f"{f', fine-tuned {finetune_epochs} epochs' if finetune_epochs else ''}{_sparsity_line(plan)}\n  saved: "
+        f"{out_dir} (reload with --model {out_dir})",
     )
+
+
+def _sparsity_line(plan) -> str:
+    """The prune summary's lines on 2:4 sparsity: which layers hold it, which stayed dense, what it buys where."""
+    from edgeprune.types.results import TWO_OF_FOUR_SPEED
+
+    if plan.sparsity is None:
+        return ""
+    dense = plan.dense_layers
+    names = ", ".join(dense[:6]) + (", …" if len(dense) > 6 else "")
+    where = f" except {len(dense)} left dense (inputs not a multiple of 4, or grouped): {names}" if dense else ""
+    return f"\n  {plan.sparsity} sparsity in every conv/linear layer{where}\n  {TWO_OF_FOUR_SPEED}"
 
 
 @click.command()

@@ -101,6 +101,7 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep
     """Export a model to a deployable format (writes the file + artifact.json)."""
     from edgeprune.commands import export_model
     from edgeprune.progress import progress_for_stderr
+    from edgeprune.types.results import TWO_OF_FOUR_SPEED
 
     if farm is not None and fmt != "tensorrt":
         raise ConfigError(f"--farm builds TensorRT engines on its devices; {fmt} is exported on this machine",
@@ -114,11 +115,12 @@ def export(model, weights, trust_pickle, input_shape, fmt, precision, data, keep
             artifact = export_model(loaded, fmt, out_dir, precision, data=data, keep_float=keep_float, target=profile,
                                     farm=started)  # fmt: skip
     opset = f"opset {artifact.opset}, " if artifact.opset else ""
+    sparse = f"\n  {TWO_OF_FOUR_SPEED}" if loaded.sparsity is not None else ""
     emit(
         artifact,
         as_json,
         f"exported {loaded.spec} → {artifact.path} ({artifact.format} {artifact.precision}, "
-        f"{opset}{artifact.exporter})",
+        f"{opset}{artifact.exporter}){sparse}",
     )
 
 

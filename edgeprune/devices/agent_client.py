@@ -152,13 +152,15 @@ class AgentSession:
         batch: int = 1,
         out: str | None = None,
         float_layers: list[str] | None = None,
+        sparse_weights: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> EngineBuild:
         """Build a TensorRT engine ON the device from `onnx` (see targets/agent_trt_builder.py). `calibration` (int8
         only) is a host .npy of samples (stacked on the first axis) or a calibration cache from an earlier build;
         `out` a device path (None: beside the ONNX on the device). The engine stays on the device: `.engine` is its
         device path, for bench/run with runtime "tensorrt" or transport.fetch. `float_layers`: ONNX node names
-        an fp16/int8 build keeps in fp32."""
+        an fp16/int8 build keeps in fp32. `sparse_weights`: let TensorRT run 2:4-sparse weights on sparse tensor
+        cores (BuilderFlag.SPARSE_WEIGHTS; the reply's `sparse_weights` says whether the device's TensorRT could)."""
         args: dict[str, Any] = {"onnx": self.put_model(onnx), "precision": precision, "batch": batch}
         if calibration is not None:
             args["calibration"] = self.transport.put(Path(calibration))
@@ -167,6 +169,7 @@ class AgentSession:
             ("workspace_mb", workspace_mb),
             ("out", out),
             ("float_layers", float_layers or None),
+            ("sparse_weights", True if sparse_weights else None),
         ):
             if value is not None:
                 args[key] = value

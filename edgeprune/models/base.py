@@ -37,6 +37,7 @@ class LoadedModel:
     weights: str | None = None
     detection: DetectionHead | None = None  # set for task "detection"
     family: ModelFamily | None = None  # the family's hooks; None: the family the spec names (family_of_spec)
+    sparsity: str | None = None  # "2:4": its weights hold 2:4 semi-structured sparsity (its prune plan says so)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -90,6 +90,7 @@ def _load_pruned(directory: Path, options: LoadOptions, named_base: str | None, 
     replay_plan(loaded, plan)
     load_into(loaded.module, read_state_dict(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
     loaded.module.eval()
+    loaded.sparsity = plan.sparsity  # the saved weights carry the zeros; the plan says which pattern they form
     loaded.spec = f"edgeprune:{directory}"
     loaded.weights = str(directory / WEIGHTS_FILE)
     loaded._fingerprint = None

@@ -73,3 +73,4 @@ class EngineBuild(Record):
     layers_note: str | None = None
     float_layers: list[str] | None = None
     precision_flag: str | None = None
+    sparse_weights: bool = False  # BuilderFlag.SPARSE_WEIGHTS was set (asked for, and TensorRT 8.0+)

@@ -135,6 +135,12 @@ class LatencyStats(Record):
         return text + (f"; {self.emulation}" if self.emulation else "")
 
 
+TWO_OF_FOUR = "2:4"
+TWO_OF_FOUR_SPEED = (
+    "2:4 sparse weights: faster only on GPUs with sparse tensor cores (Ampere, Orin) through TensorRT; "
+    "elsewhere the model runs at dense speed"
+)
+
 # --- export and verification -------------------------------------------------------------------------------------
 
 
@@ -293,6 +299,10 @@ class PrunePlan(Record):
     # --reconstruct: each refit layer's output error on the sampled positions (relative), before and after
     reconstructed: tuple[tuple[str, float, float], ...] = ()
     rewound_to: str | None = None  # --rewind: the early checkpoint the surviving weights were set to
+    # --sparsity-2of4: "2:4" when every eligible Conv2d/Linear weight holds that pattern (prune/sparsity.py; the
+    # saved weights carry the zeros), and the Conv2d/Linear layers left dense (inputs not a multiple of 4, grouped)
+    sparsity: str | None = None
+    dense_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ def fake_build_trt(version, calls, parse_ok=True):
     major_minor = tuple(int(p) for p in version.split(".")[:2])
     # OBEY_PRECISION_CONSTRAINTS since 8.2; STRICT_TYPES before it, removed in 10.0
     precision_flag = {"OBEY_PRECISION_CONSTRAINTS": "OBEY"} if major_minor >= (8, 2) else {"STRICT_TYPES": "STRICT"}
+    # SPARSE_WEIGHTS (2:4 structured sparsity on sparse tensor cores) since 8.0, still in 10.x
+    sparse_flag = {"SPARSE_WEIGHTS": "SPARSE"} if major_minor >= (8, 0) else {}
 
     class Severity:
         WARNING, ERROR, INTERNAL_ERROR = "W", "E", "IE"
@@ -153,7 +155,7 @@ def fake_build_trt(version, calls, parse_ok=True):
         OnnxParser=Parser,
         Runtime=Runtime,
         NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
-        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", **precision_flag),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", **precision_flag, **sparse_flag),
         float32="float32",
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"),
