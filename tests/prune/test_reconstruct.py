@@ -88,3 +88,30 @@ def test_prune_reconstruct_saves_the_refit_weights_and_needs_data(resnet20_weigh
         assert a.shape == b.shape and not torch.equal(a, b), name  # saved and reloaded with the refit weights
     missing = run_cli("prune", "--model", "cifar:resnet20", "--ratio", "0.3", "--reconstruct", "--out", tmp_path / "q")
     assert missing.code == 2 and "--reconstruct needs --data" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("family", ["cifar", "darknet"])
+def test_a_build_round_with_blocks_removed_refits_by_the_pruned_models_names(family, resnet20_weights):
+    """realize(..., reconstruct=True), as a build's round does: blocks removed first (a Darknet model renumbers its
+    layers then), channels pruned, the readers refit against the model as channel pruning found it."""
+    from edgeprune.plan.structure import read_structure, realize
+    from tests.conftest import ASSETS
+
+    if family == "cifar":
+        model, size = load_model("cifar:resnet20", LoadOptions(weights=str(resnet20_weights))), 32
+    else:
+        cfg = ASSETS / "darknet" / "yolo-fastest" / "yolo-fastest-1.1.cfg"
+        if not cfg.exists():
+            pytest.skip(f"{cfg} is not in ../shared/assets")
+        model, size = load_model(f"darknet:{cfg}"), 320
+    structure = read_structure(model, "l1", 8)
+    state = structure.initial()
+    state.removed = set(sorted(structure.blocks)[:2])
+    for key, group in list(structure.groups.items())[::2]:
+        state.kept[key] = max(group.min_width, group.width - 2 * group.unit)
+    data = [(torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)), None)]
+    plan = realize(model, structure, state, "l1", True, data=data)
+    assert plan.removed_blocks and plan.reconstructed
+    assert all(after < before for _, before, after in plan.reconstructed), plan.reconstructed
+    names = dict(model.module.named_modules())
+    assert all(name in names for name, _, _ in plan.reconstructed)
