@@ -31,6 +31,7 @@ from edgeprune.models.saved import replay_plan
 from edgeprune.prune.channels import prune_channels
 from edgeprune.train.data import ImageSamples
 from edgeprune.train.finetune import FinetuneRecipe, finetune_classifier
+from edgeprune.verify.data import ImageFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "rewinding.json"
@@ -43,13 +44,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--images", type=int, help="train on this many images of the split, spread over the classes")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rewinding"))
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_model("cifar:resnet20")  # random weights
     splits = split_data(model, str(CIFAR_TEST), args.out / "data")
     holdout = images(model, splits.holdout)
-    train = ImageSamples.scan(splits.finetune, model.class_names, model.preprocessing)
+    folder = ImageFolder.scan(splits.finetune, model.class_names).subset(args.images)
+    train = ImageSamples(folder, model.preprocessing)
     norm = {"mean": model.preprocessing.mean, "std": model.preprocessing.std, "progress": None, "device": "cpu"}
     rewind_path = args.out / f"rewind-epoch{args.rewind_epoch}.safetensors"
     started = time.monotonic()
