@@ -40,6 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("/tmp/reconstruction"))
+    parser.add_argument(
+        "--methods",
+        default=",".join(_name(*m) for m in METHODS),
+        help="comma list of the methods to run, e.g. 'l1 + reconstruct,thinet'",
+    )
+    parser.add_argument("--result", type=Path, default=RESULT)
     args = parser.parse_args()
     torch.manual_seed(0)
     base = load_model("cifar:resnet56", LoadOptions(weights=str(WEIGHTS)))
@@ -50,14 +56,14 @@ def main() -> None:
               if name.count(".") == 1 and hasattr(layer, "conv1")}  # fmt: skip
     rows = [{"method": "unpruned", "top1_before_finetune": top1(base, holdout), "macs": count_macs_params(base)[0]}]
     print(rows[0], flush=True)
-    for criterion, refit in METHODS:
+    for criterion, refit in [m for m in METHODS if _name(*m) in args.methods.split(",")]:
         model = copy.deepcopy(base)
         started = time.monotonic()
         before = copy.deepcopy(model)
         plan = prune_channels_to(model, widths, criterion, data=calibration)
         refits = refit_after_pruning(before, model, plan, calibration) if refit else []
         seconds = time.monotonic() - started
-        row = {"method": criterion + (" + reconstruct" if refit else ""), "prune_seconds": round(seconds, 1),
+        row = {"method": _name(criterion, refit), "prune_seconds": round(seconds, 1),
                "macs": count_macs_params(model)[0], "top1_before_finetune": top1(model, holdout),
                "refit_error": [[r.name, round(r.error_before, 4), round(r.error_after, 4)] for r in refits]}  # fmt: skip
         recipe = FinetuneRecipe(epochs=args.epochs, distill_alpha=BUILD_DISTILL_ALPHA, seed=0)
@@ -72,8 +78,12 @@ def main() -> None:
               "pruned": "every block's conv1 output channels to half (27 groups), nothing else",
               "holdout_images": len(holdout[1]), "calibration_images": int(sum(len(b[0]) for b in calibration)),
               "finetune_epochs": args.epochs, "rows": rows}  # fmt: skip
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(record, indent=2) + "\n")
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _name(criterion: str, refit: bool) -> str:
+    return criterion + (" + reconstruct" if refit else "")
 
 
 if __name__ == "__main__":
