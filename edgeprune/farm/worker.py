@@ -48,10 +48,10 @@ class DeviceWorker:
     def bench_reference(self, files: dict[str, bytes], runtime: str, threads: int, runs: int, rounds: int) -> float:
         """The reference model's median over `rounds` sessions of `runs` runs: the fastest round's median (a slow
         spell of a shared machine must not make a device look slower than it is)."""
-        import numpy as np
+        from edgeprune.latency.compare import round_median
 
         path = self._unpack(files, "reference")
-        medians = [float(np.median(self._agent.bench(path, runtime, threads=threads, warmup=5, runs=runs).timings_ms))
+        medians = [round_median(self._agent.bench(path, runtime, threads=threads, warmup=5, runs=runs))
                    for _ in range(rounds)]  # fmt: skip
         return min(medians)
 
